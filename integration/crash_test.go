@@ -1,0 +1,3 @@
+package integration
+
+func crashChildMain() int { return 0 }

@@ -1,0 +1,134 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v4"
+)
+
+// groupHandler is the sarama.ConsumerGroupHandler of a running Worker. Each
+// ConsumeClaim call is one claimed partition's dispatcher.
+type groupHandler struct {
+	w     *Worker
+	pool  *pool
+	group sarama.ConsumerGroup
+	// stopping is closed when Run's context is done: drains then use the
+	// shutdown timeout instead of the revoke one.
+	stopping <-chan struct{}
+	// base is the parent of every handler context: Run's values, without
+	// Run's cancellation, which must not interrupt the drain.
+	base context.Context
+}
+
+func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
+	g.w.log.Info("joined consumer group",
+		slog.String("messaging.consumer.group.name", g.w.cfg.GroupID),
+		slog.String("member_id", sess.MemberID()), slog.Int("generation", int(sess.GenerationID())),
+		slog.Any("assigned", sess.Claims()))
+	return nil
+}
+
+func (g *groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
+	g.w.log.Info("left consumer group session",
+		slog.String("messaging.consumer.group.name", g.w.cfg.GroupID),
+		slog.Int("generation", int(sess.GenerationID())))
+	return nil
+}
+
+// ConsumeClaim admits the claim's messages into a partition until sarama
+// closes Messages() (revoked, or the session ends) or the session context is
+// done, then drains, commits synchronously and returns.
+//
+// The loop never blocks on anything but the claim and its own budget signal,
+// so it notices a revocation at once. When the budget is used up, messages
+// sarama has already fetched wait in a small overflow and the partition's
+// fetching is paused, which bounds memory to the budget plus one fetch.
+func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	p := g.newPartition(sess, claim)
+	tp := map[string][]int32{claim.Topic(): {claim.Partition()}}
+	var overflow []*sarama.ConsumerMessage
+	paused := false
+	msgs := claim.Messages()
+	done := sess.Context().Done()
+
+loop:
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				break loop
+			}
+			if len(overflow) > 0 || !p.admit(m) {
+				overflow = append(overflow, m)
+				if !paused {
+					g.group.Pause(tp)
+					paused = true
+				}
+			}
+		case <-p.freed:
+			i := 0
+			for i < len(overflow) && p.admit(overflow[i]) {
+				overflow[i] = nil
+				i++
+			}
+			overflow = append(overflow[:0], overflow[i:]...)
+			if len(overflow) == 0 && paused {
+				g.group.Resume(tp)
+				paused = false
+			}
+		case <-done:
+			break loop
+		}
+	}
+	g.release(sess, p)
+	return nil
+}
+
+func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) *partition {
+	cfg := g.w.cfg
+	ctx, cancel := context.WithCancel(g.base)
+	topic, id := claim.Topic(), claim.Partition()
+	return &partition{
+		topic: topic, id: id, ordering: cfg.Ordering,
+		handler: g.w.handler, pool: g.pool, log: g.w.log,
+		retry: func() backoff.BackOff {
+			b := backoff.NewExponentialBackOff()
+			b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = cfg.RetryBackoffInitial, cfg.RetryBackoffMax, 0
+			b.Reset()
+			return b
+		},
+		mark:   func(next int64) { sess.MarkOffset(topic, id, next, "") },
+		ctx:    ctx,
+		cancel: cancel,
+		keys:   make(map[string]*task), ring: make([]slot, cfg.MaxInFlight),
+		backingOff: make(map[*task]*time.Timer),
+		idle:       make(chan struct{}), freed: make(chan struct{}, 1),
+	}
+}
+
+// release drains the partition within the revoke or shutdown deadline and
+// commits what is ready before the claim goes back to the group.
+func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
+	timeout, why := g.w.revokeTimeout(), "revoked"
+	select {
+	case <-g.stopping:
+		timeout, why = g.w.cfg.ShutdownTimeout, "shutdown"
+	default:
+	}
+	abandoned := p.drain(timeout)
+	sess.Commit()
+	attrs := []any{
+		slog.String("messaging.destination.name", p.topic),
+		slog.Int("messaging.destination.partition.id", int(p.id)),
+		slog.String("reason", why),
+	}
+	if abandoned > 0 {
+		g.w.log.Warn("partition released with handlers still running; their results are discarded and the messages will be handled again",
+			append(attrs, slog.Int("abandoned", abandoned), slog.Duration("drain_timeout", timeout))...)
+		return
+	}
+	g.w.log.Info("partition released", attrs...)
+}

@@ -1,0 +1,379 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/caarlos0/env/v11"
+)
+
+// Ordering says which messages must be handled one after another.
+type Ordering string
+
+const (
+	// OrderByKey handles messages with the same key in the same partition
+	// strictly in offset order, one at a time; different keys run
+	// concurrently. Messages with a nil key are independent of each other.
+	OrderByKey Ordering = "key"
+	// OrderByPartition handles one message at a time per partition.
+	OrderByPartition Ordering = "partition"
+	// OrderNone handles messages in any order, concurrently.
+	OrderNone Ordering = "none"
+)
+
+// Rebalance strategy names accepted by KAFKA_REBALANCE_STRATEGY.
+const (
+	StrategyCooperativeSticky = "cooperative-sticky"
+	StrategySticky            = "sticky"
+	StrategyRange             = "range"
+	StrategyRoundRobin        = "roundrobin"
+)
+
+// Config is everything a worker needs that is not code. Build it with
+// ConfigFromEnv, or start from DefaultConfig and set fields. A zero duration
+// in the KAFKA_* timeouts means sarama's default; every other field must be
+// valid as documented, or Validate names it.
+type Config struct {
+	// Brokers to bootstrap from, host:port. KAFKA_BROKERS, or its alias
+	// KAFKA_BOOTSTRAP_SERVERS. Required.
+	Brokers []string `env:"KAFKA_BROKERS"`
+	// GroupID is the consumer group. KAFKA_GROUP_ID. Required.
+	GroupID string `env:"KAFKA_GROUP_ID"`
+	// Topics to consume. KAFKA_TOPICS, comma-separated. Required.
+	Topics []string `env:"KAFKA_TOPICS"`
+	// ClientID names this client in broker logs and quotas. KAFKA_CLIENT_ID,
+	// default "kafkaworker".
+	ClientID string `env:"KAFKA_CLIENT_ID" envDefault:"kafkaworker"`
+	// Version is the broker protocol version, e.g. "3.6.0". KAFKA_VERSION,
+	// default sarama's (2.8.0).
+	Version string `env:"KAFKA_VERSION"`
+	// InitialOffset is where a group with no committed offset starts:
+	// "oldest" or "newest". KAFKA_INITIAL_OFFSET, default "oldest", so a new
+	// group does not skip what was produced before its first deploy.
+	InitialOffset string `env:"KAFKA_INITIAL_OFFSET" envDefault:"oldest"`
+	// RebalanceStrategy is one of cooperative-sticky, sticky, range,
+	// roundrobin. KAFKA_REBALANCE_STRATEGY, default DefaultRebalanceStrategy.
+	RebalanceStrategy string `env:"KAFKA_REBALANCE_STRATEGY" envDefault:"sticky"`
+	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the group
+	// timeouts. KAFKA_SESSION_TIMEOUT, KAFKA_HEARTBEAT_INTERVAL,
+	// KAFKA_REBALANCE_TIMEOUT; 0 means sarama's (10s, 3s, 60s).
+	SessionTimeout    time.Duration `env:"KAFKA_SESSION_TIMEOUT"`
+	HeartbeatInterval time.Duration `env:"KAFKA_HEARTBEAT_INTERVAL"`
+	RebalanceTimeout  time.Duration `env:"KAFKA_REBALANCE_TIMEOUT"`
+	// MetadataRefresh is how often metadata is refreshed, which is also how
+	// soon partitions added to a subscribed topic are picked up.
+	// KAFKA_METADATA_REFRESH; 0 means sarama's (10m).
+	MetadataRefresh time.Duration `env:"KAFKA_METADATA_REFRESH"`
+	// InstanceID turns on static membership (KIP-345), e.g. the pod name: a
+	// restart within the session timeout does not rebalance. KAFKA_INSTANCE_ID.
+	InstanceID string `env:"KAFKA_INSTANCE_ID"`
+
+	// Ordering is key, partition or none. WORKER_ORDERING, default key.
+	Ordering Ordering `env:"WORKER_ORDERING" envDefault:"key"`
+	// Concurrency is how many handler goroutines this worker runs, shared by
+	// all its partitions. WORKER_CONCURRENCY, default 64.
+	Concurrency int `env:"WORKER_CONCURRENCY" envDefault:"64"`
+	// MaxInFlight bounds, per assigned partition, the messages taken from
+	// Kafka and not yet committed-ready (queued, running, backing off, or done
+	// but behind an unfinished earlier offset). When a partition reaches it,
+	// the worker stops taking from that partition until its oldest message
+	// finishes; other partitions are unaffected. WORKER_MAX_IN_FLIGHT,
+	// default 1000.
+	MaxInFlight int `env:"WORKER_MAX_IN_FLIGHT" envDefault:"1000"`
+	// CommitInterval is how often ready offsets are committed.
+	// WORKER_COMMIT_INTERVAL, default 1s. Revocation and shutdown also commit.
+	CommitInterval time.Duration `env:"WORKER_COMMIT_INTERVAL" envDefault:"1s"`
+	// ShutdownTimeout is how long Run lets running handlers finish after its
+	// context is cancelled. WORKER_SHUTDOWN_TIMEOUT, default 30s.
+	ShutdownTimeout time.Duration `env:"WORKER_SHUTDOWN_TIMEOUT" envDefault:"30s"`
+
+	// RetryBackoffInitial and RetryBackoffMax bound the exponential backoff
+	// (with jitter) between in-place retries of a failing message.
+	// RETRY_BACKOFF_INITIAL, default 100ms; RETRY_BACKOFF_MAX, default 5s.
+	RetryBackoffInitial time.Duration `env:"RETRY_BACKOFF_INITIAL" envDefault:"100ms"`
+	RetryBackoffMax     time.Duration `env:"RETRY_BACKOFF_MAX" envDefault:"5s"`
+}
+
+// DefaultRebalanceStrategy is the strategy used when
+// KAFKA_REBALANCE_STRATEGY is not set. See the README for why.
+const DefaultRebalanceStrategy = StrategySticky
+
+// DefaultConfig returns a Config with every documented default set and the
+// required fields (Brokers, GroupID, Topics) empty.
+func DefaultConfig() Config {
+	var c Config
+	// Parsing an empty environment applies exactly the envDefault tags, so
+	// the defaults live in one place.
+	if err := env.ParseWithOptions(&c, env.Options{Environment: map[string]string{}}); err != nil {
+		panic("kafkaworker: envDefault tags do not parse: " + err.Error())
+	}
+	return c
+}
+
+// ConfigFromEnv reads the Config from the process environment and validates
+// it. The error, if any, names every offending variable and why.
+func ConfigFromEnv() (Config, error) {
+	return configFrom(envMap(os.Environ()))
+}
+
+func envMap(kv []string) map[string]string {
+	m := make(map[string]string, len(kv))
+	for _, e := range kv {
+		if k, v, ok := strings.Cut(e, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func configFrom(environ map[string]string) (Config, error) {
+	var c Config
+	var problems []string
+	err := env.ParseWithOptions(&c, env.Options{Environment: environ})
+	problems = append(problems, envProblems(err)...)
+
+	alias := strings.TrimSpace(environ["KAFKA_BOOTSTRAP_SERVERS"])
+	primary := strings.TrimSpace(environ["KAFKA_BROKERS"])
+	switch {
+	case alias != "" && primary != "" && alias != primary:
+		problems = append(problems, fmt.Sprintf("KAFKA_BROKERS=%q and KAFKA_BOOTSTRAP_SERVERS=%q disagree: set one of them", primary, alias))
+	case alias != "" && primary == "":
+		c.Brokers = strings.Split(alias, ",")
+	}
+	c.Brokers = trimList(c.Brokers)
+	c.Topics = trimList(c.Topics)
+
+	if err := c.Validate(); err != nil {
+		var ve *ValidationError
+		if !errors.As(err, &ve) {
+			return Config{}, err
+		}
+		// A variable that did not parse already has its problem; what
+		// Validate says of the zero value left behind would only mislead.
+		for _, v := range ve.Problems {
+			if !slices.ContainsFunc(problems, func(p string) bool { return strings.HasPrefix(p, varName(v)+":") }) {
+				problems = append(problems, v)
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return Config{}, &ValidationError{Problems: dedupe(problems)}
+	}
+	return c, nil
+}
+
+// envProblems turns caarlos0/env's errors, which name struct fields, into
+// problems that name the environment variable the user actually set.
+func envProblems(err error) []string {
+	if err == nil {
+		return nil
+	}
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			name := pe.Name
+			if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
+				name = f.Tag.Get("env")
+			}
+			out = append(out, fmt.Sprintf("%s: cannot parse as %s: %v", name, describeType(pe.Type), unwrapAll(pe.Err)))
+			continue
+		}
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+func describeType(t reflect.Type) string {
+	switch t {
+	case reflect.TypeFor[time.Duration]():
+		return `a Go duration such as "500ms", "10s" or "1m"`
+	case reflect.TypeFor[int]():
+		return "a whole number"
+	}
+	return t.String()
+}
+
+func unwrapAll(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err
+		}
+		err = next
+	}
+}
+
+func varName(problem string) string {
+	name, _, _ := strings.Cut(problem, ":")
+	return name
+}
+
+func trimList(in []string) []string {
+	out := in[:0]
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func dedupe(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ValidationError lists every problem found in a Config, each naming the
+// environment variable (and so the field) at fault.
+type ValidationError struct {
+	Problems []string
+}
+
+func (e *ValidationError) Error() string {
+	return "kafkaworker: invalid configuration:\n  - " + strings.Join(e.Problems, "\n  - ")
+}
+
+// Validate checks every field and returns a *ValidationError listing all
+// problems at once, or nil.
+func (c Config) Validate() error {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+
+	if len(c.Brokers) == 0 {
+		add("KAFKA_BROKERS: missing: set it to a comma-separated list of host:port, e.g. localhost:9092")
+	}
+	for _, b := range c.Brokers {
+		if !strings.Contains(b, ":") {
+			add("KAFKA_BROKERS: %q is not host:port", b)
+		}
+	}
+	if strings.TrimSpace(c.GroupID) == "" {
+		add("KAFKA_GROUP_ID: missing: set the consumer group name")
+	}
+	if len(c.Topics) == 0 {
+		add("KAFKA_TOPICS: missing: set a comma-separated list of topics to consume")
+	}
+	if c.ClientID == "" {
+		add("KAFKA_CLIENT_ID: empty: set a client id or leave the variable unset for %q", "kafkaworker")
+	}
+	if c.Version != "" {
+		if _, err := sarama.ParseKafkaVersion(c.Version); err != nil {
+			add("KAFKA_VERSION: %q is not a Kafka version such as 3.6.0: %v", c.Version, err)
+		}
+	}
+	if c.InitialOffset != "oldest" && c.InitialOffset != "newest" {
+		add("KAFKA_INITIAL_OFFSET: %q is neither oldest nor newest", c.InitialOffset)
+	}
+	if _, ok := strategies[c.RebalanceStrategy]; !ok {
+		add("KAFKA_REBALANCE_STRATEGY: unknown strategy %q: use one of %s", c.RebalanceStrategy, strings.Join(strategyNames(), ", "))
+	}
+	for name, d := range map[string]time.Duration{
+		"KAFKA_SESSION_TIMEOUT": c.SessionTimeout, "KAFKA_HEARTBEAT_INTERVAL": c.HeartbeatInterval,
+		"KAFKA_REBALANCE_TIMEOUT": c.RebalanceTimeout, "KAFKA_METADATA_REFRESH": c.MetadataRefresh,
+	} {
+		if d < 0 {
+			add("%s: %v is negative: use a positive duration, or leave it unset for sarama's default", name, d)
+		}
+	}
+	if c.SessionTimeout > 0 && c.HeartbeatInterval > 0 && c.HeartbeatInterval >= c.SessionTimeout {
+		add("KAFKA_HEARTBEAT_INTERVAL: %v must be below KAFKA_SESSION_TIMEOUT (%v), typically a third of it", c.HeartbeatInterval, c.SessionTimeout)
+	}
+	switch c.Ordering {
+	case OrderByKey, OrderByPartition, OrderNone:
+	default:
+		add("WORKER_ORDERING: unknown ordering %q: use key, partition or none", c.Ordering)
+	}
+	if c.Concurrency < 1 {
+		add("WORKER_CONCURRENCY: %d: must be at least 1", c.Concurrency)
+	}
+	if c.MaxInFlight < 1 {
+		add("WORKER_MAX_IN_FLIGHT: %d: must be at least 1", c.MaxInFlight)
+	}
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"WORKER_COMMIT_INTERVAL", c.CommitInterval}, {"WORKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"RETRY_BACKOFF_INITIAL", c.RetryBackoffInitial}, {"RETRY_BACKOFF_MAX", c.RetryBackoffMax},
+	}
+	for _, x := range positive {
+		if x.d <= 0 {
+			add("%s: %v: must be a positive duration", x.name, x.d)
+		}
+	}
+	if c.RetryBackoffInitial > 0 && c.RetryBackoffMax > 0 && c.RetryBackoffMax < c.RetryBackoffInitial {
+		add("RETRY_BACKOFF_MAX: %v is below RETRY_BACKOFF_INITIAL (%v)", c.RetryBackoffMax, c.RetryBackoffInitial)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	slices.Sort(p)
+	return &ValidationError{Problems: p}
+}
+
+var strategies = map[string]func() sarama.BalanceStrategy{
+	StrategyCooperativeSticky: sarama.NewBalanceStrategyCooperativeSticky,
+	StrategySticky:            sarama.NewBalanceStrategySticky,
+	StrategyRange:             sarama.NewBalanceStrategyRange,
+	StrategyRoundRobin:        sarama.NewBalanceStrategyRoundRobin,
+}
+
+func strategyNames() []string {
+	names := make([]string, 0, len(strategies))
+	for n := range strategies {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// LogValue lets a Config be logged with slog. It lists fields by name from an
+// allow-list, so credentials added to Config never reach a log.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Any("brokers", c.Brokers), slog.String("group", c.GroupID), slog.Any("topics", c.Topics),
+		slog.String("client_id", c.ClientID), slog.String("version", c.Version),
+		slog.String("initial_offset", c.InitialOffset), slog.String("rebalance_strategy", c.RebalanceStrategy),
+		slog.String("instance_id", c.InstanceID), slog.String("ordering", string(c.Ordering)),
+		slog.Int("concurrency", c.Concurrency), slog.Int("max_in_flight", c.MaxInFlight),
+		slog.Duration("commit_interval", c.CommitInterval), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+	)
+}
+
+// String renders the same allow-listed fields as LogValue, so fmt's %v and
+// %+v do not print credentials either.
+func (c Config) String() string {
+	var b strings.Builder
+	b.WriteString("worker.Config{")
+	for i, a := range c.LogValue().Group() {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s=%v", a.Key, a.Value)
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+// GoString makes %#v print the same redacted form as String.
+func (c Config) GoString() string { return c.String() }

@@ -1,0 +1,280 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/kafkaworker/kafkaworker/handler"
+)
+
+// partState is where a claimed partition is in its life.
+type partState int
+
+const (
+	// partRunning: messages are admitted and handlers started.
+	partRunning partState = iota
+	// partDraining: no handler starts; running ones may still finish and
+	// their offsets are marked.
+	partDraining
+	// partFenced: the claim is gone; results are discarded.
+	partFenced
+)
+
+// task is one message on its way through a partition.
+type task struct {
+	part    *partition
+	msg     handler.Message
+	seq     uint64 // admission order within the claim, indexes the ring
+	key     string
+	keyed   bool  // waits for the previous message with the same key
+	next    *task // next message of the same key, admitted after this one
+	attempt int   // deliveries so far
+	backoff backoff.BackOff
+}
+
+// slot is the ring entry of an admitted message.
+type slot struct {
+	offset int64
+	done   bool
+}
+
+// partition holds one claim's state: the per-key FIFOs, the ring of admitted
+// offsets from which the committable offset is derived, and the in-flight
+// budget (the ring's capacity). One mutex guards it all; the claim's
+// dispatcher and the pool goroutines finishing its tasks take it briefly.
+type partition struct {
+	topic    string
+	id       int32
+	ordering Ordering
+	handler  handler.Handler
+	pool     *pool
+	log      *slog.Logger
+	retry    func() backoff.BackOff
+	mark     func(next int64) // marks the next offset to consume as committable
+
+	ctx    context.Context // handlers' context; cancelled when the claim is given up
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	state      partState
+	keys       map[string]*task // last admitted task of each key with work pending
+	ring       []slot
+	head, tail uint64 // ring[head%len] is the oldest unfinished message; tail is the next seq
+	running    int
+	backingOff map[*task]*time.Timer
+	idle       chan struct{} // closed once draining and no handler runs
+	idleClosed bool
+	starved    bool          // the dispatcher holds messages the budget refused
+	freed      chan struct{} // wakes the dispatcher when budget frees up
+}
+
+func (p *partition) newTask(m *sarama.ConsumerMessage) *task {
+	t := &task{part: p, msg: handler.Message{
+		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+		Key: m.Key, Value: m.Value, Timestamp: m.Timestamp,
+	}}
+	if len(m.Headers) > 0 {
+		t.msg.Headers = make([]handler.Header, 0, len(m.Headers))
+		for _, h := range m.Headers {
+			if h != nil {
+				t.msg.Headers = append(t.msg.Headers, handler.Header{Key: string(h.Key), Value: h.Value})
+			}
+		}
+	}
+	switch {
+	case p.ordering == OrderByPartition:
+		t.keyed = true
+	case p.ordering == OrderByKey && m.Key != nil:
+		t.keyed, t.key = true, string(m.Key)
+	}
+	return t
+}
+
+// admit takes m into the partition if its budget allows, and starts it
+// unless an earlier message of its key is pending. It reports false, and
+// remembers to wake the dispatcher, when the budget is used up.
+func (p *partition) admit(m *sarama.ConsumerMessage) bool {
+	p.mu.Lock()
+	if p.tail-p.head >= uint64(len(p.ring)) {
+		p.starved = true
+		p.mu.Unlock()
+		return false
+	}
+	p.mu.Unlock()
+	t := p.newTask(m) // allocate outside the lock; only this goroutine admits
+
+	p.mu.Lock()
+	t.seq = p.tail
+	p.ring[t.seq%uint64(len(p.ring))] = slot{offset: m.Offset}
+	p.tail++
+	start := true
+	if t.keyed {
+		if last, ok := p.keys[t.key]; ok {
+			last.next = t
+			start = false
+		}
+		p.keys[t.key] = t
+	}
+	p.mu.Unlock()
+	if start {
+		p.pool.push(t)
+	}
+	return true
+}
+
+// run delivers t to the handler and records the outcome. It returns the
+// next task of t's key when that may start now, for the caller to run.
+func (p *partition) run(t *task) *task {
+	p.mu.Lock()
+	if p.state != partRunning {
+		p.mu.Unlock()
+		return nil
+	}
+	p.running++
+	p.mu.Unlock()
+
+	t.attempt++
+	err := p.call(t)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.running--
+	var next *task
+	switch {
+	case p.state == partFenced:
+		// The claim was given up while the handler ran: discard.
+	case err == nil:
+		next = p.complete(t)
+	case p.state == partRunning:
+		p.scheduleRetry(t, err)
+	}
+	if p.state == partDraining && p.running == 0 && !p.idleClosed {
+		p.idleClosed = true
+		close(p.idle)
+	}
+	if p.state != partRunning {
+		return nil
+	}
+	return next
+}
+
+func (p *partition) call(t *task) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &panicError{value: r, stack: debug.Stack()}
+		}
+	}()
+	return p.handler.Handle(p.ctx, &t.msg)
+}
+
+// complete records t as done, marks the new committable offset if t was the
+// oldest unfinished message, and returns t's successor in its key's FIFO.
+// Called with p.mu held.
+func (p *partition) complete(t *task) *task {
+	var next *task
+	if t.keyed {
+		next = t.next
+		if next == nil {
+			delete(p.keys, t.key) // t was the last pending message of its key
+		}
+		t.next = nil
+	}
+	n := uint64(len(p.ring))
+	p.ring[t.seq%n].done = true
+	if t.seq != p.head {
+		return next
+	}
+	var last int64
+	for p.head < p.tail && p.ring[p.head%n].done {
+		last = p.ring[p.head%n].offset
+		p.head++
+	}
+	p.mark(last + 1)
+	if p.starved {
+		p.starved = false
+		select {
+		case p.freed <- struct{}{}:
+		default:
+		}
+	}
+	return next
+}
+
+// scheduleRetry retries t in place after an exponential backoff with
+// jitter. Its key's later messages stay queued behind it; nothing else
+// waits. Called with p.mu held.
+func (p *partition) scheduleRetry(t *task, err error) {
+	if t.backoff == nil {
+		t.backoff = backoff.WithContext(p.retry(), p.ctx)
+	}
+	d := t.backoff.NextBackOff()
+	if d == backoff.Stop {
+		return // the claim is going away; the message stays uncommitted
+	}
+	p.log.Warn("handler failed; retrying in place",
+		slog.String("messaging.destination.name", p.topic),
+		slog.Int("messaging.destination.partition.id", int(p.id)),
+		slog.Int64("messaging.kafka.offset", t.msg.Offset),
+		slog.Int("attempt", t.attempt), slog.Duration("backoff", d), slog.Any("error", err))
+	p.backingOff[t] = time.AfterFunc(d, func() { p.retryDue(t) })
+}
+
+func (p *partition) retryDue(t *task) {
+	p.mu.Lock()
+	_, pending := p.backingOff[t]
+	delete(p.backingOff, t)
+	ok := pending && p.state == partRunning
+	p.mu.Unlock()
+	if ok {
+		p.pool.push(t)
+	}
+}
+
+// drain stops starting handlers, waits up to timeout for the running ones,
+// then fences the partition and cancels the handlers' context. It returns
+// how many handlers were still running, whose results will be discarded.
+func (p *partition) drain(timeout time.Duration) int {
+	p.mu.Lock()
+	p.state = partDraining
+	for t, timer := range p.backingOff {
+		timer.Stop()
+		delete(p.backingOff, t)
+	}
+	if p.running == 0 && !p.idleClosed {
+		p.idleClosed = true
+		close(p.idle)
+	}
+	p.mu.Unlock()
+
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-p.idle:
+	case <-timer.C:
+	}
+
+	p.mu.Lock()
+	p.state = partFenced
+	abandoned := p.running
+	p.mu.Unlock()
+	p.cancel()
+	return abandoned
+}
+
+// panicError is what a handler's panic becomes: an ordinary failure that is
+// retried, with the stack kept for the log.
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (e *panicError) Error() string {
+	return fmt.Sprintf("handler panicked: %v\n%s", e.value, e.stack)
+}

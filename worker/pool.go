@@ -1,0 +1,101 @@
+package worker
+
+import (
+	"sync"
+	"time"
+)
+
+// pool runs handler goroutines, shared by all partitions of a worker. Tasks
+// reach it through a FIFO ready queue that never blocks the pusher: a
+// partition's dispatcher must keep reading its claim (to notice revocation)
+// whatever the handlers are doing. The queue's length is bounded anyway,
+// because every queued task holds a slot of its partition's in-flight budget.
+type pool struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	items  []*task
+	head   int
+	closed bool
+
+	wg sync.WaitGroup
+}
+
+func newPool(concurrency int) *pool {
+	p := &pool{}
+	p.cond.L = &p.mu
+	p.wg.Add(concurrency)
+	for range concurrency {
+		go p.loop()
+	}
+	return p
+}
+
+// push hands a task to the first free goroutine.
+func (p *pool) push(t *task) {
+	p.mu.Lock()
+	p.items = append(p.items, t)
+	p.mu.Unlock()
+	p.cond.Signal()
+}
+
+func (p *pool) pop() (*task, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.head == len(p.items) && !p.closed {
+		p.cond.Wait()
+	}
+	if p.head == len(p.items) {
+		return nil, false
+	}
+	t := p.items[p.head]
+	p.items[p.head] = nil
+	p.head++
+	switch {
+	case p.head == len(p.items):
+		p.items, p.head = p.items[:0], 0
+	case p.head >= 1024 && p.head*2 >= len(p.items):
+		n := copy(p.items, p.items[p.head:])
+		clear(p.items[n:])
+		p.items, p.head = p.items[:n], 0
+	}
+	return t, true
+}
+
+// loop runs tasks until the pool stops. A task that finishes may hand back
+// the next message of its key, which runs on the same goroutine at once: the
+// key's order is kept and the queue is not touched.
+func (p *pool) loop() {
+	defer p.wg.Done()
+	for {
+		t, ok := p.pop()
+		if !ok {
+			return
+		}
+		for t != nil {
+			t = t.part.run(t)
+		}
+	}
+}
+
+// stop lets every goroutine finish its current task and exit, waiting at most
+// grace. It reports whether all exited; the ones that did not are running a
+// handler that ignored its cancelled context.
+func (p *pool) stop(grace time.Duration) bool {
+	p.mu.Lock()
+	p.closed = true
+	clear(p.items)
+	p.items, p.head = nil, 0
+	p.mu.Unlock()
+	p.cond.Broadcast()
+
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-timer.C:
+		return false
+	}
+}

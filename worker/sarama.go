@@ -1,0 +1,62 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/IBM/sarama"
+)
+
+// saramaConfig turns a validated Config into a sarama.Config, applies the
+// WithSaramaConfig hooks, and checks what the worker relies on.
+func saramaConfig(c Config, hooks []func(*sarama.Config)) (*sarama.Config, error) {
+	s := sarama.NewConfig()
+	s.ClientID = c.ClientID
+	if c.Version != "" {
+		v, err := sarama.ParseKafkaVersion(c.Version)
+		if err != nil {
+			return nil, fmt.Errorf("KAFKA_VERSION: %w", err)
+		}
+		s.Version = v
+	}
+	s.Consumer.Offsets.Initial = sarama.OffsetOldest
+	if c.InitialOffset == "newest" {
+		s.Consumer.Offsets.Initial = sarama.OffsetNewest
+	}
+	s.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{strategies[c.RebalanceStrategy]()}
+	setIfPositive(&s.Consumer.Group.Session.Timeout, c.SessionTimeout)
+	setIfPositive(&s.Consumer.Group.Heartbeat.Interval, c.HeartbeatInterval)
+	setIfPositive(&s.Consumer.Group.Rebalance.Timeout, c.RebalanceTimeout)
+	setIfPositive(&s.Metadata.RefreshFrequency, c.MetadataRefresh)
+	s.Consumer.Group.InstanceId = c.InstanceID
+	// Offsets are marked only after success; sarama's auto-commit then sends
+	// what is marked every CommitInterval, and revocation and shutdown commit
+	// synchronously on top of that.
+	s.Consumer.Offsets.AutoCommit.Enable = true
+	s.Consumer.Offsets.AutoCommit.Interval = c.CommitInterval
+	s.Consumer.Return.Errors = true
+
+	for _, hook := range hooks {
+		if hook != nil {
+			hook(s)
+		}
+	}
+	if !s.Consumer.Offsets.AutoCommit.Enable {
+		return nil, errors.New("kafkaworker: WithSaramaConfig turned off Consumer.Offsets.AutoCommit.Enable; " +
+			"the worker commits only offsets it marked after success, through sarama's auto-commit: " +
+			"leave it on and tune WORKER_COMMIT_INTERVAL instead")
+	}
+	if !s.Consumer.Return.Errors {
+		return nil, errors.New("kafkaworker: WithSaramaConfig turned off Consumer.Return.Errors; the worker reads that channel to log consumer errors: leave it on")
+	}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("kafkaworker: sarama configuration: %w", err)
+	}
+	return s, nil
+}
+
+func setIfPositive[T ~int64](dst *T, v T) {
+	if v > 0 {
+		*dst = v
+	}
+}

@@ -1,0 +1,140 @@
+// Package worker runs a Kafka consumer group as a production worker: it
+// hands every message to a handler.Handler on a pool of goroutines, keeps
+// per-key (or per-partition) order, marks an offset only once it and every
+// earlier offset of its partition were handled successfully, retries
+// failures in place with backoff, and on shutdown or revocation drains,
+// commits and leaves cleanly.
+//
+// Shutdown order, when Run's context is cancelled:
+//
+//  1. Each claimed partition stops starting handlers at once; messages not
+//     yet started are dropped (they were not marked, so they are consumed
+//     again by the next owner).
+//  2. Running handlers get up to Config.ShutdownTimeout to finish; what
+//     finishes is marked. Handlers still running then see their context
+//     cancelled and their results are discarded.
+//  3. Marked offsets are committed synchronously.
+//  4. The member leaves the group (unless static membership is on), so its
+//     partitions move to other members at once.
+//  5. The handler goroutines exit and Run returns nil.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/handler"
+)
+
+// Worker consumes a group's topics and hands each message to a Handler.
+// Create it with New and start it with Run; a Worker runs once.
+type Worker struct {
+	cfg         Config
+	handler     handler.Handler
+	log         *slog.Logger
+	saramaHooks []func(*sarama.Config)
+	sarama      *sarama.Config
+	started     atomic.Bool
+}
+
+// New checks cfg and builds a Worker that will hand messages to h. It does
+// not connect to Kafka; Run does.
+func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
+	if h == nil {
+		return nil, errors.New("kafkaworker: New: handler is nil: pass a handler.Handler, e.g. handler.HandlerFunc(fn)")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	w := &Worker{cfg: cfg, handler: h, log: slog.Default()}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(w)
+		}
+	}
+	s, err := saramaConfig(cfg, w.saramaHooks)
+	if err != nil {
+		return nil, err
+	}
+	w.sarama = s
+	return w, nil
+}
+
+// Config returns the configuration the worker runs with.
+func (w *Worker) Config() Config { return w.cfg }
+
+// Run joins the group and processes messages until ctx is cancelled, then
+// shuts down in the order given in the package documentation and returns
+// nil. It returns an error only when it cannot start (brokers unreachable,
+// bad sarama settings) or when the group fails for good; a rebalance or a
+// broker hiccup is retried, not returned. Run may be called once.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errors.New("kafkaworker: Run called twice: a Worker runs once; create a new one with New")
+	}
+	group, err := sarama.NewConsumerGroup(w.cfg.Brokers, w.cfg.GroupID, w.sarama)
+	if err != nil {
+		return fmt.Errorf("kafkaworker: connect to %v: %w", w.cfg.Brokers, err)
+	}
+	errsDone := make(chan struct{})
+	go w.logGroupErrors(group, errsDone)
+
+	pool := newPool(w.cfg.Concurrency)
+	gh := &groupHandler{w: w, pool: pool, group: group, stopping: ctx.Done(), base: context.WithoutCancel(ctx)}
+	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
+
+	w.consume(ctx, group, gh)
+
+	if err := group.Close(); err != nil {
+		w.log.Error("closing consumer group", slog.Any("error", err))
+	}
+	<-errsDone
+	if !pool.stop(w.cfg.ShutdownTimeout) {
+		w.log.Error("handlers ignored their cancelled context and are still running; abandoning them")
+	}
+	w.log.Info("kafkaworker stopped")
+	return nil
+}
+
+// consume calls Consume until ctx is done: an eager rebalance ends each
+// call, and errors are logged and retried with a capped backoff.
+func (w *Worker) consume(ctx context.Context, group sarama.ConsumerGroup, gh *groupHandler) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := group.Consume(ctx, w.cfg.Topics, gh)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			delay = 100 * time.Millisecond
+			continue
+		}
+		w.log.Warn("consumer group session failed; rejoining", slog.Any("error", err), slog.Duration("retry_in", delay))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+func (w *Worker) logGroupErrors(group sarama.ConsumerGroup, done chan<- struct{}) {
+	defer close(done)
+	for err := range group.Errors() {
+		w.log.Error("consumer group error", slog.Any("error", err))
+	}
+}
+
+// revokeTimeout is how long a revoked partition's running handlers may
+// finish: four fifths of the rebalance timeout, leaving room to commit
+// before sarama and the coordinator give up on this member.
+func (w *Worker) revokeTimeout() time.Duration {
+	return w.sarama.Consumer.Group.Rebalance.Timeout * 4 / 5
+}
