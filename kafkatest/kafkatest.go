@@ -174,7 +174,28 @@ func (c *Cluster) SetPartitions(ctx context.Context, topic string, total int) er
 	if err != nil {
 		return fmt.Errorf("kafkatest: set partitions of %q to %d: %w", topic, total, err)
 	}
-	return nil
+	return c.awaitPartitions(ctx, topic, total)
+}
+
+// awaitPartitions refreshes the producer's metadata until it sees total
+// partitions of topic, so records can be produced to the new ones at once.
+// A topic the producer has not written to yet needs nothing: its metadata
+// is loaded fresh on first use.
+func (c *Cluster) awaitPartitions(ctx context.Context, topic string, total int) error {
+	if l, _, _ := c.client.PartitionLeader(topic, 0); l < 0 {
+		return nil
+	}
+	for {
+		c.client.ForceMetadataRefresh()
+		if l, _, _ := c.client.PartitionLeader(topic, int32(total-1)); l >= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafkatest: waiting for %d partitions of %q in metadata: %w", total, topic, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Record is a message to produce. Unless Explicit is set the key chooses the
@@ -305,7 +326,10 @@ func (c *Cluster) CommittedOffsets(ctx context.Context, group, topic string) (ma
 	}
 	out := make(map[int32]int64)
 	for p, o := range resp[topic] {
-		if o.Err == nil && o.At >= 0 {
+		if o.Err != nil {
+			return nil, fmt.Errorf("kafkatest: committed offset of group %q on %s/%d: %w", group, topic, p, o.Err)
+		}
+		if o.At >= 0 {
 			out[p] = o.At
 		}
 	}

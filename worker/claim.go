@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -15,6 +16,7 @@ type groupHandler struct {
 	w     *Worker
 	pool  *pool
 	group sarama.ConsumerGroup
+	admin sarama.ClusterAdmin // reads the done-set committed with each offset
 	// stopping is closed when Run's context is done: drains then use the
 	// shutdown timeout instead of the revoke one.
 	stopping <-chan struct{}
@@ -53,6 +55,8 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	paused := false
 	msgs := claim.Messages()
 	done := sess.Context().Done()
+	tick := time.NewTicker(g.w.cfg.CommitInterval)
+	defer tick.Stop()
 
 loop:
 	for {
@@ -79,6 +83,10 @@ loop:
 				g.group.Resume(tp)
 				paused = false
 			}
+		case <-tick.C:
+			p.mu.Lock()
+			p.refreshDoneSet()
+			p.mu.Unlock()
 		case <-done:
 			break loop
 		}
@@ -100,13 +108,42 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 			b.Reset()
 			return b
 		},
-		mark:   func(next int64) { sess.MarkOffset(topic, id, next, "") },
+		mark:   func(next int64, meta string) { sess.MarkOffset(topic, id, next, meta) },
+		remark: func(next int64, meta string) { sess.ResetOffset(topic, id, next, meta) },
+		skip:   g.previousDoneSet(topic, id),
+		marked: claim.InitialOffset(),
 		ctx:    ctx,
 		cancel: cancel,
 		keys:   make(map[string]*task), ring: make([]slot, cfg.MaxInFlight),
 		backingOff: make(map[*task]*time.Timer),
 		idle:       make(chan struct{}), freed: make(chan struct{}, 1),
 	}
+}
+
+// previousDoneSet reads the done-set committed with the partition's offset
+// by its previous owner. On any failure it logs and returns an empty set:
+// those messages are then handled again, which at-least-once allows.
+func (g *groupHandler) previousDoneSet(topic string, id int32) doneSet {
+	resp, err := g.admin.ListConsumerGroupOffsets(g.w.cfg.GroupID, map[string][]int32{topic: {id}})
+	var block *sarama.OffsetFetchResponseBlock
+	if err == nil {
+		if block = resp.GetBlock(topic, id); block == nil {
+			err = errors.New("no offset in the response")
+		} else if block.Err != sarama.ErrNoError {
+			err = block.Err
+		}
+	}
+	var set doneSet
+	if err == nil {
+		set, err = decodeDoneSet(block.Metadata)
+	}
+	if err != nil {
+		g.w.log.Warn("cannot read the done-set committed with the offset; messages already handled after it will be handled again",
+			slog.String("messaging.destination.name", topic), slog.Int("messaging.destination.partition.id", int(id)),
+			slog.Any("error", err))
+		return nil
+	}
+	return set
 }
 
 // release drains the partition within the revoke or shutdown deadline and
@@ -123,7 +160,8 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 	attrs := []any{
 		slog.String("messaging.destination.name", p.topic),
 		slog.Int("messaging.destination.partition.id", int(p.id)),
-		slog.String("reason", why),
+		slog.String("reason", why), slog.Int64("committed", p.marked),
+		slog.Int("skipped_already_done", p.skipped),
 	}
 	if abandoned > 0 {
 		g.w.log.Warn("partition released with handlers still running; their results are discarded and the messages will be handled again",

@@ -57,7 +57,11 @@ type partition struct {
 	pool     *pool
 	log      *slog.Logger
 	retry    func() backoff.BackOff
-	mark     func(next int64) // marks the next offset to consume as committable
+	// mark records next (the first offset not yet done) with the done-set
+	// metadata for the next commit; remark replaces the metadata of the
+	// offset already marked.
+	mark, remark func(next int64, meta string)
+	skip         doneSet // offsets the previous owner already handled
 
 	ctx    context.Context // handlers' context; cancelled when the claim is given up
 	cancel context.CancelFunc
@@ -68,6 +72,10 @@ type partition struct {
 	ring       []slot
 	head, tail uint64 // ring[head%len] is the oldest unfinished message; tail is the next seq
 	running    int
+	marked     int64  // last offset passed to mark
+	meta       string // last done-set passed to mark
+	metaDirty  bool   // done entries behind an unfinished one changed since meta
+	skipped    int    // messages skipped because skip held them
 	backingOff map[*task]*time.Timer
 	idle       chan struct{} // closed once draining and no handler runs
 	idleClosed bool
@@ -106,6 +114,14 @@ func (p *partition) admit(m *sarama.ConsumerMessage) bool {
 		p.starved = true
 		p.mu.Unlock()
 		return false
+	}
+	if p.skip.contains(m.Offset) {
+		p.ring[p.tail%uint64(len(p.ring))] = slot{offset: m.Offset, done: true}
+		p.tail++
+		p.skipped++
+		p.advance()
+		p.mu.Unlock()
+		return true
 	}
 	p.mu.Unlock()
 	t := p.newTask(m) // allocate outside the lock; only this goroutine admits
@@ -186,17 +202,32 @@ func (p *partition) complete(t *task) *task {
 		}
 		t.next = nil
 	}
-	n := uint64(len(p.ring))
-	p.ring[t.seq%n].done = true
+	p.ring[t.seq%uint64(len(p.ring))].done = true
 	if t.seq != p.head {
+		p.metaDirty = true
 		return next
+	}
+	p.advance()
+	return next
+}
+
+// advance retires the done entries at the head of the ring, marks the
+// offset after the last one, and wakes a starved dispatcher. Called with
+// p.mu held.
+func (p *partition) advance() {
+	n := uint64(len(p.ring))
+	if p.head == p.tail || !p.ring[p.head%n].done {
+		return
 	}
 	var last int64
 	for p.head < p.tail && p.ring[p.head%n].done {
 		last = p.ring[p.head%n].offset
 		p.head++
 	}
-	p.mark(last + 1)
+	if last+1 > p.marked {
+		p.marked = last + 1
+		p.mark(p.marked, p.meta)
+	}
 	if p.starved {
 		p.starved = false
 		select {
@@ -204,7 +235,42 @@ func (p *partition) complete(t *task) *task {
 		default:
 		}
 	}
-	return next
+}
+
+// refreshDoneSet records, in the metadata of the next commit, which
+// messages behind the oldest unfinished one are already done, so that no
+// later owner of the partition handles them again. Called with p.mu held.
+func (p *partition) refreshDoneSet() {
+	if !p.metaDirty {
+		return
+	}
+	p.metaDirty = false
+	n := uint64(len(p.ring))
+	if p.head == p.tail {
+		return
+	}
+	var ranges []offsetRange
+	open := false
+	for seq := p.head; seq < p.tail; seq++ {
+		s := p.ring[seq%n]
+		switch {
+		case s.done && open:
+			ranges[len(ranges)-1].end = s.offset + 1
+		case s.done:
+			ranges = append(ranges, offsetRange{s.offset, s.offset + 1})
+			open = true
+		default:
+			open = false
+		}
+	}
+	base := p.ring[p.head%n].offset
+	p.meta = encodeDoneSet(base, ranges)
+	if base > p.marked {
+		p.marked = base
+		p.mark(p.marked, p.meta)
+		return
+	}
+	p.remark(p.marked, p.meta)
 }
 
 // scheduleRetry retries t in place after an exponential backoff with
@@ -261,6 +327,7 @@ func (p *partition) drain(timeout time.Duration) int {
 	}
 
 	p.mu.Lock()
+	p.refreshDoneSet()
 	p.state = partFenced
 	abandoned := p.running
 	p.mu.Unlock()

@@ -78,15 +78,25 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("kafkaworker: Run called twice: a Worker runs once; create a new one with New")
 	}
-	group, err := sarama.NewConsumerGroup(w.cfg.Brokers, w.cfg.GroupID, w.sarama)
+	client, err := sarama.NewClient(w.cfg.Brokers, w.sarama)
 	if err != nil {
 		return fmt.Errorf("kafkaworker: connect to %v: %w", w.cfg.Brokers, err)
+	}
+	defer client.Close()
+	group, err := sarama.NewConsumerGroupFromClient(w.cfg.GroupID, client)
+	if err != nil {
+		return fmt.Errorf("kafkaworker: consumer group %q: %w", w.cfg.GroupID, err)
+	}
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		_ = group.Close()
+		return fmt.Errorf("kafkaworker: admin client: %w", err)
 	}
 	errsDone := make(chan struct{})
 	go w.logGroupErrors(group, errsDone)
 
 	pool := newPool(w.cfg.Concurrency)
-	gh := &groupHandler{w: w, pool: pool, group: group, stopping: ctx.Done(), base: context.WithoutCancel(ctx)}
+	gh := &groupHandler{w: w, pool: pool, group: group, admin: admin, stopping: ctx.Done(), base: context.WithoutCancel(ctx)}
 	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
 
 	w.consume(ctx, group, gh)

@@ -1,0 +1,31 @@
+# kafkaworker: `make help` lists the targets.
+GO ?= go
+PKGS := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: demo
+demo: ## Run the quickstart on the embedded broker (or KAFKA_BROKERS when set)
+	$(GO) run ./examples/quickstart
+
+.PHONY: test
+test: vet ## Vet, then all unit and integration tests with -race (embedded broker, or KAFKA_BROKERS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+.PHONY: vet
+vet: ## gofmt check and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+.PHONY: bench
+bench: ## Side-by-side benchmark against raw sarama on the embedded broker; prints a table of ratios
+	$(GO) run ./bench
+
+.PHONY: short
+short: ## Unit tests only, fast
+	$(GO) test -race -count=1 -short $(PKGS)
