@@ -1,0 +1,135 @@
+package worker
+
+import (
+	"context"
+	"testing"
+
+	"github.com/IBM/sarama"
+)
+
+// partitionBundle drives one partition's bookkeeping directly: admitted
+// messages go to a slice instead of a pool, marks are recorded.
+type partitionBundle struct {
+	p      *partition
+	pool   *pool
+	marks  []int64
+	metas  []string
+	offset int64
+}
+
+func setupPartition(t *testing.T, budget int, skip doneSet) *partitionBundle {
+	t.Helper()
+	b := &partitionBundle{pool: &pool{}}
+	b.pool.cond.L = &b.pool.mu
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	record := func(next int64, meta string) { b.marks = append(b.marks, next); b.metas = append(b.metas, meta) }
+	b.p = &partition{
+		topic: "t", ordering: OrderByKey, pool: b.pool, mark: record, remark: record,
+		ctx: ctx, cancel: cancel, keys: map[string]*task{}, ring: make([]slot, budget),
+		skip: skip, marked: -2, freed: make(chan struct{}, 1), idle: make(chan struct{}),
+	}
+	return b
+}
+
+func (b *partitionBundle) admit(key string) bool {
+	m := &sarama.ConsumerMessage{Topic: "t", Key: []byte(key), Offset: b.offset}
+	ok := b.p.admit(m)
+	if ok {
+		b.offset++
+	}
+	return ok
+}
+
+// queued returns the tasks handed to the pool so far and empties it.
+func (b *partitionBundle) queued() []*task {
+	out := b.pool.items[b.pool.head:]
+	b.pool.items, b.pool.head = nil, 0
+	return out
+}
+
+func (b *partitionBundle) finish(t *task) *task {
+	b.p.mu.Lock()
+	defer b.p.mu.Unlock()
+	return b.p.complete(t)
+}
+
+func TestPartitionMarksOnlyContiguousDoneOffsets(t *testing.T) {
+	t.Parallel()
+	b := setupPartition(t, 10, nil)
+	for _, k := range []string{"a", "b", "c"} {
+		b.admit(k)
+	}
+	ts := b.queued()
+	if len(ts) != 3 {
+		t.Fatalf("3 distinct keys: want 3 tasks started, got %d", len(ts))
+	}
+	b.finish(ts[2])
+	b.finish(ts[1])
+	if len(b.marks) != 0 {
+		t.Fatalf("offsets 1 and 2 done but 0 is not: nothing may be marked, got %v", b.marks)
+	}
+	b.p.mu.Lock()
+	b.p.refreshDoneSet()
+	b.p.mu.Unlock()
+	if len(b.marks) != 1 || b.marks[0] != 0 {
+		t.Fatalf("done-set refresh must mark offset 0 (first unfinished), got %v", b.marks)
+	}
+	set, err := decodeDoneSet(b.metas[0])
+	if err != nil || !set.contains(1) || !set.contains(2) || set.contains(0) {
+		t.Fatalf("done-set %q (%v) must hold 1 and 2 but not 0", b.metas[0], err)
+	}
+	b.finish(ts[0])
+	if last := b.marks[len(b.marks)-1]; last != 3 {
+		t.Fatalf("all of 0..2 done: want mark 3, got %d", last)
+	}
+}
+
+func TestPartitionKeyFIFOAndBudget(t *testing.T) {
+	t.Parallel()
+	b := setupPartition(t, 3, nil)
+	b.admit("a")
+	b.admit("a")
+	b.admit("b")
+	if b.admit("c") {
+		t.Fatal("a budget of 3 admitted a 4th message")
+	}
+	ts := b.queued()
+	if len(ts) != 2 || ts[0].msg.Offset != 0 || ts[1].msg.Offset != 2 {
+		t.Fatalf("want offsets 0 (a) and 2 (b) started, the second a waiting; got %d tasks", len(ts))
+	}
+	next := b.finish(ts[0])
+	if next == nil || next.msg.Offset != 1 {
+		t.Fatalf("finishing a@0 must hand back a@1, got %v", next)
+	}
+	select {
+	case <-b.p.freed:
+	default:
+		t.Fatal("budget freed but the starved dispatcher was not woken")
+	}
+	if !b.admit("c") {
+		t.Fatal("budget freed by offset 0, yet c was refused")
+	}
+}
+
+func TestPartitionSkipsWhatThePreviousOwnerFinished(t *testing.T) {
+	t.Parallel()
+	b := setupPartition(t, 10, doneSet{{1, 3}})
+	for range 4 {
+		b.admit("k")
+	}
+	ts := b.queued()
+	if len(ts) != 1 || ts[0].msg.Offset != 0 {
+		t.Fatalf("want only offset 0 started, got %d tasks", len(ts))
+	}
+	next := b.finish(ts[0])
+	if next == nil || next.msg.Offset != 3 {
+		t.Fatalf("offsets 1 and 2 were done before: after 0 comes 3, got %v", next)
+	}
+	if last := b.marks[len(b.marks)-1]; last != 3 {
+		t.Fatalf("want mark 3 (0 done now, 1-2 done before), got %d", last)
+	}
+	if b.p.skipped != 2 {
+		t.Fatalf("skipped %d, want 2", b.p.skipped)
+	}
+}
