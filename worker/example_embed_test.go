@@ -51,7 +51,7 @@ func Example() {
 	for handled.Load() < 100 {
 		time.Sleep(10 * time.Millisecond)
 	}
-	stop()             // drain, commit, leave the group
+	stop()              // drain, commit, leave the group
 	fmt.Println(<-done) // Run returns nil after a graceful stop
 
 	committed, _ := cluster.CommittedOffsets(ctx, "billing", "orders")
