@@ -171,14 +171,17 @@ func TestCrashSIGKILLMidStream(t *testing.T) {
 	if len(missing) > 0 {
 		t.Fatalf("%d of %d messages were never handled (lost), first: %v", len(missing), n, missing[:min(10, len(missing))])
 	}
-	dupes := 0
+	dupes, below := 0, ""
 	for v, pos := range fresh {
 		if pos.off < killCom[pos.part] {
-			t.Errorf("fresh worker handled %s at p%d@%d, below the committed offset %d at the kill", v, pos.part, pos.off, killCom[pos.part])
+			below = fmt.Sprintf("%s at p%d@%d, below the committed %d", v, pos.part, pos.off, killCom[pos.part])
 		}
 		if _, ok := childSeen[v]; ok {
 			dupes++
 		}
+	}
+	if below != "" {
+		t.Errorf("the fresh worker handled messages below the offset committed at the kill, e.g. %s", below)
 	}
 	bound := int64(len(childSeen)) - committedAtKill
 	t.Logf("produced %d; child logged %d (%d distinct) before SIGKILL; committed at kill %d %v; "+
@@ -190,16 +193,17 @@ func TestCrashSIGKILLMidStream(t *testing.T) {
 	}
 }
 
-// crashPos is where a message lives: partition and offset.
-type crashPos struct {
-	part int32
-	off  int64
-}
-
-type crashEntry struct {
-	value string
-	pos   crashPos
-}
+// crashPos is where a message lives; crashEntry is a line of the child's log.
+type (
+	crashPos struct {
+		part int32
+		off  int64
+	}
+	crashEntry struct {
+		value string
+		pos   crashPos
+	}
+)
 
 func crashLogLines(path string) int {
 	data, _ := os.ReadFile(path)
@@ -258,20 +262,10 @@ func startCrashChild(t *testing.T, b *testBundle, logPath string) *crashChild {
 		}
 		env = append(env, kv)
 	}
-	env = append(env,
-		"KW_CRASH_CHILD=1",
-		"KW_CRASH_LOG="+logPath,
-		"KAFKA_BROKERS="+strings.Join(b.cluster.Addrs(), ","),
-		"KAFKA_GROUP_ID="+b.group,
-		"KAFKA_TOPICS="+b.topic,
-		"KAFKA_SESSION_TIMEOUT=3s",
-		"KAFKA_HEARTBEAT_INTERVAL=500ms",
-		"KAFKA_REBALANCE_TIMEOUT=10s",
-		"WORKER_CONCURRENCY=16",
-		"WORKER_COMMIT_INTERVAL=200ms",
-		"RETRY_BACKOFF_INITIAL=10ms",
-		"RETRY_BACKOFF_MAX=100ms",
-	)
+	env = append(env, "KW_CRASH_CHILD=1", "KW_CRASH_LOG="+logPath,
+		"KAFKA_BROKERS="+strings.Join(b.cluster.Addrs(), ","), "KAFKA_GROUP_ID="+b.group, "KAFKA_TOPICS="+b.topic,
+		"KAFKA_SESSION_TIMEOUT=3s", "KAFKA_HEARTBEAT_INTERVAL=500ms", "KAFKA_REBALANCE_TIMEOUT=10s",
+		"WORKER_CONCURRENCY=16", "WORKER_COMMIT_INTERVAL=200ms", "RETRY_BACKOFF_INITIAL=10ms", "RETRY_BACKOFF_MAX=100ms")
 	ch := &crashChild{cmd: exec.Command(os.Args[0], "-test.run=^$"), exited: make(chan struct{})}
 	ch.cmd.Env = env
 	ch.cmd.Stdout, ch.cmd.Stderr = &ch.out, &ch.out

@@ -99,7 +99,9 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 	cfg := g.w.cfg
 	ctx, cancel := context.WithCancel(g.base)
 	topic, id := claim.Topic(), claim.Partition()
+	skip, meta := g.previousDoneSet(topic, id)
 	return &partition{
+		skip: skip, meta: meta, // marks keep the previous owner's done-set until this one refreshes it
 		topic: topic, id: id, ordering: cfg.Ordering,
 		handler: g.w.handler, pool: g.pool, log: g.w.log,
 		retry: func() backoff.BackOff {
@@ -110,7 +112,6 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 		},
 		mark:   func(next int64, meta string) { sess.MarkOffset(topic, id, next, meta) },
 		remark: func(next int64, meta string) { sess.ResetOffset(topic, id, next, meta) },
-		skip:   g.previousDoneSet(topic, id),
 		marked: claim.InitialOffset(),
 		ctx:    ctx,
 		cancel: cancel,
@@ -123,7 +124,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 // previousDoneSet reads the done-set committed with the partition's offset
 // by its previous owner. On any failure it logs and returns an empty set:
 // those messages are then handled again, which at-least-once allows.
-func (g *groupHandler) previousDoneSet(topic string, id int32) doneSet {
+func (g *groupHandler) previousDoneSet(topic string, id int32) (doneSet, string) {
 	resp, err := g.admin.ListConsumerGroupOffsets(g.w.cfg.GroupID, map[string][]int32{topic: {id}})
 	var block *sarama.OffsetFetchResponseBlock
 	if err == nil {
@@ -141,9 +142,15 @@ func (g *groupHandler) previousDoneSet(topic string, id int32) doneSet {
 		g.w.log.Warn("cannot read the done-set committed with the offset; messages already handled after it will be handled again",
 			slog.String("messaging.destination.name", topic), slog.Int("messaging.destination.partition.id", int(id)),
 			slog.Any("error", err))
-		return nil
+		return nil, ""
 	}
-	return set
+	g.w.log.Debug("claim started",
+		slog.String("messaging.destination.name", topic), slog.Int("messaging.destination.partition.id", int(id)),
+		slog.Int64("committed", block.Offset), slog.Int("done_ranges", len(set)))
+	if len(set) == 0 {
+		return nil, ""
+	}
+	return set, block.Metadata
 }
 
 // release drains the partition within the revoke or shutdown deadline and

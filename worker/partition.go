@@ -119,6 +119,7 @@ func (p *partition) admit(m *sarama.ConsumerMessage) bool {
 		p.ring[p.tail%uint64(len(p.ring))] = slot{offset: m.Offset, done: true}
 		p.tail++
 		p.skipped++
+		p.metaDirty = true
 		p.advance()
 		p.mu.Unlock()
 		return true
@@ -261,6 +262,14 @@ func (p *partition) refreshDoneSet() {
 			open = true
 		default:
 			open = false
+		}
+	}
+	// Carry forward what the previous owner finished beyond what this owner
+	// has taken in yet, or a commit now would erase it.
+	next := p.ring[(p.tail-1)%n].offset + 1
+	for _, r := range p.skip {
+		if r.end > next {
+			ranges = append(ranges, offsetRange{max(r.start, next), r.end})
 		}
 	}
 	base := p.ring[p.head%n].offset

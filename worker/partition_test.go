@@ -133,3 +133,28 @@ func TestPartitionSkipsWhatThePreviousOwnerFinished(t *testing.T) {
 		t.Fatalf("skipped %d, want 2", b.p.skipped)
 	}
 }
+
+// A new owner that commits before it has taken in everything the previous
+// owner finished must carry that part of the done-set forward, or the commit
+// would erase it and a later owner would handle those messages again.
+func TestPartitionCarriesThePreviousDoneSetForward(t *testing.T) {
+	t.Parallel()
+	b := setupPartition(t, 10, doneSet{{1, 2}, {5, 8}})
+	for _, k := range []string{"a", "b", "c"} { // offsets 0, 1 (skipped), 2
+		b.admit(k)
+	}
+	ts := b.queued()
+	b.finish(ts[1]) // offset 2 done; 0 still running
+	b.p.mu.Lock()
+	b.p.refreshDoneSet()
+	b.p.mu.Unlock()
+	set, err := decodeDoneSet(b.metas[len(b.metas)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for o, want := range map[int64]bool{0: false, 1: true, 2: true, 3: false, 4: false, 5: true, 7: true, 8: false} {
+		if set.contains(o) != want {
+			t.Errorf("done-set %v: contains(%d) = %v, want %v", set, o, !want, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,7 +18,8 @@ type pool struct {
 	head   int
 	closed bool
 
-	wg sync.WaitGroup
+	waiting atomic.Int64 // len(items) - head, readable without the lock
+	wg      sync.WaitGroup
 }
 
 func newPool(concurrency int) *pool {
@@ -34,6 +36,7 @@ func newPool(concurrency int) *pool {
 func (p *pool) push(t *task) {
 	p.mu.Lock()
 	p.items = append(p.items, t)
+	p.waiting.Add(1)
 	p.mu.Unlock()
 	p.cond.Signal()
 }
@@ -50,6 +53,7 @@ func (p *pool) pop() (*task, bool) {
 	t := p.items[p.head]
 	p.items[p.head] = nil
 	p.head++
+	p.waiting.Add(-1)
 	switch {
 	case p.head == len(p.items):
 		p.items, p.head = p.items[:0], 0
@@ -62,8 +66,10 @@ func (p *pool) pop() (*task, bool) {
 }
 
 // loop runs tasks until the pool stops. A task that finishes may hand back
-// the next message of its key, which runs on the same goroutine at once: the
-// key's order is kept and the queue is not touched.
+// the next message of its key. That one runs on the same goroutine at once
+// when nothing else is waiting, which saves a trip through the queue; when
+// other tasks wait it goes to the back of the queue, so a key with a long
+// backlog cannot hold a goroutine while other keys and partitions starve.
 func (p *pool) loop() {
 	defer p.wg.Done()
 	for {
@@ -72,7 +78,12 @@ func (p *pool) loop() {
 			return
 		}
 		for t != nil {
-			t = t.part.run(t)
+			next := t.part.run(t)
+			if next != nil && p.waiting.Load() > 0 {
+				p.push(next)
+				next = nil
+			}
+			t = next
 		}
 	}
 }
@@ -85,6 +96,7 @@ func (p *pool) stop(grace time.Duration) bool {
 	p.closed = true
 	clear(p.items)
 	p.items, p.head = nil, 0
+	p.waiting.Store(0)
 	p.mu.Unlock()
 	p.cond.Broadcast()
 
