@@ -5,13 +5,18 @@
 package integration
 
 import (
+	"log"
 	"os"
 	"testing"
 
+	"github.com/IBM/sarama"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("KW_SARAMA_LOG") != "" {
+		sarama.Logger = log.New(os.Stderr, "[sarama] ", log.Lmicroseconds)
+	}
 	if os.Getenv("KW_CRASH_CHILD") != "" {
 		os.Exit(crashChildMain())
 	}

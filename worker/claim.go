@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -23,6 +24,9 @@ type groupHandler struct {
 	// base is the parent of every handler context: Run's values, without
 	// Run's cancellation, which must not interrupt the drain.
 	base context.Context
+
+	active atomic.Int64  // ConsumeClaim calls in progress
+	exited chan struct{} // signalled (non-blocking) when one returns
 }
 
 func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
@@ -49,6 +53,14 @@ func (g *groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
 // sarama has already fetched wait in a small overflow and the partition's
 // fetching is paused, which bounds memory to the budget plus one fetch.
 func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	g.active.Add(1)
+	defer func() {
+		g.active.Add(-1)
+		select {
+		case g.exited <- struct{}{}:
+		default:
+		}
+	}()
 	p := g.newPartition(sess, claim)
 	tp := map[string][]int32{claim.Topic(): {claim.Partition()}}
 	var overflow []*sarama.ConsumerMessage
@@ -88,6 +100,8 @@ loop:
 			p.refreshDoneSet()
 			p.mu.Unlock()
 		case <-done:
+			break loop
+		case <-g.stopping:
 			break loop
 		}
 	}

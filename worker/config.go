@@ -60,7 +60,7 @@ type Config struct {
 	InitialOffset string `env:"KAFKA_INITIAL_OFFSET" envDefault:"oldest"`
 	// RebalanceStrategy is one of cooperative-sticky, sticky, range,
 	// roundrobin. KAFKA_REBALANCE_STRATEGY, default DefaultRebalanceStrategy.
-	RebalanceStrategy string `env:"KAFKA_REBALANCE_STRATEGY" envDefault:"sticky"`
+	RebalanceStrategy string `env:"KAFKA_REBALANCE_STRATEGY" envDefault:"cooperative-sticky"`
 	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the group
 	// timeouts. KAFKA_SESSION_TIMEOUT, KAFKA_HEARTBEAT_INTERVAL,
 	// KAFKA_REBALANCE_TIMEOUT; 0 means sarama's (10s, 3s, 60s).
@@ -103,7 +103,7 @@ type Config struct {
 
 // DefaultRebalanceStrategy is the strategy used when
 // KAFKA_REBALANCE_STRATEGY is not set. See the README for why.
-const DefaultRebalanceStrategy = StrategySticky
+const DefaultRebalanceStrategy = StrategyCooperativeSticky
 
 // DefaultConfig returns a Config with every documented default set and the
 // required fields (Brokers, GroupID, Topics) empty.

@@ -13,9 +13,12 @@
 //  2. Running handlers get up to Config.ShutdownTimeout to finish; what
 //     finishes is marked. Handlers still running then see their context
 //     cancelled and their results are discarded.
-//  3. Marked offsets are committed synchronously.
-//  4. The member leaves the group (unless static membership is on), so its
-//     partitions move to other members at once.
+//  3. Marked offsets, with the done-set of what finished behind an
+//     unfinished offset, are committed synchronously. A rebalance in flight
+//     is allowed to complete first, so the commit carries the current
+//     generation and is accepted.
+//  4. The session ends and the member leaves the group (unless static
+//     membership is on), so its partitions move to other members at once.
 //  5. The handler goroutines exit and Run returns nil.
 package worker
 
@@ -96,10 +99,22 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.logGroupErrors(group, errsDone)
 
 	pool := newPool(w.cfg.Concurrency)
-	gh := &groupHandler{w: w, pool: pool, group: group, admin: admin, stopping: ctx.Done(), base: context.WithoutCancel(ctx)}
+	gh := &groupHandler{
+		w: w, pool: pool, group: group, admin: admin,
+		stopping: ctx.Done(), base: context.WithoutCancel(ctx), exited: make(chan struct{}, 1),
+	}
 	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
 
-	w.consume(ctx, group, gh)
+	// Consume gets a context of its own, cancelled only once every claim has
+	// drained and committed (see leaveAfterDrain): cancelling it earlier would
+	// abort a rebalance in flight and leave this member committing with a
+	// generation the group has moved past, and the commits would be refused.
+	consumeCtx, cancelConsume := context.WithCancel(context.WithoutCancel(ctx))
+	leaveDone := make(chan struct{})
+	go func() { defer close(leaveDone); gh.leaveAfterDrain(ctx, cancelConsume) }()
+	w.consume(ctx, consumeCtx, group, gh)
+	cancelConsume()
+	<-leaveDone
 
 	if err := group.Close(); err != nil {
 		w.log.Error("closing consumer group", slog.Any("error", err))
@@ -114,10 +129,10 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // consume calls Consume until ctx is done: an eager rebalance ends each
 // call, and errors are logged and retried with a capped backoff.
-func (w *Worker) consume(ctx context.Context, group sarama.ConsumerGroup, gh *groupHandler) {
+func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerGroup, gh *groupHandler) {
 	delay := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := group.Consume(ctx, w.cfg.Topics, gh)
+		err := group.Consume(consumeCtx, w.cfg.Topics, gh)
 		if ctx.Err() != nil {
 			return
 		}
