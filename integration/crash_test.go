@@ -252,6 +252,7 @@ type crashChild struct {
 // still running, and its output is shown if the test failed.
 func startCrashChild(t *testing.T, b *testBundle, logPath string) *crashChild {
 	t.Helper()
+	cfg := b.config()
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -264,7 +265,8 @@ func startCrashChild(t *testing.T, b *testBundle, logPath string) *crashChild {
 	}
 	env = append(env, "KW_CRASH_CHILD=1", "KW_CRASH_LOG="+logPath,
 		"KAFKA_BROKERS="+strings.Join(b.cluster.Addrs(), ","), "KAFKA_GROUP_ID="+b.group, "KAFKA_TOPICS="+b.topic,
-		"KAFKA_SESSION_TIMEOUT=3s", "KAFKA_HEARTBEAT_INTERVAL=500ms", "KAFKA_REBALANCE_TIMEOUT=10s",
+		"KAFKA_SESSION_TIMEOUT="+cfg.SessionTimeout.String(), "KAFKA_HEARTBEAT_INTERVAL="+cfg.HeartbeatInterval.String(),
+		"KAFKA_REBALANCE_TIMEOUT=10s",
 		"WORKER_CONCURRENCY=16", "WORKER_COMMIT_INTERVAL=200ms", "RETRY_BACKOFF_INITIAL=10ms", "RETRY_BACKOFF_MAX=100ms")
 	ch := &crashChild{cmd: exec.Command(os.Args[0], "-test.run=^$"), exited: make(chan struct{})}
 	ch.cmd.Env = env

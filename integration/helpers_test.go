@@ -71,8 +71,12 @@ func (b *testBundle) config() worker.Config {
 	c.Brokers = b.cluster.Addrs()
 	c.GroupID = b.group
 	c.Topics = []string{b.topic}
-	c.SessionTimeout = 3 * time.Second
-	c.HeartbeatInterval = 500 * time.Millisecond
+	// The embedded broker accepts session timeouts from 1s; a real broker's
+	// group.min.session.timeout.ms is 6s by default.
+	c.SessionTimeout, c.HeartbeatInterval = 3*time.Second, 500*time.Millisecond
+	if b.cluster.Fake() == nil {
+		c.SessionTimeout, c.HeartbeatInterval = 6*time.Second, time.Second
+	}
 	c.RebalanceTimeout = 10 * time.Second
 	c.CommitInterval = 100 * time.Millisecond
 	c.ShutdownTimeout = 10 * time.Second

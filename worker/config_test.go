@@ -214,3 +214,24 @@ func wantProblems(t *testing.T, err error, want ...string) {
 		}
 	}
 }
+
+func TestRunReportsUnreachableBrokers(t *testing.T) {
+	t.Parallel()
+	c, err := configFrom(merge(validEnv(), map[string]string{"KAFKA_BROKERS": "127.0.0.1:1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(c, handler.HandlerFunc(func(context.Context, *handler.Message) error { return nil }),
+		WithLogger(slog.New(slog.DiscardHandler)),
+		WithSaramaConfig(func(s *sarama.Config) { s.Metadata.Retry.Max = 0 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = w.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "connect to [127.0.0.1:1]") {
+		t.Fatalf("Run against an unreachable broker: %v, want an error naming the brokers", err)
+	}
+	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
+		t.Fatalf("second Run: %v", err)
+	}
+}
