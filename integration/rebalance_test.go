@@ -2,11 +2,14 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -57,52 +60,68 @@ func TestRebalanceChurn(t *testing.T) {
 
 // A handler that outlives the revoke deadline (it ignores its context) has
 // its result discarded: the partition's new owner handles that message
-// again, because the old owner never marked it.
+// again, because the old owner never marked it. The head of each partition
+// is stuck and the in-flight budget is tiny, so the revoked partition's
+// dispatcher is holding back when the revocation comes; in cooperative mode
+// it must still notice it (sarama only closes Messages()) and let go within
+// the rebalance timeout.
 func TestRevokedSlowHandlerIsFenced(t *testing.T) {
 	t.Parallel()
-	b := setup(t, 2)
-	b.produceKeyed(t, 2, 2) // one message per partition, keys k0 and k1
+	for _, strategy := range []string{worker.StrategyRange, worker.StrategyCooperativeSticky} {
+		t.Run(strategy, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 2)
+			var recs []kafkatest.Record
+			for i := range 40 {
+				recs = append(recs, kafkatest.Record{Topic: b.topic, Explicit: true, Partition: int32(i % 2),
+					Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "p%d/%d", i%2, i/2)})
+			}
+			if _, err := b.cluster.Produce(ctx(t), recs...); err != nil {
+				t.Fatal(err)
+			}
 
-	var (
-		mu         sync.Mutex
-		deliveries = map[string]int{}
-		stuckValue string
-	)
-	release := make(chan struct{})
-	stuckRunning := make(chan struct{})
-	slow := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
-		mu.Lock()
-		deliveries[string(m.Value)]++
-		first := stuckValue == ""
-		if first {
-			stuckValue = string(m.Value)
-		}
-		mu.Unlock()
-		if first {
-			close(stuckRunning)
-			<-release // ignores ctx on purpose
-		}
-		return nil
-	})
-	cfg := b.config()
-	cfg.RebalanceTimeout = 3 * time.Second // revoke drain: 2.4s
-	cfg.RebalanceStrategy = worker.StrategyRange
-	w1 := start(t, cfg, slow)
-	<-stuckRunning
+			var mu sync.Mutex
+			deliveries := map[string]int{}
+			release := make(chan struct{})
+			slow := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+				mu.Lock()
+				deliveries[string(m.Value)]++
+				first := deliveries[string(m.Value)] == 1
+				mu.Unlock()
+				if m.Offset == 0 && first {
+					<-release // the head of each partition hangs, ignoring ctx
+				}
+				return nil
+			})
+			redelivered := func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return deliveries["p0/0"] >= 2 || deliveries["p1/0"] >= 2
+			}
+			cfg := b.config()
+			cfg.RebalanceTimeout = 3 * time.Second // revoke drain: 2.4s
+			cfg.RebalanceStrategy = strategy
+			cfg.MaxInFlight = 3
+			var logs logBuffer
+			w1 := start(t, cfg, slow, worker.WithLogger(logs.logger()))
+			waitFor(t, 30*time.Second, "both partition heads stuck", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return deliveries["p0/0"] == 1 && deliveries["p1/0"] == 1
+			})
 
-	w2 := start(t, cfg, slow)
-	// w1 gives one partition to w2; its stuck handler is abandoned after the
-	// drain deadline. Whichever partition it was, the stuck message must be
-	// delivered a second time (by w1 again or by w2).
-	waitFor(t, 30*time.Second, "the stuck message redelivered", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return deliveries[stuckValue] >= 2
-	})
-	close(release)
-	b.waitCommitted(t, 30*time.Second)
-	w2.stop(t)
-	w1.stop(t)
+			w2 := start(t, cfg, slow)
+			// One partition moves to w2: its stuck head must be handled again.
+			waitFor(t, 20*time.Second, "a stuck head redelivered by its new owner", redelivered)
+			if strings.Contains(logs.String(), "did not exit within") {
+				t.Fatalf("the revoked partition was not let go within the rebalance timeout:\n%s", logs.String())
+			}
+			close(release)
+			b.waitCommitted(t, 30*time.Second)
+			w2.stop(t)
+			w1.stop(t)
+		})
+	}
 }
 
 // A rolling deploy under the default (cooperative-sticky) strategy: three

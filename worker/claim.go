@@ -44,14 +44,10 @@ func (g *groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
 	return nil
 }
 
-// ConsumeClaim admits the claim's messages into a partition until sarama
-// closes Messages() (revoked, or the session ends) or the session context is
-// done, then drains, commits synchronously and returns.
-//
-// The loop never blocks on anything but the claim and its own budget signal,
-// so it notices a revocation at once. When the budget is used up, messages
-// sarama has already fetched wait in a small overflow and the partition's
-// fetching is paused, which bounds memory to the budget plus one fetch.
+// ConsumeClaim runs the claim's dispatcher (see dispatch.go) until sarama
+// closes Messages() (revoked, or the session ends), the session context is
+// done or Run is stopping; then it drains, commits synchronously and
+// returns.
 func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	g.active.Add(1)
 	defer func() {
@@ -62,49 +58,8 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 		}
 	}()
 	p := g.newPartition(sess, claim)
-	tp := map[string][]int32{claim.Topic(): {claim.Partition()}}
-	var overflow []*sarama.ConsumerMessage
-	paused := false
-	msgs := claim.Messages()
-	done := sess.Context().Done()
-	tick := time.NewTicker(g.w.cfg.CommitInterval)
-	defer tick.Stop()
-
-loop:
-	for {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				break loop
-			}
-			if len(overflow) > 0 || !p.admit(m) {
-				overflow = append(overflow, m)
-				if !paused {
-					g.group.Pause(tp)
-					paused = true
-				}
-			}
-		case <-p.freed:
-			i := 0
-			for i < len(overflow) && p.admit(overflow[i]) {
-				overflow[i] = nil
-				i++
-			}
-			overflow = append(overflow[:0], overflow[i:]...)
-			if len(overflow) == 0 && paused {
-				g.group.Resume(tp)
-				paused = false
-			}
-		case <-tick.C:
-			p.mu.Lock()
-			p.refreshDoneSet()
-			p.mu.Unlock()
-		case <-done:
-			break loop
-		case <-g.stopping:
-			break loop
-		}
-	}
+	d := &dispatcher{g: g, p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}}
+	d.run(sess.Context().Done())
 	g.release(sess, p)
 	return nil
 }

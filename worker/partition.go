@@ -81,6 +81,8 @@ type partition struct {
 	idleClosed bool
 	starved    bool          // the dispatcher holds messages the budget refused
 	freed      chan struct{} // wakes the dispatcher when budget frees up
+
+	scratch, ready []*task // admit's buffers, reused; only the dispatcher touches them
 }
 
 func (p *partition) newTask(m *sarama.ConsumerMessage) *task {
@@ -96,54 +98,77 @@ func (p *partition) newTask(m *sarama.ConsumerMessage) *task {
 			}
 		}
 	}
-	switch {
-	case p.ordering == OrderByPartition:
-		t.keyed = true
-	case p.ordering == OrderByKey && m.Key != nil:
-		t.keyed, t.key = true, string(m.Key)
-	}
+	// The key string is set by admit, which can reuse the one in p.keys.
+	t.keyed = p.ordering == OrderByPartition || (p.ordering == OrderByKey && m.Key != nil)
 	return t
 }
 
-// admit takes m into the partition if its budget allows, and starts it
-// unless an earlier message of its key is pending. It reports false, and
-// remembers to wake the dispatcher, when the budget is used up.
-func (p *partition) admit(m *sarama.ConsumerMessage) bool {
+// admit takes in, in order, as many of ms as the in-flight budget allows,
+// starts those whose key has no earlier message pending, and returns how
+// many it took. full reports that the budget is used up; a completion will
+// then wake the dispatcher through freed. Only the dispatcher calls admit.
+func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	p.mu.Lock()
-	if p.tail-p.head >= uint64(len(p.ring)) {
-		p.starved = true
-		p.mu.Unlock()
-		return false
-	}
-	if p.skip.contains(m.Offset) {
-		p.ring[p.tail%uint64(len(p.ring))] = slot{offset: m.Offset, done: true}
-		p.tail++
-		p.skipped++
-		p.metaDirty = true
-		p.advance()
-		p.mu.Unlock()
-		return true
-	}
+	n = min(len(ms), len(p.ring)-int(p.tail-p.head))
 	p.mu.Unlock()
-	t := p.newTask(m) // allocate outside the lock; only this goroutine admits
+	// The budget only grows meanwhile, so n messages will fit. Build their
+	// tasks outside the lock.
+	built := p.scratch[:0]
+	for _, m := range ms[:n] {
+		if !p.skip.contains(m.Offset) {
+			built = append(built, p.newTask(m))
+		}
+	}
+	tasks, ready := built, p.ready[:0]
 
 	p.mu.Lock()
-	t.seq = p.tail
-	p.ring[t.seq%uint64(len(p.ring))] = slot{offset: m.Offset}
-	p.tail++
-	start := true
-	if t.keyed {
-		if last, ok := p.keys[t.key]; ok {
+	size := uint64(len(p.ring))
+	skippedAny := false
+	for _, m := range ms[:n] {
+		if len(tasks) == 0 || tasks[0].msg.Offset != m.Offset {
+			p.ring[p.tail%size] = slot{offset: m.Offset, done: true} // the previous owner did it
+			p.tail++
+			p.skipped++
+			skippedAny = true
+			continue
+		}
+		t := tasks[0]
+		tasks = tasks[1:]
+		t.seq = p.tail
+		p.ring[t.seq%size] = slot{offset: m.Offset}
+		p.tail++
+		if !t.keyed {
+			ready = append(ready, t)
+			continue
+		}
+		key := m.Key
+		if p.ordering == OrderByPartition {
+			key = nil // one chain for the whole partition
+		}
+		if last, ok := p.keys[string(key)]; ok { // no allocation for the lookup
+			t.key = last.key
 			last.next = t
-			start = false
+		} else {
+			t.key = string(key)
+			ready = append(ready, t)
 		}
 		p.keys[t.key] = t
 	}
-	p.mu.Unlock()
-	if start {
-		p.pool.push(t)
+	if skippedAny {
+		p.metaDirty = true
+		p.advance()
 	}
-	return true
+	if n < len(ms) && p.tail-p.head == size {
+		p.starved = true
+		full = true
+	}
+	p.mu.Unlock()
+
+	p.pool.pushAll(ready)
+	clear(built)
+	clear(ready)
+	p.scratch, p.ready = built[:0], ready[:0]
+	return n, full
 }
 
 // run delivers t to the handler and records the outcome. It returns the

@@ -34,11 +34,11 @@ func setupPartition(t *testing.T, budget int, skip doneSet) *partitionBundle {
 
 func (b *partitionBundle) admit(key string) bool {
 	m := &sarama.ConsumerMessage{Topic: "t", Key: []byte(key), Offset: b.offset}
-	ok := b.p.admit(m)
-	if ok {
+	n, _ := b.p.admit([]*sarama.ConsumerMessage{m})
+	if n == 1 {
 		b.offset++
 	}
-	return ok
+	return n == 1
 }
 
 // queued returns the tasks handed to the pool so far and empties it.

@@ -41,6 +41,22 @@ func (p *pool) push(t *task) {
 	p.cond.Signal()
 }
 
+// pushAll hands several tasks over under one lock.
+func (p *pool) pushAll(ts []*task) {
+	if len(ts) == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.items = append(p.items, ts...)
+	p.waiting.Add(int64(len(ts)))
+	p.mu.Unlock()
+	if len(ts) == 1 {
+		p.cond.Signal()
+		return
+	}
+	p.cond.Broadcast()
+}
+
 func (p *pool) pop() (*task, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -1,0 +1,244 @@
+// Command bench measures kafkaworker side by side with a raw sarama consumer
+// group, in one process, against the embedded broker (kafkatest), and prints
+// Markdown tables of rates and ratios. The machine it runs on is usually
+// shared and noisy, so the ratios (measured in the same run, alternating the
+// two sides) matter more than the absolute numbers.
+//
+//	go run ./bench                    # everything, a few minutes
+//	go run ./bench -quick             # smaller counts, a smoke test
+//	go run ./bench -only=noop,io      # pick scenarios: noop, io, keys, rss
+//	go run ./bench -cpuprofile=cpu.out -only=noop
+//	go tool pprof -tagfocus=side=kafkaworker cpu.out   # the worker's share (side=raw: raw sarama's)
+//
+// Progress goes to stderr, the tables to stdout.
+//
+// Scenarios:
+//
+//   - noop: a no-op handler; raw sarama (MarkMessage per message) against the
+//     worker in key mode, medians of alternating runs.
+//   - io: a 5 ms handler; the worker against Little's law (concurrency /
+//     latency) and against raw sarama (one message at a time per partition).
+//   - keys: one partition, 0–5 ms random handler, wall time by key count.
+//   - rss: peak RSS of a worker (and a raw sarama consumer) in a child
+//     process against a 100k and a 1M message backlog.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/kafkaworker/kafkaworker/kafkatest"
+)
+
+// allScenarios lists the scenarios in the order they run.
+var allScenarios = []string{"noop", "io", "keys", "rss"}
+
+// bench is what every scenario shares: the embedded broker, the run's
+// settings and the topics produced so far.
+type bench struct {
+	cluster *kafkatest.Cluster
+	quick   bool
+	reps    int
+	seq     atomic.Int64
+	// topics caches produced topics by a description of their content, so
+	// scenarios that need the same data (noop and rss) produce it once.
+	topics map[string]string
+}
+
+// table is one Markdown table of results, with notes printed under it.
+type table struct {
+	title  string
+	header []string
+	rows   [][]string
+	notes  []string
+}
+
+var started = time.Now()
+
+// progress prints a timestamped progress line to stderr.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func main() {
+	if mode := os.Getenv(childModeEnv); mode != "" {
+		os.Exit(childMain(mode))
+	}
+	quick := flag.Bool("quick", false, "smaller message counts and one run per side: a smoke test")
+	only := flag.String("only", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
+	reps := flag.Int("reps", 0, "runs per side where medians are taken (default 3, or 1 with -quick)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (broker included) to this file")
+	flag.Parse()
+
+	selected, err := parseOnly(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if *reps <= 0 {
+		*reps = 3
+		if *quick {
+			*reps = 1
+		}
+	}
+	if *cpuprofile != "" {
+		stop, err := startCPUProfile(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer stop()
+	}
+	if err := run(selected, *quick, *reps, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// parseOnly checks the -only list against the known scenarios and returns
+// them in run order.
+func parseOnly(only string) ([]string, error) {
+	var out []string
+	for s := range strings.SplitSeq(only, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(allScenarios, s) {
+			return nil, fmt.Errorf("-only: unknown scenario %q: use some of %s", s, strings.Join(allScenarios, ","))
+		}
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-only: no scenario given")
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		return slices.Index(allScenarios, a) - slices.Index(allScenarios, b)
+	})
+	return slices.Compact(out), nil
+}
+
+// startCPUProfile starts profiling into path and returns the function that
+// stops it and closes the file.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// run starts the embedded broker, runs the selected scenarios and prints
+// their tables to out.
+func run(selected []string, quick bool, reps int, out io.Writer) error {
+	// sarama and kfake log nothing by default; keep any slog.Default user
+	// (none expected) quiet too.
+	slog.SetDefault(slog.New(slog.DiscardHandler))
+	cluster, err := kafkatest.NewCluster()
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	b := &bench{cluster: cluster, quick: quick, reps: reps, topics: map[string]string{}}
+	progress("embedded broker at %v; GOMAXPROCS=%d; quick=%v reps=%d; scenarios %v",
+		cluster.Addrs(), runtime.GOMAXPROCS(0), quick, reps, selected)
+
+	ctx := context.Background()
+	var tables []table
+	for _, s := range selected {
+		var t table
+		switch s {
+		case "noop":
+			t, err = b.noop(ctx)
+		case "io":
+			t, err = b.io(ctx)
+		case "keys":
+			t, err = b.keys(ctx)
+		case "rss":
+			t, err = b.rss(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", s, err)
+		}
+		tables = append(tables, t)
+	}
+	fmt.Fprintf(out, "# kafkaworker vs raw sarama (embedded kfake broker, %s, GOMAXPROCS=%d, %s)\n\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), map[bool]string{true: "-quick", false: "full run"}[quick])
+	for _, t := range tables {
+		t.render(out)
+	}
+	progress("done")
+	return nil
+}
+
+// name returns a unique topic or group name for what.
+func (b *bench) name(what string) string {
+	return fmt.Sprintf("bench-%s-%d-%d", what, started.UnixNano()%1e6, b.seq.Add(1))
+}
+
+// render writes t as a Markdown table, then its notes.
+func (t table) render(w io.Writer) {
+	fmt.Fprintf(w, "## %s\n\n", t.title)
+	fmt.Fprintf(w, "| %s |\n", strings.Join(t.header, " | "))
+	seps := make([]string, len(t.header))
+	for i := range seps {
+		seps[i] = "---"
+	}
+	fmt.Fprintf(w, "| %s |\n", strings.Join(seps, " | "))
+	for _, r := range t.rows {
+		fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
+	}
+	if len(t.notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range t.notes {
+			fmt.Fprintf(w, "- %s\n", n)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// rate formats a msgs/s figure.
+func rate(v float64) string {
+	if v >= 100 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+// ratio formats a dimensionless ratio.
+func ratio(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+// dur formats a duration to milliseconds, or seconds above ten.
+func dur(d time.Duration) string {
+	if d >= 10*time.Second {
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+// count formats a message count with thousands separators.
+func count(n int) string {
+	s := fmt.Sprint(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,131 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// maxBatch is how many messages the dispatcher takes from the claim before
+// admitting them under one lock.
+const maxBatch = 256
+
+// stallAfter is how long a partition's budget may stay used up before the
+// dispatcher pauses its fetching and goes back to reading the claim.
+const stallAfter = 500 * time.Millisecond
+
+// dispatcher moves one claim's messages into its partition.
+//
+// Memory is bounded without pausing in the common case: when the in-flight
+// budget is used up the dispatcher stops reading, and sarama holds back
+// (what it already fetched waits in its channel and fetch buffer, and the
+// other partitions keep fetching). Not reading has one cost: sarama's only
+// sign of a cooperative revocation is Messages() closing, which is seen only
+// by reading. So if the budget stays used up for stallAfter (a slow or stuck
+// message at the head), the dispatcher pauses the partition's fetching and
+// reads on into an overflow, which the pause bounds to what sarama had
+// already fetched; a revocation is then noticed at once. Pausing is kept for
+// that case because a paused broker connection idles for 100ms in sarama.
+type dispatcher struct {
+	g     *groupHandler
+	p     *partition
+	claim sarama.ConsumerGroupClaim
+	tp    map[string][]int32
+
+	overflow []*sarama.ConsumerMessage // taken from the claim, not yet admitted
+	head     int                       // overflow[head:] is pending
+	paused   bool
+	holding  bool        // not reading: the budget is used up
+	stall    *time.Timer // runs while holding; on expiry, pause and read on
+}
+
+// run dispatches until the claim closes, done or Run's stop fires.
+func (d *dispatcher) run(done <-chan struct{}) {
+	defer d.resume() // sarama keeps a pause across reassignment: never leave one behind
+	msgs := d.claim.Messages()
+	in := msgs
+	tick := time.NewTicker(d.g.w.cfg.CommitInterval)
+	defer tick.Stop()
+	d.stall = time.NewTimer(time.Hour)
+	d.stall.Stop()
+	defer d.stall.Stop()
+
+	for {
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return
+			}
+			if !d.take(m, in) {
+				return
+			}
+		case <-d.p.freed:
+		case <-d.stall.C:
+			d.g.group.Pause(d.tp)
+			d.paused, d.holding = true, false
+		case <-tick.C:
+			d.p.mu.Lock()
+			d.p.refreshDoneSet()
+			d.p.mu.Unlock()
+			continue
+		case <-done:
+			return
+		case <-d.g.stopping:
+			return
+		}
+		in = d.admitPending(msgs)
+	}
+}
+
+// take queues m and whatever else the claim has ready, up to maxBatch. It
+// reports false when the claim closed.
+func (d *dispatcher) take(m *sarama.ConsumerMessage, in <-chan *sarama.ConsumerMessage) bool {
+	d.overflow = append(d.overflow, m)
+	for range maxBatch - 1 {
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return false
+			}
+			d.overflow = append(d.overflow, m)
+		default:
+			return true
+		}
+	}
+	return true
+}
+
+// admitPending admits what the budget allows and returns the channel to
+// read next: the claim, or nil to hold back while the budget is used up.
+func (d *dispatcher) admitPending(msgs <-chan *sarama.ConsumerMessage) <-chan *sarama.ConsumerMessage {
+	for d.head < len(d.overflow) {
+		n, full := d.p.admit(d.overflow[d.head:])
+		clear(d.overflow[d.head : d.head+n])
+		d.head += n
+		if full {
+			break
+		}
+	}
+	if d.head == len(d.overflow) {
+		d.overflow, d.head = d.overflow[:0], 0
+		d.holding = false
+		d.stall.Stop()
+		d.resume()
+		return msgs
+	}
+	if d.paused {
+		return msgs // bounded by the pause; keep watching for a revocation
+	}
+	if !d.holding {
+		d.holding = true
+		d.stall.Reset(stallAfter)
+	}
+	return nil
+}
+
+func (d *dispatcher) resume() {
+	if d.paused {
+		d.g.group.Resume(d.tp)
+		d.paused = false
+	}
+}
