@@ -105,6 +105,9 @@ func decodeDoneSet(meta string) (doneSet, error) {
 
 // contains reports whether offset lies in one of the ranges.
 func (s doneSet) contains(offset int64) bool {
+	if len(s) == 0 {
+		return false
+	}
 	i := sort.Search(len(s), func(i int) bool { return s[i].end > offset })
 	return i < len(s) && s[i].start <= offset
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -15,7 +16,7 @@ import (
 )
 
 // partState is where a claimed partition is in its life.
-type partState int
+type partState int32
 
 const (
 	// partRunning: messages are admitted and handlers started.
@@ -67,26 +68,27 @@ type partition struct {
 	cancel context.CancelFunc
 
 	mu         sync.Mutex
-	state      partState
+	state      atomic.Int32     // a partState; written under mu, read anywhere
 	keys       map[string]*task // last admitted task of each key with work pending
 	ring       []slot
-	head, tail uint64 // ring[head%len] is the oldest unfinished message; tail is the next seq
-	running    int
-	marked     int64  // last offset passed to mark
-	meta       string // last done-set passed to mark
-	metaDirty  bool   // done entries behind an unfinished one changed since meta
-	skipped    int    // messages skipped because skip held them
+	head, tail uint64       // ring[head%len] is the oldest unfinished message; tail is the next seq
+	running    atomic.Int32 // handlers inside run
+	marked     int64        // last offset passed to mark
+	meta       string       // last done-set passed to mark
+	metaDirty  bool         // done entries behind an unfinished one changed since meta
+	skipped    int          // messages skipped because skip held them
 	backingOff map[*task]*time.Timer
 	idle       chan struct{} // closed once draining and no handler runs
-	idleClosed bool
+	idleOnce   sync.Once
 	starved    bool          // the dispatcher holds messages the budget refused
 	freed      chan struct{} // wakes the dispatcher when budget frees up
 
 	scratch, ready []*task // admit's buffers, reused; only the dispatcher touches them
 }
 
-func (p *partition) newTask(m *sarama.ConsumerMessage) *task {
-	t := &task{part: p, msg: handler.Message{
+// initTask fills t for message m.
+func (p *partition) initTask(t *task, m *sarama.ConsumerMessage) {
+	*t = task{part: p, msg: handler.Message{
 		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
 		Key: m.Key, Value: m.Value, Timestamp: m.Timestamp,
 	}}
@@ -100,7 +102,6 @@ func (p *partition) newTask(m *sarama.ConsumerMessage) *task {
 	}
 	// The key string is set by admit, which can reuse the one in p.keys.
 	t.keyed = p.ordering == OrderByPartition || (p.ordering == OrderByKey && m.Key != nil)
-	return t
 }
 
 // admit takes in, in order, as many of ms as the in-flight budget allows,
@@ -113,10 +114,13 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	p.mu.Unlock()
 	// The budget only grows meanwhile, so n messages will fit. Build their
 	// tasks outside the lock.
+	// One allocation for the batch's tasks rather than one per message.
+	slab := make([]task, n)
 	built := p.scratch[:0]
-	for _, m := range ms[:n] {
+	for i, m := range ms[:n] {
 		if !p.skip.contains(m.Offset) {
-			built = append(built, p.newTask(m))
+			p.initTask(&slab[i], m)
+			built = append(built, &slab[i])
 		}
 	}
 	tasks, ready := built, p.ready[:0]
@@ -174,38 +178,49 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 // run delivers t to the handler and records the outcome. It returns the
 // next task of t's key when that may start now, for the caller to run.
 func (p *partition) run(t *task) *task {
-	p.mu.Lock()
-	if p.state != partRunning {
-		p.mu.Unlock()
+	// Counted before the state is read, so that drain, which sets the state
+	// first and then reads the count, cannot miss a handler about to start.
+	p.running.Add(1)
+	if p.loadState() != partRunning {
+		p.finishRun()
 		return nil
 	}
-	p.running++
-	p.mu.Unlock()
 
 	t.attempt++
 	err := p.call(t)
 
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.running--
 	var next *task
+	state := p.loadState() // changes only under p.mu
 	switch {
-	case p.state == partFenced:
+	case state == partFenced:
 		// The claim was given up while the handler ran: discard.
 	case err == nil:
 		next = p.complete(t)
-	case p.state == partRunning:
+	case state == partRunning:
 		p.scheduleRetry(t, err)
 	}
-	if p.state == partDraining && p.running == 0 && !p.idleClosed {
-		p.idleClosed = true
-		close(p.idle)
-	}
-	if p.state != partRunning {
+	p.mu.Unlock()
+	p.finishRun()
+	if state != partRunning {
 		return nil
 	}
 	return next
 }
+
+// finishRun ends a run and, once draining, tells drain when none is left.
+func (p *partition) finishRun() {
+	if p.running.Add(-1) == 0 && p.loadState() != partRunning {
+		p.closeIdle()
+	}
+}
+
+func (p *partition) closeIdle() { p.idleOnce.Do(func() { close(p.idle) }) }
+
+func (p *partition) loadState() partState { return partState(p.state.Load()) }
+
+// setState changes the state; called with p.mu held.
+func (p *partition) setState(s partState) { p.state.Store(int32(s)) }
 
 func (p *partition) call(t *task) (err error) {
 	defer func() {
@@ -330,7 +345,7 @@ func (p *partition) retryDue(t *task) {
 	p.mu.Lock()
 	_, pending := p.backingOff[t]
 	delete(p.backingOff, t)
-	ok := pending && p.state == partRunning
+	ok := pending && p.loadState() == partRunning
 	p.mu.Unlock()
 	if ok {
 		p.pool.push(t)
@@ -342,16 +357,15 @@ func (p *partition) retryDue(t *task) {
 // how many handlers were still running, whose results will be discarded.
 func (p *partition) drain(timeout time.Duration) int {
 	p.mu.Lock()
-	p.state = partDraining
+	p.setState(partDraining)
 	for t, timer := range p.backingOff {
 		timer.Stop()
 		delete(p.backingOff, t)
 	}
-	if p.running == 0 && !p.idleClosed {
-		p.idleClosed = true
-		close(p.idle)
-	}
 	p.mu.Unlock()
+	if p.running.Load() == 0 {
+		p.closeIdle()
+	}
 
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -362,8 +376,8 @@ func (p *partition) drain(timeout time.Duration) int {
 
 	p.mu.Lock()
 	p.refreshDoneSet()
-	p.state = partFenced
-	abandoned := p.running
+	p.setState(partFenced)
+	abandoned := int(p.running.Load())
 	p.mu.Unlock()
 	p.cancel()
 	return abandoned

@@ -17,6 +17,7 @@ type pool struct {
 	items  []*task
 	head   int
 	closed bool
+	idle   int // goroutines waiting in pop
 
 	waiting atomic.Int64 // len(items) - head, readable without the lock
 	wg      sync.WaitGroup
@@ -49,19 +50,20 @@ func (p *pool) pushAll(ts []*task) {
 	p.mu.Lock()
 	p.items = append(p.items, ts...)
 	p.waiting.Add(int64(len(ts)))
+	wake := min(len(ts), p.idle) // waking more would only make them fight for the lock
 	p.mu.Unlock()
-	if len(ts) == 1 {
+	for range wake {
 		p.cond.Signal()
-		return
 	}
-	p.cond.Broadcast()
 }
 
 func (p *pool) pop() (*task, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for p.head == len(p.items) && !p.closed {
+		p.idle++
 		p.cond.Wait()
+		p.idle--
 	}
 	if p.head == len(p.items) {
 		return nil, false
