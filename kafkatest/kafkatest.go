@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -320,6 +321,9 @@ func (c *Cluster) CommittedOffsets(ctx context.Context, group, topic string) (ma
 	resp, err := c.admin.FetchOffsets(ctx, group)
 	if err == nil {
 		err = resp.Error()
+	}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return map[int32]int64{}, nil // a group that never committed has no offsets
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: committed offsets of group %q: %w", group, err)
