@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -25,5 +26,31 @@ func TestMessageHeaderLastWins(t *testing.T) {
 	}
 	if _, ok := m.Header("missing"); ok {
 		t.Fatal("Header(missing) reported present")
+	}
+}
+
+type myErr struct{}
+
+func (myErr) Error() string { return "mine" }
+
+func TestErrorType(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{errors.New("x"), "error"},
+		{&PanicError{Value: "boom"}, "panic"},
+		{fmt.Errorf("ctx: %w", &PanicError{Value: 1}), "panic"},
+		{context.DeadlineExceeded, "timeout"},
+		{fmt.Errorf("call: %w", context.DeadlineExceeded), "timeout"},
+		{context.Canceled, "canceled"},
+		{myErr{}, "handler.myErr"},
+		{fmt.Errorf("wrapped: %w", myErr{}), "handler.myErr"},
+	} {
+		if got := ErrorType(tc.err); got != tc.want {
+			t.Errorf("ErrorType(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }

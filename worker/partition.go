@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -225,7 +224,7 @@ func (p *partition) setState(s partState) { p.state.Store(int32(s)) }
 func (p *partition) call(t *task) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = &panicError{value: r, stack: debug.Stack()}
+			err = &handler.PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
 	return p.handler.Handle(p.ctx, &t.msg)
@@ -381,15 +380,4 @@ func (p *partition) drain(timeout time.Duration) int {
 	p.mu.Unlock()
 	p.cancel()
 	return abandoned
-}
-
-// panicError is what a handler's panic becomes: an ordinary failure that is
-// retried, with the stack kept for the log.
-type panicError struct {
-	value any
-	stack []byte
-}
-
-func (e *panicError) Error() string {
-	return fmt.Sprintf("handler panicked: %v\n%s", e.value, e.stack)
 }
