@@ -83,6 +83,10 @@ func (b *testBundle) config() worker.Config {
 	c.ShutdownTimeout = 10 * time.Second
 	c.RetryBackoffInitial = 10 * time.Millisecond
 	c.RetryBackoffMax = 100 * time.Millisecond
+	// The core tests consume only their topic; the retry tests turn retry
+	// and dead-letter topics on (see retryConfig).
+	c.RetryTopicDelays = nil
+	c.DLQEnabled = false
 	return c
 }
 

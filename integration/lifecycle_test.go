@@ -86,6 +86,7 @@ func TestFailingAndPanickingHandlersRecover(t *testing.T) {
 		return rec.Handle(ctx, m)
 	})
 	cfg := b.config()
+	cfg.RetryLocalAttempts = 10 // all in place: this test is about in-place retries
 	cfg.RetryBackoffInitial = 200 * time.Millisecond
 	cfg.RetryBackoffMax = time.Second
 	cfg.Concurrency = 4

@@ -18,6 +18,8 @@ type groupHandler struct {
 	pool  *pool
 	group sarama.ConsumerGroup
 	admin sarama.ClusterAdmin // reads the done-set committed with each offset
+	topo  topology
+	fwd   *forwarder // nil when nothing is forwarded
 	// stopping is closed when Run's context is done: drains then use the
 	// shutdown timeout instead of the revoke one.
 	stopping <-chan struct{}
@@ -71,7 +73,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 	skip, meta := g.previousDoneSet(topic, id)
 	return &partition{
 		skip: skip, meta: meta, // marks keep the previous owner's done-set until this one refreshes it
-		topic: topic, id: id, ordering: cfg.Ordering,
+		topic: topic, id: id, ordering: cfg.Ordering, hop: g.topo.hops[topic], fwd: g.fwd,
 		handler: g.w.handler, pool: g.pool, log: g.w.log,
 		retry: func() backoff.BackOff {
 			b := backoff.NewExponentialBackOff()
@@ -131,6 +133,8 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 		timeout, why = g.w.cfg.ShutdownTimeout, "shutdown"
 	default:
 	}
+	g.w.log.Debug("draining partition", slog.String("messaging.destination.name", p.topic),
+		slog.Int("messaging.destination.partition.id", int(p.id)), slog.String("reason", why), slog.Duration("timeout", timeout))
 	abandoned := p.drain(timeout)
 	sess.Commit()
 	attrs := []any{

@@ -99,6 +99,28 @@ type Config struct {
 	// RETRY_BACKOFF_INITIAL, default 100ms; RETRY_BACKOFF_MAX, default 5s.
 	RetryBackoffInitial time.Duration `env:"RETRY_BACKOFF_INITIAL" envDefault:"100ms"`
 	RetryBackoffMax     time.Duration `env:"RETRY_BACKOFF_MAX" envDefault:"5s"`
+	// RetryLocalAttempts is how many deliveries a message gets in place
+	// before it leaves for a retry topic (1 = none in place).
+	// RETRY_LOCAL_ATTEMPTS, default 3.
+	RetryLocalAttempts int `env:"RETRY_LOCAL_ATTEMPTS" envDefault:"3"`
+	// RetryTopicDelays has one delay per retry tier; a message published to
+	// tier n is handled again no earlier than that delay later. Set
+	// RETRY_TOPIC_DELAYS to an empty value for no retry topics. Default
+	// 10s,1m,10m.
+	RetryTopicDelays []time.Duration `env:"RETRY_TOPIC_DELAYS" envDefault:"10s,1m,10m"`
+	// RetryTopicTemplate names tier n's topic; {topic}, {group} and {n} are
+	// replaced. RETRY_TOPIC_TEMPLATE, default {topic}.{group}.retry.{n}.
+	RetryTopicTemplate string `env:"RETRY_TOPIC_TEMPLATE" envDefault:"{topic}.{group}.retry.{n}"`
+	// DLQTopicTemplate names the dead-letter topic; {topic} and {group} are
+	// replaced. DLQ_TOPIC_TEMPLATE, default {topic}.{group}.dlq.
+	DLQTopicTemplate string `env:"DLQ_TOPIC_TEMPLATE" envDefault:"{topic}.{group}.dlq"`
+	// DLQEnabled, when false, keeps retrying an exhausted message in place
+	// forever instead of dead-lettering it. DLQ_ENABLED, default true.
+	DLQEnabled bool `env:"DLQ_ENABLED" envDefault:"true"`
+	// RetryCreateTopics creates missing retry and dead-letter topics at start,
+	// with the source topic's partition count. RETRY_CREATE_TOPICS, default
+	// true; when false, Run fails listing the missing topics.
+	RetryCreateTopics bool `env:"RETRY_CREATE_TOPICS" envDefault:"true"`
 }
 
 // DefaultRebalanceStrategy is the strategy used when
@@ -138,6 +160,12 @@ func configFrom(environ map[string]string) (Config, error) {
 	var problems []string
 	err := env.ParseWithOptions(&c, env.Options{Environment: environ})
 	problems = append(problems, envProblems(err)...)
+
+	// caarlos0/env treats an empty variable as unset and would apply the
+	// default; RETRY_TOPIC_DELAYS set to nothing means "no retry topics".
+	if v, ok := environ["RETRY_TOPIC_DELAYS"]; ok && strings.TrimSpace(v) == "" {
+		c.RetryTopicDelays = nil
+	}
 
 	alias := strings.TrimSpace(environ["KAFKA_BOOTSTRAP_SERVERS"])
 	primary := strings.TrimSpace(environ["KAFKA_BROKERS"])
@@ -201,6 +229,10 @@ func describeType(t reflect.Type) string {
 		return `a Go duration such as "500ms", "10s" or "1m"`
 	case reflect.TypeFor[int]():
 		return "a whole number"
+	case reflect.TypeFor[bool]():
+		return "true or false"
+	case reflect.TypeFor[[]time.Duration]():
+		return `a comma-separated list of Go durations such as "10s,1m,10m"`
 	}
 	return t.String()
 }
@@ -321,6 +353,23 @@ func (c Config) Validate() error {
 			add("%s: %v: must be a positive duration", x.name, x.d)
 		}
 	}
+	if c.RetryLocalAttempts < 1 {
+		add("RETRY_LOCAL_ATTEMPTS: %d: must be at least 1 (1 means no retry in place)", c.RetryLocalAttempts)
+	}
+	for i, d := range c.RetryTopicDelays {
+		if d <= 0 {
+			add("RETRY_TOPIC_DELAYS: tier %d delay %v: must be positive", i+1, d)
+		}
+	}
+	if len(c.RetryTopicDelays) > 0 && !strings.Contains(c.RetryTopicTemplate, "{n}") {
+		add("RETRY_TOPIC_TEMPLATE: %q has no {n}: each tier needs its own topic", c.RetryTopicTemplate)
+	}
+	if c.RetryTopicTemplate == "" {
+		add("RETRY_TOPIC_TEMPLATE: empty: leave it unset for {topic}.{group}.retry.{n}")
+	}
+	if c.DLQTopicTemplate == "" {
+		add("DLQ_TOPIC_TEMPLATE: empty: leave it unset for {topic}.{group}.dlq")
+	}
 	if c.RetryBackoffInitial > 0 && c.RetryBackoffMax > 0 && c.RetryBackoffMax < c.RetryBackoffInitial {
 		add("RETRY_BACKOFF_MAX: %v is below RETRY_BACKOFF_INITIAL (%v)", c.RetryBackoffMax, c.RetryBackoffInitial)
 	}
@@ -357,6 +406,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("instance_id", c.InstanceID), slog.String("ordering", string(c.Ordering)),
 		slog.Int("concurrency", c.Concurrency), slog.Int("max_in_flight", c.MaxInFlight),
 		slog.Duration("commit_interval", c.CommitInterval), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Int("retry_local_attempts", c.RetryLocalAttempts), slog.Any("retry_topic_delays", c.RetryTopicDelays),
+		slog.Bool("dlq_enabled", c.DLQEnabled),
 	)
 }
 

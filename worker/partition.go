@@ -2,8 +2,10 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/retry"
 )
 
 // partState is where a claimed partition is in its life.
@@ -35,8 +38,17 @@ type task struct {
 	key     string
 	keyed   bool  // waits for the previous message with the same key
 	next    *task // next message of the same key, admitted after this one
-	attempt int   // deliveries so far
+	attempt int   // deliveries on this hop so far
 	backoff backoff.BackOff
+
+	// From a retry tier: deliveries before this hop, and the due time.
+	base      int
+	notBefore time.Time
+	// Set once the message failed for good on this hop: where it is being
+	// published, and the failure that sent it there.
+	dest     *destination
+	lastErr  error
+	failedAt time.Time
 }
 
 // slot is the ring entry of an admitted message.
@@ -52,6 +64,8 @@ type slot struct {
 type partition struct {
 	topic    string
 	id       int32
+	hop      hop        // source topic or retry tier
+	fwd      *forwarder // nil when nothing is forwarded
 	ordering Ordering
 	handler  handler.Handler
 	pool     *pool
@@ -101,6 +115,16 @@ func (p *partition) initTask(t *task, m *sarama.ConsumerMessage) {
 	}
 	// The key string is set by admit, which can reuse the one in p.keys.
 	t.keyed = p.ordering == OrderByPartition || (p.ordering == OrderByKey && m.Key != nil)
+	if p.hop.tier > 0 {
+		if v, ok := t.msg.Header(retry.HeaderAttempt); ok {
+			t.base, _ = strconv.Atoi(string(v))
+		}
+		if v, ok := t.msg.Header(retry.HeaderNotBefore); ok {
+			if ms, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+				t.notBefore = time.UnixMilli(ms)
+			}
+		}
+	}
 }
 
 // admit takes in, in order, as many of ms as the in-flight budget allows,
@@ -180,13 +204,12 @@ func (p *partition) run(t *task) *task {
 	// Counted before the state is read, so that drain, which sets the state
 	// first and then reads the count, cannot miss a handler about to start.
 	p.running.Add(1)
-	if p.loadState() != partRunning {
+	if p.loadState() != partRunning || p.notDue(t) {
 		p.finishRun()
 		return nil
 	}
 
-	t.attempt++
-	err := p.call(t)
+	err := p.deliver(t)
 
 	p.mu.Lock()
 	var next *task
@@ -221,13 +244,79 @@ func (p *partition) loadState() partState { return partState(p.state.Load()) }
 // setState changes the state; called with p.mu held.
 func (p *partition) setState(s partState) { p.state.Store(int32(s)) }
 
+// notDue reports whether t came from a retry tier before its due time; if
+// so it schedules t for then. Waiting holds no goroutine.
+func (p *partition) notDue(t *task) bool {
+	if t.notBefore.IsZero() {
+		return false
+	}
+	wait := time.Until(t.notBefore)
+	if wait <= 0 {
+		t.notBefore = time.Time{}
+		return false
+	}
+	p.mu.Lock()
+	if p.loadState() == partRunning {
+		p.backingOff[t] = time.AfterFunc(wait, func() { p.retryDue(t) })
+	}
+	p.mu.Unlock()
+	return true
+}
+
+// deliver hands t to the handler, and when it fails for good on this hop,
+// publishes it to the next retry tier or the dead-letter topic. nil means
+// the message is done: handled, or forwarded and acknowledged.
+func (p *partition) deliver(t *task) error {
+	if t.dest == nil {
+		t.attempt++
+		err := p.call(t)
+		if err == nil {
+			return nil
+		}
+		if p.loadState() != partRunning {
+			return err // given up by the worker, not a failure of the message
+		}
+		now := time.Now()
+		if t.dest = p.fwd.next(p.hop, t.attempt, err, now); t.dest == nil {
+			return err // retry in place
+		}
+		t.lastErr, t.failedAt = err, now
+	}
+	err := p.fwd.publish(&t.msg, p.hop, t.base+t.attempt, t.lastErr, t.dest, t.failedAt)
+	if err != nil {
+		p.log.Error("forwarding a failed message failed; its offset stays uncommitted and the publish is retried",
+			p.msgAttrs(t, slog.String("destination", t.dest.topic), slog.Any("error", err))...)
+		return err
+	}
+	level, what := slog.LevelWarn, "message sent to a retry topic"
+	if t.dest.deadLetter {
+		level, what = slog.LevelError, "message dead-lettered"
+	}
+	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", t.dest.topic),
+		slog.Int("attempt", t.base+t.attempt), slog.Any("error", t.lastErr))...)
+	return nil
+}
+
+// msgAttrs are the log attributes naming t's message, then extra.
+func (p *partition) msgAttrs(t *task, extra ...any) []any {
+	return append([]any{
+		slog.String("messaging.destination.name", p.topic),
+		slog.Int("messaging.destination.partition.id", int(p.id)),
+		slog.Int64("messaging.kafka.offset", t.msg.Offset),
+	}, extra...)
+}
+
 func (p *partition) call(t *task) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &handler.PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
-	return p.handler.Handle(p.ctx, &t.msg)
+	ctx := p.ctx
+	if n := t.base + t.attempt; n > 1 {
+		ctx = retry.WithAttempt(ctx, n)
+	}
+	return p.handler.Handle(ctx, &t.msg)
 }
 
 // complete records t as done, marks the new committable offset if t was the
@@ -332,11 +421,15 @@ func (p *partition) scheduleRetry(t *task, err error) {
 	if d == backoff.Stop {
 		return // the claim is going away; the message stays uncommitted
 	}
-	p.log.Warn("handler failed; retrying in place",
-		slog.String("messaging.destination.name", p.topic),
-		slog.Int("messaging.destination.partition.id", int(p.id)),
-		slog.Int64("messaging.kafka.offset", t.msg.Offset),
-		slog.Int("attempt", t.attempt), slog.Duration("backoff", d), slog.Any("error", err))
+	if t.dest == nil { // a failed publish was logged by deliver
+		attrs := p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt), slog.Duration("backoff", d),
+			slog.String("error.type", handler.ErrorType(err)), slog.Any("error", err))
+		var pe *handler.PanicError
+		if errors.As(err, &pe) {
+			attrs = append(attrs, slog.String("stack", string(pe.Stack)))
+		}
+		p.log.Warn("handler failed; retrying in place", attrs...)
+	}
 	p.backingOff[t] = time.AfterFunc(d, func() { p.retryDue(t) })
 }
 

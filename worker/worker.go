@@ -95,12 +95,19 @@ func (w *Worker) Run(ctx context.Context) error {
 		_ = group.Close()
 		return fmt.Errorf("kafkaworker: admin client: %w", err)
 	}
+	topo := newTopology(w.cfg)
+	fwd, err := w.startForwarder(admin, topo)
+	if err != nil {
+		_ = group.Close()
+		return err
+	}
+	defer fwd.close()
 	errsDone := make(chan struct{})
 	go w.logGroupErrors(group, errsDone)
 
 	pool := newPool(w.cfg.Concurrency)
 	gh := &groupHandler{
-		w: w, pool: pool, group: group, admin: admin,
+		w: w, pool: pool, group: group, admin: admin, topo: topo, fwd: fwd,
 		stopping: ctx.Done(), base: context.WithoutCancel(ctx), exited: make(chan struct{}, 1),
 	}
 	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
@@ -132,7 +139,7 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerGroup, gh *groupHandler) {
 	delay := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := group.Consume(consumeCtx, w.cfg.Topics, gh)
+		err := group.Consume(consumeCtx, gh.topo.consumed(), gh)
 		if ctx.Err() != nil {
 			return
 		}
@@ -150,6 +157,18 @@ func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerG
 	}
 }
 
+// startForwarder makes sure the retry and dead-letter topics exist and
+// starts the producer that publishes to them; nil when nothing is forwarded.
+func (w *Worker) startForwarder(admin sarama.ClusterAdmin, topo topology) (*forwarder, error) {
+	if len(w.cfg.RetryTopicDelays) == 0 && !w.cfg.DLQEnabled {
+		return nil, nil
+	}
+	if err := ensureTopics(admin, topo, w.cfg.RetryCreateTopics); err != nil {
+		return nil, err
+	}
+	return newForwarder(w.cfg, topo, w.sarama)
+}
+
 func (w *Worker) logGroupErrors(group sarama.ConsumerGroup, done chan<- struct{}) {
 	defer close(done)
 	for err := range group.Errors() {
@@ -158,8 +177,10 @@ func (w *Worker) logGroupErrors(group sarama.ConsumerGroup, done chan<- struct{}
 }
 
 // revokeTimeout is how long a revoked partition's running handlers may
-// finish: four fifths of the rebalance timeout, leaving room to commit
-// before sarama and the coordinator give up on this member.
+// finish: four fifths of the rebalance timeout, less the time a holding
+// dispatcher may take to notice the revocation (stallAfter), leaving room
+// to commit before sarama and the coordinator give up on this member.
 func (w *Worker) revokeTimeout() time.Duration {
-	return w.sarama.Consumer.Group.Rebalance.Timeout * 4 / 5
+	rt := w.sarama.Consumer.Group.Rebalance.Timeout
+	return max(rt*4/5-stallAfter, rt/2)
 }
