@@ -26,8 +26,10 @@ func (b *testBundle) retryConfig(local int, delays ...time.Duration) worker.Conf
 	return c
 }
 
-func (b *testBundle) tierTopic(n int) string { return fmt.Sprintf("%s.%s.retry.%d", b.topic, b.group, n) }
-func (b *testBundle) dlqTopic() string       { return fmt.Sprintf("%s.%s.dlq", b.topic, b.group) }
+func (b *testBundle) tierTopic(n int) string {
+	return fmt.Sprintf("%s.%s.retry.%d", b.topic, b.group, n)
+}
+func (b *testBundle) dlqTopic() string { return fmt.Sprintf("%s.%s.dlq", b.topic, b.group) }
 
 // delivery is one call of a handler, as the tests record it.
 type delivery struct {
