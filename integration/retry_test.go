@@ -3,11 +3,16 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
@@ -261,5 +266,224 @@ func TestMissingRetryTopicsFailStartup(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("start-up error does not mention %q:\n%v", want, err)
 		}
+	}
+}
+
+// rejectProduceTo makes the embedded broker refuse every produce request to
+// topic, with a retriable error, while fail is true; it counts refusals.
+func rejectProduceTo(b *testBundle, topic string, fail *atomic.Bool, refused *atomic.Int64) {
+	fake := b.cluster.Fake()
+	fake.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		pr := req.(*kmsg.ProduceRequest)
+		if !fail.Load() || !slices.ContainsFunc(pr.Topics, func(t kmsg.ProduceRequestTopic) bool { return t.Topic == topic }) {
+			return nil, nil, false
+		}
+		refused.Add(1)
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		for _, t := range pr.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition = p.Partition
+				rp.ErrorCode = kerr.NotEnoughReplicas.Code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+}
+
+// While publishing to the retry topic fails, the failed message's offset is
+// not committed and other keys keep flowing; once the broker accepts again
+// the message arrives where it should, once, and nothing is lost.
+func TestForwardFailureKeepsTheMessage(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	requireFake(t, b)
+	bad, err := b.cluster.Produce(ctx(t), kafkatest.Record{Topic: b.topic, Key: []byte("kb"), Value: []byte("bad")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const others = 50
+	b.produceKeyed(t, others, 10)
+
+	var fail atomic.Bool
+	var refused atomic.Int64
+	fail.Store(true)
+	rejectProduceTo(b, b.tierTopic(1), &fail, &refused)
+
+	rec := newRecorder()
+	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		if string(m.Value) == "bad" {
+			return flakyError{"always"}
+		}
+		return rec.Handle(ctx, m)
+	})
+	cfg := b.retryConfig(1, 200*time.Millisecond)
+	cfg.RetryBackoffInitial, cfg.RetryBackoffMax = 50*time.Millisecond, 200*time.Millisecond
+	w := start(t, cfg, h)
+
+	waitFor(t, 30*time.Second, "other keys handled while the publish fails", func() bool { return rec.handled.Load() == others })
+	waitFor(t, 30*time.Second, "several refused publishes", func() bool { return refused.Load() >= 3 })
+	com, err := b.cluster.CommittedOffsets(ctx(t), b.group, b.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := com[0]; ok && o > bad[0].Offset {
+		t.Fatalf("committed offset %d past the message whose publish keeps failing (offset %d)", o, bad[0].Offset)
+	}
+
+	fail.Store(false)
+	tier := b.waitRecords(t, b.tierTopic(1), 1)[0]
+	if tier.Headers[retry.HeaderOriginalOffset] != strconv.FormatInt(bad[0].Offset, 10) || string(tier.Value) != "bad" {
+		t.Fatalf("retry record %+v is not the failed message", tier)
+	}
+	b.waitRecords(t, b.dlqTopic(), 1) // it keeps failing on tier 1, so it ends dead-lettered
+	b.waitAllCommitted(t, b.topic, b.tierTopic(1))
+	w.stop(t)
+	if distinct, dupes := rec.check(t); distinct != others || dupes != 0 {
+		t.Fatalf("handled %d others with %d duplicates, want %d and 0", distinct, dupes, others)
+	}
+	if recs, _ := b.cluster.ReadAll(ctx(t), b.tierTopic(1)); len(recs) != 1 {
+		t.Fatalf("retry topic holds %d records after the outage, want exactly 1", len(recs))
+	}
+}
+
+// A retry partition whose message waits for its due time is revoked when a
+// second worker joins (eager strategy: every partition is revoked) and
+// assigned again: the message is still delivered, once, and not before its
+// due time.
+func TestWaitingRetrySurvivesRebalance(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	if _, err := b.cluster.Produce(ctx(t), kafkatest.Record{Topic: b.topic, Key: []byte("k"), Value: []byte("later")}); err != nil {
+		t.Fatal(err)
+	}
+	var got deliveries
+	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		if got.add(ctx, m) == 1 {
+			return flakyError{"not yet"}
+		}
+		return nil
+	})
+	cfg := b.retryConfig(1, 3*time.Second)
+	cfg.RebalanceStrategy = worker.StrategyRange
+	var logs logBuffer
+	w1 := start(t, cfg, h, worker.WithLogger(logs.logger()))
+	b.waitRecords(t, b.tierTopic(1), 1) // now waiting on tier 1 for 3s
+	w2 := start(t, cfg, h)
+	waitFor(t, 30*time.Second, "the waiting tier partition revoked", func() bool {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, "partition released") && strings.Contains(line, b.tierTopic(1)) &&
+				strings.Contains(line, "reason=revoked") {
+				return true
+			}
+		}
+		return false
+	})
+	if n := len(got.of("later")); n != 1 {
+		t.Fatalf("delivered %d times before the rebalance, want 1 (the retry is not due yet)", n)
+	}
+	w2.stop(t)
+	waitFor(t, 30*time.Second, "the retried message delivered", func() bool { return len(got.of("later")) >= 2 })
+	b.waitAllCommitted(t, b.topic, b.tierTopic(1))
+	w1.stop(t)
+	ds := got.of("later")
+	if len(ds) != 2 {
+		t.Fatalf("delivered %d times, want 2 (the failure and the retry)", len(ds))
+	}
+	if due := ms(ds[1].headers[retry.HeaderNotBefore]); ds[1].at.Before(due) {
+		t.Fatalf("retry delivered at %v, before its due time %v", ds[1].at, due)
+	}
+}
+
+// Shutting down while a message backs off in place commits nothing for it;
+// the next worker handles it.
+func TestShutdownWhileBackingOffCommitsNothingForIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	first, err := b.cluster.Produce(ctx(t),
+		kafkatest.Record{Topic: b.topic, Key: []byte("a"), Value: []byte("stubborn")},
+		kafkatest.Record{Topic: b.topic, Key: []byte("b"), Value: []byte("fine")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got deliveries
+	var healed atomic.Bool
+	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		got.add(ctx, m)
+		if string(m.Value) == "stubborn" && !healed.Load() {
+			return flakyError{"down"}
+		}
+		return nil
+	})
+	cfg := b.retryConfig(100, time.Minute)
+	cfg.RetryBackoffInitial, cfg.RetryBackoffMax = time.Second, time.Second
+	w := start(t, cfg, h)
+	waitFor(t, 30*time.Second, "the failing message tried and the other handled", func() bool {
+		return len(got.of("stubborn")) >= 1 && len(got.of("fine")) == 1
+	})
+	w.stop(t)
+	com, err := b.cluster.CommittedOffsets(ctx(t), b.group, b.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := com[0]; ok && o > first[0].Offset {
+		t.Fatalf("committed %d past the message that was backing off (offset %d)", o, first[0].Offset)
+	}
+
+	healed.Store(true)
+	before := len(got.of("stubborn"))
+	w2 := start(t, cfg, h)
+	waitFor(t, 30*time.Second, "the message handled after the restart", func() bool { return len(got.of("stubborn")) > before })
+	b.waitCommitted(t, 30*time.Second)
+	w2.stop(t)
+	if n := len(got.of("fine")); n != 1 {
+		t.Fatalf("the message that succeeded before the stop was handled %d times, want 1", n)
+	}
+}
+
+// While one key backs off in place, the other keys of its partition keep
+// flowing with low latency.
+func TestBackoffBlocksOnlyItsKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	if _, err := b.cluster.Produce(ctx(t), kafkatest.Record{Topic: b.topic, Key: []byte("slow"), Value: []byte("slow/0")}); err != nil {
+		t.Fatal(err)
+	}
+	var healed atomic.Bool
+	var mu sync.Mutex
+	var latencies []time.Duration
+	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		if string(m.Key) == "slow" {
+			if !healed.Load() {
+				return flakyError{"busy"}
+			}
+			return nil
+		}
+		mu.Lock()
+		latencies = append(latencies, time.Since(m.Timestamp))
+		mu.Unlock()
+		return nil
+	})
+	cfg := b.retryConfig(1000, time.Minute)
+	cfg.RetryBackoffInitial, cfg.RetryBackoffMax = 500*time.Millisecond, 500*time.Millisecond
+	w := start(t, cfg, h)
+	// Produce other keys one by one while "slow" keeps failing.
+	for i := range 20 {
+		if _, err := b.cluster.Produce(ctx(t), kafkatest.Record{Topic: b.topic, Key: fmt.Appendf(nil, "k%d", i), Value: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "other keys handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(latencies) == 20 })
+	healed.Store(true)
+	b.waitCommitted(t, 30*time.Second)
+	w.stop(t)
+	slices.Sort(latencies)
+	if slowest := latencies[len(latencies)-1]; slowest > 400*time.Millisecond {
+		t.Fatalf("slowest other key took %v from produce to handler while a key backed off 500ms at a time; want well under the backoff", slowest)
 	}
 }

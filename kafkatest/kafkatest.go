@@ -389,7 +389,7 @@ func (c *Cluster) ReadAll(ctx context.Context, topic string) ([]ReadRecord, erro
 	if len(parts) == 0 {
 		return nil, nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.addrs...),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.addrs...), kgo.FetchMaxWait(100*time.Millisecond),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}))
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: read %q: %w", topic, err)
