@@ -121,6 +121,8 @@ func FromEnv(opts ...Option) (*Cluster, error) {
 func connect(addrs []string) (*Cluster, error) {
 	client, err := kgo.NewClient(
 		kgo.SeedBrokers(addrs...),
+		// Topics appear and grow during tests: never serve stale metadata long.
+		kgo.MetadataMinAge(10*time.Millisecond),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.ProducerBatchMaxBytes(1<<20),
 		kgo.MaxBufferedRecords(100_000),
