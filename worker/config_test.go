@@ -12,6 +12,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/retry"
 )
 
 func validEnv() map[string]string {
@@ -233,5 +234,68 @@ func TestRunReportsUnreachableBrokers(t *testing.T) {
 	}
 	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
 		t.Fatalf("second Run: %v", err)
+	}
+}
+
+func TestConfigRetrySettings(t *testing.T) {
+	t.Parallel()
+	c, err := configFrom(validEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RetryLocalAttempts != 3 || fmt.Sprint(c.RetryTopicDelays) != "[10s 1m0s 10m0s]" || !c.DLQEnabled ||
+		!c.RetryCreateTopics || c.RetryTopicTemplate != "{topic}.{group}.retry.{n}" || c.DLQTopicTemplate != "{topic}.{group}.dlq" {
+		t.Fatalf("retry defaults not applied: %+v", c)
+	}
+
+	c, err = configFrom(merge(validEnv(), map[string]string{
+		"RETRY_TOPIC_DELAYS": "", "DLQ_ENABLED": "false", "RETRY_CREATE_TOPICS": "false", "RETRY_LOCAL_ATTEMPTS": "1",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.RetryTopicDelays) != 0 || c.DLQEnabled || c.RetryCreateTopics || c.RetryLocalAttempts != 1 {
+		t.Fatalf("RETRY_TOPIC_DELAYS set empty must mean no tiers; got %+v", c)
+	}
+
+	_, err = configFrom(merge(validEnv(), map[string]string{
+		"RETRY_TOPIC_DELAYS": "10s,soon", "RETRY_LOCAL_ATTEMPTS": "0", "DLQ_ENABLED": "maybe",
+	}))
+	wantProblems(t, err, "RETRY_TOPIC_DELAYS: cannot parse as a comma-separated list of Go durations",
+		"RETRY_LOCAL_ATTEMPTS: 0: must be at least 1", "DLQ_ENABLED: cannot parse as true or false")
+
+	_, err = configFrom(merge(validEnv(), map[string]string{"RETRY_TOPIC_DELAYS": "10s,-1s", "RETRY_TOPIC_TEMPLATE": "{topic}.retry"}))
+	wantProblems(t, err, "RETRY_TOPIC_DELAYS: tier 2 delay -1s: must be positive", `RETRY_TOPIC_TEMPLATE: "{topic}.retry" has no {n}`)
+}
+
+func TestTopologyNamesAndPolicy(t *testing.T) {
+	t.Parallel()
+	c, err := configFrom(merge(validEnv(), map[string]string{"KAFKA_TOPICS": "orders", "RETRY_TOPIC_DELAYS": "1s,1m"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo := newTopology(c)
+	if got := fmt.Sprint(topo.consumed()); got != "[orders orders.billing.retry.1 orders.billing.retry.2]" {
+		t.Fatalf("consumed topics %s", got)
+	}
+	f := &forwarder{cfg: c, topo: topo}
+	now := time.Now()
+	src, tier2 := topo.hops["orders"], topo.hops["orders.billing.retry.2"]
+	if d := f.next(src, 2, errors.New("x"), now); d != nil {
+		t.Fatalf("attempt 2 of 3 must retry in place, got %+v", d)
+	}
+	if d := f.next(src, 3, errors.New("x"), now); d == nil || d.topic != "orders.billing.retry.1" || !d.notBefore.Equal(now.Add(time.Second)) {
+		t.Fatalf("after 3 local attempts: tier 1 due in 1s, got %+v", d)
+	}
+	if d := f.next(tier2, 3, errors.New("x"), now); d == nil || d.topic != "orders.billing.dlq" || !d.deadLetter {
+		t.Fatalf("exhausted on the last tier: dead letter, got %+v", d)
+	}
+	if d := f.next(src, 1, retry.Permanent(errors.New("x")), now); d == nil || !d.deadLetter {
+		t.Fatalf("permanent: dead letter at once, got %+v", d)
+	}
+	c.DLQEnabled = false
+	f = &forwarder{cfg: c, topo: newTopology(c)}
+	if d := f.next(tier2, 3, retry.Permanent(errors.New("x")), now); d != nil {
+		t.Fatalf("no dead-letter topic: keep retrying in place, never drop; got %+v", d)
 	}
 }
