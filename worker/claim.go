@@ -14,12 +14,14 @@ import (
 // groupHandler is the sarama.ConsumerGroupHandler of a running Worker. Each
 // ConsumeClaim call is one claimed partition's dispatcher.
 type groupHandler struct {
-	w     *Worker
-	pool  *pool
-	group sarama.ConsumerGroup
-	admin sarama.ClusterAdmin // reads the done-set committed with each offset
-	topo  topology
-	fwd   *forwarder // nil when nothing is forwarded
+	w       *Worker
+	pool    *pool
+	group   sarama.ConsumerGroup
+	admin   sarama.ClusterAdmin // reads the done-set committed with each offset
+	topo    topology
+	fwd     *forwarder // nil when nothing is forwarded
+	commits *committer
+	metrics *metrics
 	// stopping is closed when Run's context is done: drains then use the
 	// shutdown timeout instead of the revoke one.
 	stopping <-chan struct{}
@@ -60,6 +62,9 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 		}
 	}()
 	p := g.newPartition(sess, claim)
+	g.metrics.noteGeneration(sess.GenerationID())
+	g.metrics.assigned.Add(1)
+	g.commits.add(p)
 	d := &dispatcher{g: g, p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}}
 	d.run(sess.Context().Done())
 	g.release(sess, p)
@@ -81,9 +86,8 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 			b.Reset()
 			return b
 		},
-		mark:   func(next int64, meta string) { sess.MarkOffset(topic, id, next, meta) },
-		remark: func(next int64, meta string) { sess.ResetOffset(topic, id, next, meta) },
-		marked: claim.InitialOffset(),
+		sess: sess, metrics: g.metrics.forTopic(topic), all: g.metrics,
+		marked: claim.InitialOffset(), committed: claim.InitialOffset(),
 		ctx:    ctx,
 		cancel: cancel,
 		keys:   make(map[string]*task), ring: make([]slot, cfg.MaxInFlight),
@@ -136,7 +140,16 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 	g.w.log.Debug("draining partition", slog.String("messaging.destination.name", p.topic),
 		slog.Int("messaging.destination.partition.id", int(p.id)), slog.String("reason", why), slog.Duration("timeout", timeout))
 	abandoned := p.drain(timeout)
-	sess.Commit()
+	if err := g.commits.release(p, time.Now().Add(max(timeout/4, time.Second))); err != nil {
+		g.w.log.Error("final commit of a released partition failed; the next owner re-handles what this commit would have covered",
+			slog.String("messaging.destination.name", p.topic), slog.Int("messaging.destination.partition.id", int(p.id)),
+			slog.Any("error", err))
+	}
+	g.metrics.dropLag(p.topic, p.id)
+	g.metrics.assigned.Add(-1)
+	p.mu.Lock()
+	g.metrics.inFlight.Sub(float64(p.tail - p.head)) // taken, not done: the next owner has them
+	p.mu.Unlock()
 	attrs := []any{
 		slog.String("messaging.destination.name", p.topic),
 		slog.Int("messaging.destination.partition.id", int(p.id)),

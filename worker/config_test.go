@@ -74,7 +74,7 @@ func TestConfigFromEnvReadsEveryVariable(t *testing.T) {
 	}
 	if s.Consumer.Offsets.Initial != sarama.OffsetNewest || s.Consumer.Group.Session.Timeout != 45*time.Second ||
 		s.Consumer.Group.InstanceId != "pod-3" || s.Metadata.RefreshFrequency != 30*time.Second ||
-		s.Consumer.Offsets.AutoCommit.Interval != 250*time.Millisecond || s.Version.String() != "3.6.0" ||
+		s.Consumer.Offsets.AutoCommit.Enable || s.Version.String() != "3.6.0" ||
 		s.Consumer.Group.Rebalance.GroupStrategies[0].Name() != "cooperative-sticky" {
 		t.Fatalf("sarama config does not follow Config: %+v", s.Consumer)
 	}
@@ -175,9 +175,9 @@ func TestNewRejectsBadInput(t *testing.T) {
 	if _, err := New(Config{}, h); err == nil || !strings.Contains(err.Error(), "WORKER_CONCURRENCY") {
 		t.Fatalf("zero Config: %v", err)
 	}
-	_, err = New(c, h, WithSaramaConfig(func(s *sarama.Config) { s.Consumer.Offsets.AutoCommit.Enable = false }))
+	_, err = New(c, h, WithSaramaConfig(func(s *sarama.Config) { s.Consumer.Offsets.AutoCommit.Enable = true }))
 	if err == nil || !strings.Contains(err.Error(), "AutoCommit.Enable") {
-		t.Fatalf("hook disabling auto-commit: %v", err)
+		t.Fatalf("hook turning on sarama's auto-commit: %v", err)
 	}
 	_, err = New(c, h, WithSaramaConfig(func(s *sarama.Config) { s.Consumer.Fetch.Default = 0 }))
 	if err == nil || !strings.Contains(err.Error(), "sarama configuration") {

@@ -64,9 +64,7 @@ func (d *dispatcher) run(done <-chan struct{}) {
 			d.g.group.Pause(d.tp)
 			d.paused, d.holding = true, false
 		case <-tick.C:
-			d.p.mu.Lock()
-			d.p.refreshDoneSet()
-			d.p.mu.Unlock()
+			d.reportLag()
 			continue
 		case <-done:
 			return
@@ -127,5 +125,20 @@ func (d *dispatcher) resume() {
 	if d.paused {
 		d.g.group.Resume(d.tp)
 		d.paused = false
+	}
+}
+
+// reportLag sets the partition's lag: the high watermark minus the
+// committable offset (or, before anything is done, the first offset taken).
+func (d *dispatcher) reportLag() {
+	hwm := d.claim.HighWaterMarkOffset()
+	d.p.mu.Lock()
+	from := d.p.marked
+	if from < 0 && d.p.head < d.p.tail {
+		from = d.p.ring[d.p.head%uint64(len(d.p.ring))].offset
+	}
+	d.p.mu.Unlock()
+	if from >= 0 {
+		d.g.metrics.setLag(d.p.topic, d.p.id, hwm-from)
 	}
 }

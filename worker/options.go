@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Option supplies what is code rather than configuration: a logger, hooks.
@@ -27,4 +28,16 @@ func WithLogger(l *slog.Logger) Option {
 // fails with an error naming the one fn broke.
 func WithSaramaConfig(fn func(*sarama.Config)) Option {
 	return func(w *Worker) { w.saramaHooks = append(w.saramaHooks, fn) }
+}
+
+// WithRegisterer sets where the worker registers its Prometheus metrics
+// (default: prometheus.DefaultRegisterer). Several workers may share one
+// registry: their series differ by the group label, and workers of the same
+// group add up.
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(w *Worker) {
+		if r != nil {
+			w.registerer = r
+		}
+	}
 }

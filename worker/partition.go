@@ -49,6 +49,7 @@ type task struct {
 	dest     *destination
 	lastErr  error
 	failedAt time.Time
+	took     time.Duration // the last delivery's handler time
 }
 
 // slot is the ring entry of an admitted message.
@@ -64,18 +65,16 @@ type slot struct {
 type partition struct {
 	topic    string
 	id       int32
-	hop      hop        // source topic or retry tier
-	fwd      *forwarder // nil when nothing is forwarded
+	hop      hop           // source topic or retry tier
+	fwd      *forwarder    // nil when nothing is forwarded
+	metrics  *topicMetrics // nil in unit tests
+	all      *metrics
 	ordering Ordering
 	handler  handler.Handler
 	pool     *pool
 	log      *slog.Logger
 	retry    func() backoff.BackOff
-	// mark records next (the first offset not yet done) with the done-set
-	// metadata for the next commit; remark replaces the metadata of the
-	// offset already marked.
-	mark, remark func(next int64, meta string)
-	skip         doneSet // offsets the previous owner already handled
+	skip     doneSet // offsets the previous owner already handled
 
 	ctx    context.Context // handlers' context; cancelled when the claim is given up
 	cancel context.CancelFunc
@@ -84,12 +83,16 @@ type partition struct {
 	state      atomic.Int32     // a partState; written under mu, read anywhere
 	keys       map[string]*task // last admitted task of each key with work pending
 	ring       []slot
-	head, tail uint64       // ring[head%len] is the oldest unfinished message; tail is the next seq
-	running    atomic.Int32 // handlers inside run
-	marked     int64        // last offset passed to mark
-	meta       string       // last done-set passed to mark
-	metaDirty  bool         // done entries behind an unfinished one changed since meta
-	skipped    int          // messages skipped because skip held them
+	head, tail uint64                      // ring[head%len] is the oldest unfinished message; tail is the next seq
+	running    atomic.Int32                // handlers inside run
+	sess       sarama.ConsumerGroupSession // the claim's session: member and generation for commits
+	marked     int64                       // next offset to consume: every offset below it is done
+	meta       string                      // done-set of what finished at or above marked
+	committed  int64                       // marked and meta as last acknowledged by the coordinator
+	commitMeta string
+	released   bool // the final commit was made: commit nothing more
+	metaDirty  bool // done entries behind an unfinished one changed since meta
+	skipped    int  // messages skipped because skip held them
 	backingOff map[*task]*time.Timer
 	idle       chan struct{} // closed once draining and no handler runs
 	idleOnce   sync.Once
@@ -181,6 +184,10 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 		}
 		p.keys[t.key] = t
 	}
+	if p.all != nil {
+		p.metrics.consumed.Add(float64(n))
+		p.all.inFlight.Add(float64(n))
+	}
 	if skippedAny {
 		p.metaDirty = true
 		p.advance()
@@ -269,8 +276,14 @@ func (p *partition) notDue(t *task) bool {
 func (p *partition) deliver(t *task) error {
 	if t.dest == nil {
 		t.attempt++
+		began := time.Now()
+		if t.attempt == 1 && p.metrics != nil && !t.msg.Timestamp.IsZero() {
+			p.metrics.delay.Observe(began.Sub(t.msg.Timestamp).Seconds())
+		}
 		err := p.call(t)
+		t.took = time.Since(began)
 		if err == nil {
+			p.observe(resultSuccess, t.took)
 			return nil
 		}
 		if p.loadState() != partRunning {
@@ -278,15 +291,24 @@ func (p *partition) deliver(t *task) error {
 		}
 		now := time.Now()
 		if t.dest = p.fwd.next(p.hop, t.attempt, err, now); t.dest == nil {
+			p.observe(resultError, t.took)
 			return err // retry in place
 		}
 		t.lastErr, t.failedAt = err, now
 	}
 	err := p.fwd.publish(&t.msg, p.hop, t.base+t.attempt, t.lastErr, t.dest, t.failedAt)
 	if err != nil {
+		if p.all != nil {
+			p.all.forwardErrors.WithLabelValues(p.all.group, t.dest.topic).Inc()
+		}
 		p.log.Error("forwarding a failed message failed; its offset stays uncommitted and the publish is retried",
 			p.msgAttrs(t, slog.String("destination", t.dest.topic), slog.Any("error", err))...)
 		return err
+	}
+	if t.dest.deadLetter {
+		p.observe(resultDeadLetter, t.took)
+	} else {
+		p.observe(resultRetry, t.took)
 	}
 	level, what := slog.LevelWarn, "message sent to a retry topic"
 	if t.dest.deadLetter {
@@ -295,6 +317,14 @@ func (p *partition) deliver(t *task) error {
 	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", t.dest.topic),
 		slog.Int("attempt", t.base+t.attempt), slog.Any("error", t.lastErr))...)
 	return nil
+}
+
+// observe records one delivery's outcome and handler time.
+func (p *partition) observe(result string, took time.Duration) {
+	if p.metrics != nil {
+		p.metrics.processed[result].Inc()
+		p.metrics.duration[result].Observe(took.Seconds())
+	}
 }
 
 // msgAttrs are the log attributes naming t's message, then extra.
@@ -349,14 +379,15 @@ func (p *partition) advance() {
 		return
 	}
 	var last int64
+	from := p.head
 	for p.head < p.tail && p.ring[p.head%n].done {
 		last = p.ring[p.head%n].offset
 		p.head++
 	}
-	if last+1 > p.marked {
-		p.marked = last + 1
-		p.mark(p.marked, p.meta)
+	if p.all != nil {
+		p.all.inFlight.Sub(float64(p.head - from))
 	}
+	p.marked = max(p.marked, last+1)
 	if p.starved {
 		p.starved = false
 		select {
@@ -402,12 +433,7 @@ func (p *partition) refreshDoneSet() {
 	}
 	base := p.ring[p.head%n].offset
 	p.meta = encodeDoneSet(base, ranges)
-	if base > p.marked {
-		p.marked = base
-		p.mark(p.marked, p.meta)
-		return
-	}
-	p.remark(p.marked, p.meta)
+	p.marked = max(p.marked, base)
 }
 
 // scheduleRetry retries t in place after an exponential backoff with

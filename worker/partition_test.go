@@ -8,12 +8,10 @@ import (
 )
 
 // partitionBundle drives one partition's bookkeeping directly: admitted
-// messages go to a slice instead of a pool, marks are recorded.
+// messages go to a slice instead of a pool.
 type partitionBundle struct {
 	p      *partition
 	pool   *pool
-	marks  []int64
-	metas  []string
 	offset int64
 }
 
@@ -23,9 +21,8 @@ func setupPartition(t *testing.T, budget int, skip doneSet) *partitionBundle {
 	b.pool.cond.L = &b.pool.mu
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	record := func(next int64, meta string) { b.marks = append(b.marks, next); b.metas = append(b.metas, meta) }
 	b.p = &partition{
-		topic: "t", ordering: OrderByKey, pool: b.pool, mark: record, remark: record,
+		topic: "t", ordering: OrderByKey, pool: b.pool,
 		ctx: ctx, cancel: cancel, keys: map[string]*task{}, ring: make([]slot, budget),
 		skip: skip, marked: -2, freed: make(chan struct{}, 1), idle: make(chan struct{}),
 	}
@@ -66,22 +63,22 @@ func TestPartitionMarksOnlyContiguousDoneOffsets(t *testing.T) {
 	}
 	b.finish(ts[2])
 	b.finish(ts[1])
-	if len(b.marks) != 0 {
-		t.Fatalf("offsets 1 and 2 done but 0 is not: nothing may be marked, got %v", b.marks)
+	if b.p.marked > 0 {
+		t.Fatalf("offsets 1 and 2 done but 0 is not: nothing may be marked past 0, got %d", b.p.marked)
 	}
 	b.p.mu.Lock()
 	b.p.refreshDoneSet()
 	b.p.mu.Unlock()
-	if len(b.marks) != 1 || b.marks[0] != 0 {
-		t.Fatalf("done-set refresh must mark offset 0 (first unfinished), got %v", b.marks)
+	if b.p.marked != 0 {
+		t.Fatalf("done-set refresh must mark offset 0 (first unfinished), got %d", b.p.marked)
 	}
-	set, err := decodeDoneSet(b.metas[0])
+	set, err := decodeDoneSet(b.p.meta)
 	if err != nil || !set.contains(1) || !set.contains(2) || set.contains(0) {
-		t.Fatalf("done-set %q (%v) must hold 1 and 2 but not 0", b.metas[0], err)
+		t.Fatalf("done-set %q (%v) must hold 1 and 2 but not 0", b.p.meta, err)
 	}
 	b.finish(ts[0])
-	if last := b.marks[len(b.marks)-1]; last != 3 {
-		t.Fatalf("all of 0..2 done: want mark 3, got %d", last)
+	if b.p.marked != 3 {
+		t.Fatalf("all of 0..2 done: want mark 3, got %d", b.p.marked)
 	}
 }
 
@@ -126,8 +123,8 @@ func TestPartitionSkipsWhatThePreviousOwnerFinished(t *testing.T) {
 	if next == nil || next.msg.Offset != 3 {
 		t.Fatalf("offsets 1 and 2 were done before: after 0 comes 3, got %v", next)
 	}
-	if last := b.marks[len(b.marks)-1]; last != 3 {
-		t.Fatalf("want mark 3 (0 done now, 1-2 done before), got %d", last)
+	if b.p.marked != 3 {
+		t.Fatalf("want mark 3 (0 done now, 1-2 done before), got %d", b.p.marked)
 	}
 	if b.p.skipped != 2 {
 		t.Fatalf("skipped %d, want 2", b.p.skipped)
@@ -148,7 +145,7 @@ func TestPartitionCarriesThePreviousDoneSetForward(t *testing.T) {
 	b.p.mu.Lock()
 	b.p.refreshDoneSet()
 	b.p.mu.Unlock()
-	set, err := decodeDoneSet(b.metas[len(b.metas)-1])
+	set, err := decodeDoneSet(b.p.meta)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,11 +29,9 @@ func saramaConfig(c Config, hooks []func(*sarama.Config)) (*sarama.Config, error
 	setIfPositive(&s.Consumer.Group.Rebalance.Timeout, c.RebalanceTimeout)
 	setIfPositive(&s.Metadata.RefreshFrequency, c.MetadataRefresh)
 	s.Consumer.Group.InstanceId = c.InstanceID
-	// Offsets are marked only after success; sarama's auto-commit then sends
-	// what is marked every CommitInterval, and revocation and shutdown commit
-	// synchronously on top of that.
-	s.Consumer.Offsets.AutoCommit.Enable = true
-	s.Consumer.Offsets.AutoCommit.Interval = c.CommitInterval
+	// The worker commits offsets itself (see committer.go), only what was
+	// handled successfully, every CommitInterval and on release.
+	s.Consumer.Offsets.AutoCommit.Enable = false
 	s.Consumer.Return.Errors = true
 
 	for _, hook := range hooks {
@@ -41,10 +39,10 @@ func saramaConfig(c Config, hooks []func(*sarama.Config)) (*sarama.Config, error
 			hook(s)
 		}
 	}
-	if !s.Consumer.Offsets.AutoCommit.Enable {
-		return nil, errors.New("kafkaworker: WithSaramaConfig turned off Consumer.Offsets.AutoCommit.Enable; " +
-			"the worker commits only offsets it marked after success, through sarama's auto-commit: " +
-			"leave it on and tune WORKER_COMMIT_INTERVAL instead")
+	if s.Consumer.Offsets.AutoCommit.Enable {
+		return nil, errors.New("kafkaworker: WithSaramaConfig turned on Consumer.Offsets.AutoCommit.Enable; " +
+			"the worker commits only offsets whose messages were handled, itself: " +
+			"leave sarama's auto-commit off and tune WORKER_COMMIT_INTERVAL instead")
 	}
 	if !s.Consumer.Return.Errors {
 		return nil, errors.New("kafkaworker: WithSaramaConfig turned off Consumer.Return.Errors; the worker reads that channel to log consumer errors: leave it on")

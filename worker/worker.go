@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
 )
@@ -43,6 +44,8 @@ type Worker struct {
 	log         *slog.Logger
 	saramaHooks []func(*sarama.Config)
 	sarama      *sarama.Config
+	registerer  prometheus.Registerer
+	metrics     *metrics
 	started     atomic.Bool
 }
 
@@ -55,7 +58,7 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, handler: h, log: slog.Default()}
+	w := &Worker{cfg: cfg, handler: h, log: slog.Default(), registerer: prometheus.DefaultRegisterer}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(w)
@@ -66,6 +69,9 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 		return nil, err
 	}
 	w.sarama = s
+	if w.metrics, err = newMetrics(w.registerer, cfg.GroupID); err != nil {
+		return nil, fmt.Errorf("kafkaworker: register metrics: %w", err)
+	}
 	return w, nil
 }
 
@@ -106,8 +112,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.logGroupErrors(group, errsDone)
 
 	pool := newPool(w.cfg.Concurrency)
+	commits := newCommitter(w, client, w.metrics)
+	commitCtx, stopCommits := context.WithCancel(context.Background())
+	commitsDone := make(chan struct{})
+	go func() { defer close(commitsDone); commits.loop(commitCtx, w.cfg.CommitInterval) }()
 	gh := &groupHandler{
-		w: w, pool: pool, group: group, admin: admin, topo: topo, fwd: fwd,
+		w: w, pool: pool, group: group, admin: admin, topo: topo, fwd: fwd, commits: commits, metrics: w.metrics,
 		stopping: ctx.Done(), base: context.WithoutCancel(ctx), exited: make(chan struct{}, 1),
 	}
 	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
@@ -122,6 +132,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.consume(ctx, consumeCtx, group, gh)
 	cancelConsume()
 	<-leaveDone
+	stopCommits() // every partition made its final commit on release
+	<-commitsDone
 
 	if err := group.Close(); err != nil {
 		w.log.Error("closing consumer group", slog.Any("error", err))

@@ -1,34 +1,45 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/retry"
 )
 
 // tracker watches the handler from inside, to prove the worker's guarantees
 // at the end instead of taking them on trust.
 type tracker struct {
-	total      int           // messages this run produced
-	runID      string        // marks this run's messages
-	allHandled chan struct{} // closed once every message was handled
+	total, keys int           // messages this run produced, over how many keys
+	runID       string        // marks this run's messages
+	allFinal    chan struct{} // closed once every message was handled or failed for good
 
 	inFlight, peak atomic.Int64 // handlers running now, and at most
 
-	mu   sync.Mutex
-	seen map[msgID]bool           // this run's messages handled, by key and seq
-	done map[int32]map[int64]bool // offsets handled successfully, by partition
+	mu       sync.Mutex
+	seen     map[msgID]bool           // this run's messages handled successfully
+	poisoned map[msgID]bool           // failed for good (retry.Permanent): bound for the DLQ
+	done     map[int32]map[int64]bool // offsets handled successfully (or dead-lettered), by partition
 
-	next       map[string]int  // per key, the sequence number expected next
+	next       map[string]int  // per key, the lowest sequence number allowed next
 	busy       map[string]bool // keys with a handler running
-	distinct   int             // messages of this run handled at least once
+	distinct   int             // messages of this run handled successfully
+	retried    int             // of those, handled on a second or later delivery
+	maxAttempt int             // the highest retry.Attempt seen on a success
+	failures   int             // deliveries that returned an error
 	duplicates int             // handled again after succeeding once
 	skipped    int             // not produced by this run (earlier runs' leftovers)
-	outOfOrder int             // a key's message handled before an earlier one
+	outOfOrder int             // a key's message handled before an earlier one was finished
 	overlaps   int             // a key's message started while another of it ran
 	wrongKey   int             // the value's key is not the message key
 	examples   []string        // the first few violations, for the summary
@@ -39,10 +50,11 @@ type msgID struct {
 	seq int
 }
 
-func newTracker(total int, runID string) *tracker {
+func newTracker(total, keys int, runID string) *tracker {
 	return &tracker{
-		total: total, runID: runID, allHandled: make(chan struct{}),
-		seen: make(map[msgID]bool, total), done: make(map[int32]map[int64]bool), next: make(map[string]int), busy: make(map[string]bool),
+		total: total, keys: keys, runID: runID, allFinal: make(chan struct{}),
+		seen: make(map[msgID]bool, total), poisoned: make(map[msgID]bool), done: make(map[int32]map[int64]bool),
+		next: make(map[string]int), busy: make(map[string]bool),
 	}
 }
 
@@ -69,10 +81,12 @@ func (t *tracker) begin(m *handler.Message) (end func()) {
 	}
 }
 
-// handled records that m was handled successfully, checking that it is the
-// next message of its key.
-func (t *tracker) handled(m *handler.Message) {
-	runID, key, seq, err := parseValue(m.Value)
+// handled records that m was handled successfully on delivery attempt,
+// checking that every earlier message of its key was finished first:
+// handled, or failed for good (a dead-lettered message no longer holds its
+// key's later ones back).
+func (t *tracker) handled(m *handler.Message, attempt int) {
+	runID, key, seq, _, err := parseValue(m.Value)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.done[m.Partition] == nil {
@@ -94,14 +108,51 @@ func (t *tracker) handled(m *handler.Message) {
 		return
 	}
 	t.seen[id] = true
-	if seq != t.next[key] {
-		t.outOfOrder++
-		t.example("%s: seq %d handled when %d was expected next", key, seq, t.next[key])
+	for s := t.next[key]; s < seq; s++ {
+		if !t.poisoned[msgID{key, s}] {
+			t.outOfOrder++
+			t.example("%s: seq %d handled before seq %d was handled or failed for good", key, seq, s)
+			break
+		}
 	}
-	t.next[key] = seq + 1
+	if seq < t.next[key] {
+		t.outOfOrder++
+		t.example("%s: seq %d handled after seq %d", key, seq, t.next[key]-1)
+	}
+	t.next[key] = max(t.next[key], seq+1)
 	t.distinct++
-	if t.distinct == t.total {
-		close(t.allHandled)
+	if attempt > 1 {
+		t.retried++
+	}
+	t.maxAttempt = max(t.maxAttempt, attempt)
+	t.checkFinal()
+}
+
+// failed records that the handler returns err for m, and returns err.
+func (t *tracker) failed(m *handler.Message, err error) error {
+	runID, key, seq, _, perr := parseValue(m.Value)
+	if perr != nil || runID != t.runID {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.failures++
+	if id := (msgID{key, seq}); retry.IsPermanent(err) && !t.poisoned[id] {
+		t.poisoned[id] = true
+		t.checkFinal()
+	}
+	return err
+}
+
+// checkFinal closes allFinal once every message was handled or failed for
+// good. Called with t.mu held.
+func (t *tracker) checkFinal() {
+	select {
+	case <-t.allFinal:
+	default:
+		if t.distinct+len(t.poisoned) >= t.total {
+			close(t.allFinal)
+		}
 	}
 }
 
@@ -112,10 +163,10 @@ func (t *tracker) example(format string, args ...any) {
 	}
 }
 
-func (t *tracker) handledSoFar() int {
+func (t *tracker) soFar() (handled, retried, poisoned int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.distinct
+	return t.distinct, t.retried, len(t.poisoned)
 }
 
 // reportProgress writes a progress line to w every second until the
@@ -132,10 +183,10 @@ func (t *tracker) reportProgress(w io.Writer, start time.Time) (stop func()) {
 			case <-done:
 				return
 			case now := <-tick.C:
-				n := t.handledSoFar()
+				n, retried, poisoned := t.soFar()
 				rate := float64(n-last) / now.Sub(lastAt).Seconds()
-				fmt.Fprintf(w, "%4.0fs  handled %7d / %d  %5.1f%%  %7.0f msg/s  in flight %d\n",
-					now.Sub(start).Seconds(), n, t.total, 100*float64(n)/float64(t.total), rate, t.inFlight.Load())
+				fmt.Fprintf(w, "%4.0fs  handled %7d / %d  %5.1f%%  %7.0f msg/s  in flight %3d  retried %4d  failed for good %3d\n",
+					now.Sub(start).Seconds(), n, t.total, 100*float64(n)/float64(t.total), rate, t.inFlight.Load(), retried, poisoned)
 				last, lastAt = n, now
 			}
 		}
@@ -146,6 +197,10 @@ func (t *tracker) reportProgress(w io.Writer, start time.Time) (stop func()) {
 // summaryInput is what the summary needs besides the tracker's counts.
 type summaryInput struct {
 	offsets              []partitionOffsets // read after Run returned
+	deadLetters          []deadLetter       // this run's, read after Run returned
+	otherDeadLetters     int                // earlier runs' records in the DLQ topic
+	dlqTopic             string
+	logs                 map[string]int // the worker's warnings and errors, by level and message
 	concurrency          int
 	handledIn, stoppedIn time.Duration
 }
@@ -167,12 +222,46 @@ func (t *tracker) summary(w io.Writer, in summaryInput) (failed int) {
 		fmt.Fprintf(w, "        %-27s %s\n", name, fmt.Sprintf(format, args...))
 	}
 
+	// Every produced message must have ended exactly once: handled, or in
+	// the dead-letter topic, and only those the handler failed for good.
+	dead := make(map[msgID]int, len(in.deadLetters))
+	errTypes, attempts := map[string]int{}, map[int]int{}
+	for _, d := range in.deadLetters {
+		dead[d.id]++
+		errTypes[d.info.ErrorType]++
+		attempts[d.info.Attempt]++
+		if t.done[d.info.OriginalPartition] == nil {
+			t.done[d.info.OriginalPartition] = make(map[int64]bool)
+		}
+		t.done[d.info.OriginalPartition][d.info.OriginalOffset] = true
+	}
+	var lost, both, twice, unplanned int
+	for i := range t.total {
+		id := msgID{customerKey(i % t.keys), i / t.keys}
+		switch d := dead[id]; {
+		case t.seen[id] && d > 0:
+			both++
+		case !t.seen[id] && d == 0:
+			lost++
+			t.example("%s seq %d: neither handled nor dead-lettered", id.key, id.seq)
+		case d > 1:
+			twice++
+		}
+	}
+	for id := range dead {
+		if !t.poisoned[id] {
+			unplanned++
+			t.example("%s seq %d: dead-lettered, but the handler never failed it for good", id.key, id.seq)
+		}
+	}
+
 	fmt.Fprintln(w, "\nSummary")
-	check(t.distinct == t.total && t.wrongKey == 0, "every message handled",
-		"%d of %d produced", t.distinct, t.total)
-	check(t.outOfOrder == 0 && t.overlaps == 0, "per-key order held",
-		"%d keys, each handled 0,1,2,... one at a time (%d out of order, %d overlapping)",
-		len(t.next), t.outOfOrder, t.overlaps)
+	check(lost == 0 && both == 0 && twice == 0 && unplanned == 0 && t.wrongKey == 0 && len(in.deadLetters) == len(dead),
+		"every message handled or DLQ", "%d of %d produced: %d handled, %d dead-lettered (%d lost, %d both, %d dead-lettered twice)",
+		t.distinct+len(dead), t.total, t.distinct, len(dead), lost, both, twice)
+	check(t.outOfOrder == 0 && t.overlaps == 0 && lost == 0 && both == 0, "per-key order held",
+		"%d keys, each handled in produce order, one at a time; the %d gaps are exactly the dead-lettered messages (%d out of order, %d overlapping)",
+		min(t.keys, t.total), t.total-t.distinct, t.outOfOrder, t.overlaps)
 
 	behind := 0
 	for _, p := range in.offsets {
@@ -192,26 +281,102 @@ func (t *tracker) summary(w io.Writer, in summaryInput) (failed int) {
 	for _, p := range in.offsets {
 		unhandled += t.committedUnhandled(p)
 	}
-	check(unhandled == 0, "commits only after success",
-		"every offset below a committed one was handled (%d were not)", unhandled)
+	check(unhandled == 0, "commits only when finished",
+		"every offset below a committed one was handled or dead-lettered (%d were not)", unhandled)
 	peak := t.peak.Load()
 	check(peak <= int64(in.concurrency), "concurrency within limit",
 		"peak %d handlers at once (limit %d)", peak, in.concurrency)
 
+	info("retried", "%d messages succeeded on a later delivery (at most attempt %d); %d deliveries failed, %d of them for good",
+		t.retried, t.maxAttempt, t.failures, len(t.poisoned))
+	info("dead-lettered", "%d in %s: kw-error-type %s; kw-attempt %s", len(in.deadLetters), in.dlqTopic, counts(errTypes), counts(attempts))
+	if in.otherDeadLetters > 0 {
+		info("", "plus %d records of earlier runs, left out of the checks", in.otherDeadLetters)
+	}
+	info("worker warnings/errors", "%s", counts(in.logs))
 	info("duplicates", "%d (at-least-once allows some after a crash or rebalance; none expected here)", t.duplicates)
 	if t.skipped > 0 {
 		info("skipped", "%d messages from earlier runs in this topic", t.skipped)
 	}
 	secs := in.handledIn.Seconds()
 	info("elapsed", "%v handling messages (%.0f msg/s); graceful stop took %v",
-		in.handledIn.Round(time.Millisecond), float64(t.distinct)/secs, in.stoppedIn.Round(time.Millisecond))
+		in.handledIn.Round(time.Millisecond), float64(t.distinct+len(t.poisoned))/secs, in.stoppedIn.Round(time.Millisecond))
 	for _, e := range t.examples {
 		info("violation", "%s", e)
 	}
 	if failed == 0 {
-		fmt.Fprintln(w, "PASS: every message handled, in order per key, and committed")
+		fmt.Fprintln(w, "PASS: every message handled or dead-lettered, in order per key, and committed")
 	}
 	return failed
+}
+
+// counts renders a tally as "a: 3, b: 1", largest first; "none" if empty.
+func counts[K comparable](m map[K]int) string {
+	keys := slices.Collect(maps.Keys(m))
+	slices.SortFunc(keys, func(a, b K) int {
+		if c := cmp.Compare(m[b], m[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(fmt.Sprint(a), fmt.Sprint(b))
+	})
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%v: %d", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// logTally is the worker's slog.Handler in the demo: it passes the first
+// few records of each level and message on, and counts them all, so that
+// two thousand "retrying in place" warnings do not bury the output.
+type logTally struct {
+	h     slog.Handler
+	show  int
+	mu    *sync.Mutex
+	count map[string]int
+}
+
+func newLogTally(h slog.Handler, show int) *logTally {
+	return &logTally{h: h, show: show, mu: new(sync.Mutex), count: map[string]int{}}
+}
+
+func (l *logTally) Enabled(ctx context.Context, lv slog.Level) bool { return l.h.Enabled(ctx, lv) }
+
+func (l *logTally) Handle(ctx context.Context, r slog.Record) error {
+	k := fmt.Sprintf("%s %q", r.Level, r.Message)
+	l.mu.Lock()
+	l.count[k]++
+	n := l.count[k]
+	l.mu.Unlock()
+	if n > l.show {
+		return nil
+	}
+	if n == l.show {
+		r.AddAttrs(slog.String("note", "more like this are only counted, in the summary"))
+	}
+	return l.h.Handle(ctx, r)
+}
+
+func (l *logTally) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *l
+	c.h = l.h.WithAttrs(as)
+	return &c
+}
+
+func (l *logTally) WithGroup(name string) slog.Handler {
+	c := *l
+	c.h = l.h.WithGroup(name)
+	return &c
+}
+
+// counts returns a copy of the tally.
+func (l *logTally) counts() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.count)
 }
 
 // committedUnhandled counts the offsets of p the group committed past (from

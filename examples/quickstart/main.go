@@ -1,13 +1,19 @@
 // Quickstart runs a kafkaworker end to end and proves what it promises.
 //
 // It produces keyed "orders" to a topic, consumes them with a worker whose
-// handler simulates 1–5 ms of I/O on 128 goroutines, and then checks, rather
-// than assumes, that
+// handler simulates 1–5 ms of I/O on 128 goroutines, and fails a few on
+// purpose, the same ones every run: about 1% fail once (a timeout) and are
+// retried in place, and 0.1% are poison (retry.Permanent) and go to the
+// dead-letter topic after one delivery (-flaky and -poison set the shares). It then checks, rather than
+// assumes, that
 //
-//   - every message was handled,
+//   - every message was handled, or is in the dead-letter topic, exactly once;
 //   - each key's messages were handled one at a time, in the order produced,
+//     a dead-lettered one no longer holding its key's later ones back;
 //   - the committed offsets reached the end of every partition, so a restart
 //     would not reprocess anything.
+//
+// The summary also counts the retried and dead-lettered messages.
 //
 // It needs nothing but Go: with KAFKA_BROKERS unset it starts an embedded
 // Kafka-protocol broker on loopback (package kafkatest).
@@ -15,9 +21,11 @@
 //	make demo                          # or: go run ./examples/quickstart
 //	KAFKA_BROKERS=host:9092 make demo  # against a real cluster
 //	go run ./examples/quickstart -messages 100000 -keys 2000 -concurrency 64
+//	go run ./examples/quickstart -flaky 0 -poison 0   # no failures
 //
 // Live progress goes to stderr once a second; the summary goes to stdout.
-// The exit status is non-zero when any check fails.
+// The exit status is non-zero when any check fails. examples/retry shows
+// the retry topics and the dead-letter topic message by message.
 //
 // The files: main.go is the part to copy (a handler and a worker); setup.go
 // connects to Kafka and fills the topic; check.go does the bookkeeping that
@@ -37,6 +45,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/retry"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -46,10 +55,12 @@ func main() {
 	flag.IntVar(&o.keys, "keys", 1_000, "distinct keys (e.g. customers); each key's messages must be handled in order")
 	flag.IntVar(&o.partitions, "partitions", 4, "partitions of the topic the quickstart creates")
 	flag.IntVar(&o.concurrency, "concurrency", 128, "handler goroutines")
+	flag.IntVar(&o.flakyOneIn, "flaky", 100, "about one message in this many fails once and is retried in place (0: none)")
+	flag.IntVar(&o.poisonOneIn, "poison", 1000, "about one message in this many fails for good and is dead-lettered (0: none)")
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up if not every message is handled by then")
 	flag.Parse()
-	if o.messages < 1 || o.keys < 1 || o.partitions < 1 || o.concurrency < 1 {
-		fmt.Fprintln(os.Stderr, "quickstart: -messages, -keys, -partitions and -concurrency must be at least 1")
+	if o.messages < 1 || o.keys < 1 || o.partitions < 1 || o.concurrency < 1 || o.flakyOneIn < 0 || o.poisonOneIn < 0 {
+		fmt.Fprintln(os.Stderr, "quickstart: -messages, -keys, -partitions and -concurrency must be at least 1; -flaky and -poison at least 0")
 		os.Exit(2)
 	}
 
@@ -61,6 +72,7 @@ func main() {
 
 type options struct {
 	messages, keys, partitions, concurrency int
+	flakyOneIn, poisonOneIn                 int
 	timeout                                 time.Duration
 }
 
@@ -72,8 +84,11 @@ func run(o options) error {
 
 	// The worker's own logs: warnings and errors only, so the demo output
 	// stays readable. Use slog.LevelInfo to see joins, assignments and
-	// revocations.
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// revocations. Each failed delivery is a warning (an error when
+	// dead-lettered): the first two of each kind are shown, the rest
+	// counted in the summary.
+	logs := newLogTally(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), 2)
+	logger := slog.New(logs)
 
 	setupCtx, cancelSetup := context.WithTimeout(ctx, o.timeout)
 	env, err := setup(setupCtx, o)
@@ -82,15 +97,23 @@ func run(o options) error {
 		return err
 	}
 	defer env.cluster.Close()
+	if !env.config.DLQEnabled && o.poisonOneIn > 0 {
+		fmt.Fprintln(os.Stderr, "DLQ_ENABLED=false: no poison messages this run (they would be retried forever)")
+		o.poisonOneIn = 0
+	}
 
 	// The handler: this is where your code goes. It gets one message, does
 	// its work and returns nil when done; only then does the offset become
 	// committable. Messages with the same key are never handled concurrently
 	// and arrive in offset order, so no locking per customer is needed.
 	//
+	// An error is retried: in place with backoff (holding back only that
+	// key), then through the retry topics, then the message goes to the
+	// dead-letter topic. retry.Permanent(err) skips the retries.
+	//
 	// The tracker calls are bookkeeping for the checks at the end; a real
 	// handler would not have them.
-	track := newTracker(env.produced, env.runID)
+	track := newTracker(env.produced, o.keys, env.runID)
 	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
 		end := track.begin(m)
 		defer end()
@@ -103,7 +126,18 @@ func run(o options) error {
 			return ctx.Err() // not done: the message stays uncommitted
 		}
 
-		track.handled(m)
+		// Simulated failures. retry.Attempt(ctx) counts the deliveries of
+		// this message: 1 the first time, 2 on the first retry, ...
+		switch o.fateOf(m.Value) {
+		case poison: // no retry can fix it
+			return track.failed(m, retry.Permanent(errors.New("order rejected: unknown product")))
+		case flaky: // the next delivery gets through
+			if retry.Attempt(ctx) == 1 {
+				return track.failed(m, errors.New("inventory service timed out"))
+			}
+		}
+
+		track.handled(m, retry.Attempt(ctx))
 		return nil
 	})
 
@@ -114,7 +148,8 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "consuming with group %s: concurrency %d, ordering by %s\n", cfg.GroupID, cfg.Concurrency, cfg.Ordering)
+	fmt.Fprintf(os.Stderr, "consuming with group %s: concurrency %d, ordering by %s; about 1 message in %d fails once, 1 in %d for good\n",
+		cfg.GroupID, cfg.Concurrency, cfg.Ordering, o.flakyOneIn, o.poisonOneIn)
 
 	// Run blocks until its context is cancelled, so it gets a goroutine and
 	// a context of its own; Ctrl-C cancels it too.
@@ -126,8 +161,16 @@ func run(o options) error {
 
 	stopProgress := track.reportProgress(os.Stderr, start)
 	var why error // why the wait ended early, if it did
+	giveUp := time.After(o.timeout)
 	select {
-	case <-track.allHandled:
+	case <-track.allFinal:
+		// Every message was handled or failed for good; wait for the latter
+		// to reach the dead-letter topic (the worker publishes them and
+		// then commits their offsets).
+		_, _, poisoned := track.soFar()
+		waitCtx, cancelWait := context.WithTimeout(ctx, 30*time.Second)
+		why = waitDeadLettered(waitCtx, env, poisoned)
+		cancelWait()
 	case err := <-runDone:
 		// Run returns on its own only when it cannot start (brokers
 		// unreachable) or the group fails for good.
@@ -137,7 +180,7 @@ func run(o options) error {
 		why = errors.New("FAIL: interrupted before every message was handled")
 		stopSignals() // a second Ctrl-C now kills the process at once
 		fmt.Fprintln(os.Stderr, "stopping gracefully (drain, commit, leave); Ctrl-C again to quit at once")
-	case <-time.After(o.timeout):
+	case <-giveUp:
 		why = fmt.Errorf("FAIL: not every message was handled within -timeout %v", o.timeout)
 	}
 	handledIn := time.Since(start)
@@ -166,9 +209,14 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	dead, otherDead, err := readDeadLetters(offCtx, env)
+	if err != nil {
+		return err
+	}
 
 	failed := track.summary(os.Stdout, summaryInput{
-		offsets: offsets, concurrency: cfg.Concurrency,
+		offsets: offsets, deadLetters: dead, otherDeadLetters: otherDead, dlqTopic: env.dlqTopic,
+		logs: logs.counts(), concurrency: cfg.Concurrency,
 		handledIn: handledIn, stoppedIn: stoppedIn,
 	})
 	switch {

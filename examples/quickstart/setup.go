@@ -11,7 +11,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
+	"github.com/kafkaworker/kafkaworker/retry"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -21,6 +23,7 @@ type demoEnv struct {
 	cluster  *kafkatest.Cluster
 	config   worker.Config
 	topic    string
+	dlqTopic string // where messages that failed for good end up
 	produced int
 	// runID is written into every message, so that messages left in the
 	// topic by earlier runs (a fixed KAFKA_TOPICS on a real cluster) are
@@ -41,6 +44,7 @@ func setup(ctx context.Context, o options) (*demoEnv, error) {
 	if err != nil {
 		return nil, err
 	}
+	env.dlqTopic = strings.NewReplacer("{topic}", env.topic, "{group}", env.config.GroupID).Replace(env.config.DLQTopicTemplate)
 
 	err = env.cluster.CreateTopic(ctx, env.topic, int32(o.partitions))
 	if errors.Is(err, kerr.TopicAlreadyExists) {
@@ -70,6 +74,14 @@ func (env *demoEnv) useEmbeddedBroker() error {
 	env.config.Brokers = c.Addrs()
 	env.config.GroupID = "quickstart"
 	env.config.Topics = []string{env.topic}
+	// Fast in-place retries, so the demo's failing messages do not hold
+	// their keys up long. The quickstart's handler never fails a message
+	// more than once, so the retry topics stay empty; their delays are
+	// short anyway (defaults: 10s,1m,10m), so a handler you change to fail
+	// more often is retried from them within seconds, not minutes.
+	env.config.RetryBackoffInitial = 20 * time.Millisecond
+	env.config.RetryBackoffMax = 200 * time.Millisecond
+	env.config.RetryTopicDelays = []time.Duration{time.Second, 5 * time.Second}
 	fmt.Fprintf(os.Stderr, "started an embedded Kafka broker on %s (set KAFKA_BROKERS to use a real cluster)\n", strings.Join(c.Addrs(), ","))
 	return nil
 }
@@ -83,10 +95,15 @@ func (env *demoEnv) useEmbeddedBroker() error {
 // group has no committed offsets, so it starts at the beginning of the topic,
 // and a new topic holds only this run's messages, so the checks are exact and
 // the demo can be rerun against the same cluster as often as you like. (Each
-// run leaves a small topic behind; delete quickstart-orders-* when done.)
+// run leaves a small topic behind, with its two retry topics and its
+// dead-letter topic; delete quickstart-orders-* when done.) The RETRY_*
+// settings default to the fast ones the embedded run uses.
 func (env *demoEnv) useRealCluster() error {
 	setDefault("KAFKA_GROUP_ID", "quickstart-"+env.runID)
 	setDefault("KAFKA_TOPICS", "quickstart-orders-"+env.runID)
+	setDefault("RETRY_BACKOFF_INITIAL", "20ms")
+	setDefault("RETRY_BACKOFF_MAX", "200ms")
+	setDefault("RETRY_TOPIC_DELAYS", "1s,5s")
 	cfg, err := worker.ConfigFromEnv()
 	if err != nil {
 		return err
@@ -116,7 +133,7 @@ func (env *demoEnv) produce(ctx context.Context, n, keys int) error {
 	start := time.Now()
 	err := env.cluster.ProduceN(ctx, env.topic, n, func(i int) (key, value []byte) {
 		k := customerKey(i % keys)
-		return []byte(k), []byte(formatValue(env.runID, k, i/keys))
+		return []byte(k), []byte(formatValue(env.runID, k, i/keys, i))
 	})
 	if err != nil {
 		return err
@@ -129,14 +146,109 @@ func (env *demoEnv) produce(ctx context.Context, n, keys int) error {
 
 func customerKey(k int) string { return fmt.Sprintf("customer-%04d", k) }
 
-// A message value, e.g. "run=20250101-120000-1a2b key=customer-0042 seq=17".
-func formatValue(runID, key string, seq int) string {
-	return fmt.Sprintf("run=%s key=%s seq=%d", runID, key, seq)
+// A message value, e.g. "run=20250101-120000-1a2b key=customer-0042
+// seq=17 n=17042": seq numbers the key's messages, n all of them.
+func formatValue(runID, key string, seq, n int) string {
+	return fmt.Sprintf("run=%s key=%s seq=%d n=%d", runID, key, seq, n)
 }
 
-func parseValue(v []byte) (runID, key string, seq int, err error) {
-	_, err = fmt.Sscanf(string(v), "run=%s key=%s seq=%d", &runID, &key, &seq)
-	return runID, key, seq, err
+func parseValue(v []byte) (runID, key string, seq, n int, err error) {
+	_, err = fmt.Sscanf(string(v), "run=%s key=%s seq=%d n=%d", &runID, &key, &seq, &n)
+	return runID, key, seq, n, err
+}
+
+// fate is how the demo's handler treats a message.
+type fate int
+
+const (
+	succeeds fate = iota
+	flaky         // fails on its first delivery, succeeds on the next
+	poison        // fails for good: retry.Permanent, so it is dead-lettered
+)
+
+// fateOf decides by the message's number n, so every run fails the same
+// messages: about one in flakyOneIn is flaky and one in poisonOneIn is
+// poison (0: none). A hash of n picks them, so that they spread over all
+// keys whatever -keys is.
+func (o options) fateOf(value []byte) fate {
+	_, _, _, n, err := parseValue(value)
+	switch {
+	case err != nil:
+		return succeeds
+	case oneIn(n, 1, o.poisonOneIn):
+		return poison
+	case oneIn(n, 2, o.flakyOneIn):
+		return flaky
+	}
+	return succeeds
+}
+
+// oneIn reports whether n is picked, as about one number in every (0:
+// none), by a SplitMix64 hash of n and salt.
+func oneIn(n, salt, every int) bool {
+	if every <= 0 {
+		return false
+	}
+	h := uint64(n)*0x9e3779b97f4a7c15 + uint64(salt)
+	h = (h ^ h>>30) * 0xbf58476d1ce4e5b9
+	h = (h ^ h>>27) * 0x94d049bb133111eb
+	return (h^h>>31)%uint64(every) == 0
+}
+
+// deadLetter is one of this run's messages read back from the dead-letter
+// topic, with what the worker wrote in its kw-* headers.
+type deadLetter struct {
+	id   msgID
+	info retry.Info // where it came from, the attempt, the error
+}
+
+// readDeadLetters reads the dead-letter topic through kafkatest's own
+// client. Records of earlier runs are counted, not returned; a topic that
+// does not exist (yet) reads as empty.
+func readDeadLetters(ctx context.Context, env *demoEnv) (ours []deadLetter, others int, err error) {
+	if !env.config.DLQEnabled {
+		return nil, 0, nil
+	}
+	recs, err := env.cluster.ReadAll(ctx, env.dlqTopic)
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, r := range recs {
+		runID, key, seq, _, err := parseValue(r.Value)
+		if err != nil || runID != env.runID {
+			others++
+			continue
+		}
+		var hs []handler.Header
+		for k, v := range r.Headers {
+			hs = append(hs, handler.Header{Key: k, Value: []byte(v)})
+		}
+		info, _ := retry.ReadInfo(hs)
+		ours = append(ours, deadLetter{id: msgID{key, seq}, info: info})
+	}
+	return ours, others, nil
+}
+
+// waitDeadLettered waits until want of this run's messages are in the
+// dead-letter topic: the handler has failed them for good, and the worker
+// publishes them there, committing their offsets only once acknowledged.
+func waitDeadLettered(ctx context.Context, env *demoEnv, want int) error {
+	for {
+		got, _, err := readDeadLetters(ctx, env)
+		switch {
+		case err == nil && len(got) >= want:
+			return nil
+		case ctx.Err() != nil:
+			return fmt.Errorf("FAIL: %d of %d poison messages reached %s: %w", len(got), want, env.dlqTopic, ctx.Err())
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // partitionOffsets is one partition's committed and end offset.

@@ -1,0 +1,196 @@
+package worker
+
+import (
+	"errors"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names, all in the kafkaworker namespace. The Grafana dashboard in
+// dashboards/ uses exactly these.
+const (
+	MetricMessagesConsumed   = "kafkaworker_messages_consumed_total"
+	MetricMessagesProcessed  = "kafkaworker_messages_processed_total"
+	MetricProcessingDuration = "kafkaworker_processing_duration_seconds"
+	MetricProcessingDelay    = "kafkaworker_processing_delay_seconds"
+	MetricConsumerLag        = "kafkaworker_consumer_lag"
+	MetricInFlight           = "kafkaworker_in_flight_messages"
+	MetricAssignedPartitions = "kafkaworker_assigned_partitions"
+	MetricRebalances         = "kafkaworker_rebalances_total"
+	MetricCommits            = "kafkaworker_commits_total"
+	MetricForwardErrors      = "kafkaworker_forward_errors_total"
+	MetricBuildInfo          = "kafkaworker_build_info"
+)
+
+// MetricNames lists every metric the worker exports.
+var MetricNames = []string{
+	MetricMessagesConsumed, MetricMessagesProcessed, MetricProcessingDuration, MetricProcessingDelay,
+	MetricConsumerLag, MetricInFlight, MetricAssignedPartitions, MetricRebalances, MetricCommits,
+	MetricForwardErrors, MetricBuildInfo,
+}
+
+// Results of a delivery, the result label of the processed and duration
+// metrics: every delivery gets exactly one.
+const (
+	resultSuccess    = "success"     // the handler returned nil
+	resultError      = "error"       // it failed; the message stays for another delivery in place
+	resultRetry      = "retry"       // it failed and the message was published to a retry tier
+	resultDeadLetter = "dead_letter" // it failed and the message was published to the dead-letter topic
+)
+
+// durationBuckets are OpenTelemetry's advisory buckets for durations.
+var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+
+// metrics holds the worker's Prometheus collectors. Every label value is
+// bounded: group, topic, partition, result; never keys, offsets or error
+// text. Two workers on one registry share the collectors, told apart by
+// the group label; the gauges they might share move by Add, not Set.
+type metrics struct {
+	group         string
+	consumed      *prometheus.CounterVec
+	processed     *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	delay         *prometheus.HistogramVec
+	lag           *prometheus.GaugeVec
+	inFlight      prometheus.Gauge
+	assigned      prometheus.Gauge
+	rebalances    prometheus.Counter
+	commits       *prometheus.CounterVec
+	forwardErrors *prometheus.CounterVec
+	generation    atomic.Int32 // highest generation seen, to count rebalances
+}
+
+func newMetrics(reg prometheus.Registerer, group string) (*metrics, error) {
+	g := prometheus.Labels{"group": group}
+	var errs []error
+	r := func(c prometheus.Collector) prometheus.Collector {
+		c, err := register(reg, c)
+		errs = append(errs, err)
+		return c
+	}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return r(prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)).(*prometheus.CounterVec)
+	}
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return r(prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)).(*prometheus.GaugeVec)
+	}
+	histogram := func(name, help string, labels ...string) *prometheus.HistogramVec {
+		return r(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: durationBuckets}, labels)).(*prometheus.HistogramVec)
+	}
+	m := &metrics{
+		group:         group,
+		consumed:      counter(MetricMessagesConsumed, "Messages taken from Kafka.", "group", "topic"),
+		processed:     counter(MetricMessagesProcessed, "Deliveries to the handler by outcome: success, error (retried in place), retry (sent to a retry topic), dead_letter.", "group", "topic", "result"),
+		duration:      histogram(MetricProcessingDuration, "Time the handler took per delivery, by outcome.", "group", "topic", "result"),
+		delay:         histogram(MetricProcessingDelay, "Time from the message's timestamp to the start of its first delivery on this topic.", "group", "topic"),
+		lag:           gauge(MetricConsumerLag, "High watermark minus the committable offset, per assigned partition.", "group", "topic", "partition"),
+		inFlight:      gauge(MetricInFlight, "Messages taken from Kafka and not yet done (queued, running, backing off, or done behind an unfinished offset).", "group").With(g),
+		assigned:      gauge(MetricAssignedPartitions, "Partitions currently assigned.", "group").With(g),
+		rebalances:    counter(MetricRebalances, "Rebalances this worker took part in.", "group").With(g),
+		commits:       counter(MetricCommits, "Offset commit requests by result.", "group", "result"),
+		forwardErrors: counter(MetricForwardErrors, "Failed publishes to retry and dead-letter topics, by destination topic.", "group", "topic"),
+	}
+	info := gauge(MetricBuildInfo, "Always 1; labels name the versions.", "version", "go_version", "sarama_version")
+	info.WithLabelValues(versions()).Set(1)
+	return m, errors.Join(errs...)
+}
+
+// register registers c, or returns the collector already registered under
+// the same description, so that several workers can share a registry.
+func register(reg prometheus.Registerer, c prometheus.Collector) (prometheus.Collector, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		return are.ExistingCollector, nil
+	}
+	return c, err
+}
+
+// versions returns this module's, Go's and sarama's versions.
+func versions() (module, goVersion, saramaVersion string) {
+	module, saramaVersion = "devel", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Path == "github.com/kafkaworker/kafkaworker" && bi.Main.Version != "" {
+			module = bi.Main.Version
+		}
+		for _, d := range bi.Deps {
+			switch d.Path {
+			case "github.com/kafkaworker/kafkaworker":
+				module = d.Version
+			case "github.com/IBM/sarama":
+				saramaVersion = d.Version
+			}
+		}
+	}
+	return module, runtime.Version(), saramaVersion
+}
+
+// topicMetrics are one topic's children, bound once so the hot path does
+// no label lookups.
+type topicMetrics struct {
+	consumed  prometheus.Counter
+	processed map[string]prometheus.Counter
+	duration  map[string]prometheus.Observer
+	delay     prometheus.Observer
+}
+
+func (m *metrics) forTopic(topic string) *topicMetrics {
+	if m == nil {
+		return nil
+	}
+	tm := &topicMetrics{
+		consumed:  m.consumed.WithLabelValues(m.group, topic),
+		delay:     m.delay.WithLabelValues(m.group, topic),
+		processed: map[string]prometheus.Counter{},
+		duration:  map[string]prometheus.Observer{},
+	}
+	for _, r := range []string{resultSuccess, resultError, resultRetry, resultDeadLetter} {
+		tm.processed[r] = m.processed.WithLabelValues(m.group, topic, r)
+		tm.duration[r] = m.duration.WithLabelValues(m.group, topic, r)
+	}
+	return tm
+}
+
+func (m *metrics) commit(ok bool) {
+	if m == nil {
+		return
+	}
+	result := resultSuccess
+	if !ok {
+		result = resultError
+	}
+	m.commits.WithLabelValues(m.group, result).Inc()
+}
+
+// noteGeneration counts a rebalance the first time a generation is seen.
+func (m *metrics) noteGeneration(gen int32) {
+	if m == nil {
+		return
+	}
+	for {
+		seen := m.generation.Load()
+		if gen <= seen {
+			return
+		}
+		if m.generation.CompareAndSwap(seen, gen) {
+			m.rebalances.Inc()
+			return
+		}
+	}
+}
+
+func (m *metrics) setLag(topic string, partition int32, lag int64) {
+	if m != nil {
+		m.lag.WithLabelValues(m.group, topic, strconv.Itoa(int(partition))).Set(float64(max(lag, 0)))
+	}
+}
+
+func (m *metrics) dropLag(topic string, partition int32) {
+	if m != nil {
+		m.lag.DeleteLabelValues(m.group, topic, strconv.Itoa(int(partition)))
+	}
+}
