@@ -157,7 +157,7 @@ func (c *committer) commit(req *sarama.OffsetCommitRequest) (*sarama.OffsetCommi
 func (c *committer) request(sess sarama.ConsumerGroupSession) *sarama.OffsetCommitRequest {
 	r := &sarama.OffsetCommitRequest{
 		Version: 2, ConsumerGroup: c.group, ConsumerID: sess.MemberID(),
-		ConsumerGroupGeneration: sess.GenerationID(), RetentionTime: -1,
+		ConsumerGroupGeneration: sess.GenerationID(),
 	}
 	switch v := c.version; {
 	case v.IsAtLeast(sarama.V2_4_0_0):
@@ -170,6 +170,9 @@ func (c *committer) request(sess sarama.ConsumerGroupSession) *sarama.OffsetComm
 		r.Version = 4
 	case v.IsAtLeast(sarama.V0_11_0_0):
 		r.Version = 3
+	}
+	if r.Version >= 2 && r.Version <= 4 {
+		r.RetentionTime = -1 // the broker's retention; later versions have no field
 	}
 	if r.Version >= 7 && c.instanceID != "" {
 		r.GroupInstanceId = &c.instanceID

@@ -112,7 +112,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.logGroupErrors(group, errsDone)
 
 	pool := newPool(w.cfg.Concurrency)
-	commits := newCommitter(w, client, w.metrics)
+	// Commits go over a connection of their own: on the group's connection
+	// they would queue behind a JoinGroup parked for a rebalance.
+	commitClient, err := sarama.NewClient(w.cfg.Brokers, w.sarama)
+	if err != nil {
+		_ = group.Close()
+		return fmt.Errorf("kafkaworker: connect the committer to %v: %w", w.cfg.Brokers, err)
+	}
+	defer commitClient.Close()
+	commits := newCommitter(w, commitClient, w.metrics)
 	commitCtx, stopCommits := context.WithCancel(context.Background())
 	commitsDone := make(chan struct{})
 	go func() { defer close(commitsDone); commits.loop(commitCtx, w.cfg.CommitInterval) }()

@@ -13,7 +13,8 @@
 //   - the committed offsets reached the end of every partition, so a restart
 //     would not reprocess anything.
 //
-// The summary also counts the retried and dead-lettered messages.
+// The summary also counts the retried and dead-lettered messages, and
+// checks that the worker's Prometheus metrics agree with the handler.
 //
 // It needs nothing but Go: with KAFKA_BROKERS unset it starts an embedded
 // Kafka-protocol broker on loopback (package kafkatest).
@@ -43,6 +44,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/retry"
@@ -144,7 +147,10 @@ func run(o options) error {
 	cfg := env.config
 	cfg.Concurrency = o.concurrency
 	cfg.Ordering = worker.OrderByKey // the default, spelled out
-	w, err := worker.New(cfg, h, worker.WithLogger(logger))
+	// The worker's Prometheus metrics, on a registry of our own: a service
+	// would serve it on /metrics (promhttp); the summary reads it.
+	reg := prometheus.NewRegistry()
+	w, err := worker.New(cfg, h, worker.WithLogger(logger), worker.WithRegisterer(reg))
 	if err != nil {
 		return err
 	}
@@ -216,7 +222,7 @@ func run(o options) error {
 
 	failed := track.summary(os.Stdout, summaryInput{
 		offsets: offsets, deadLetters: dead, otherDeadLetters: otherDead, dlqTopic: env.dlqTopic,
-		logs: logs.counts(), concurrency: cfg.Concurrency,
+		logs: logs.counts(), metrics: readMetrics(reg), concurrency: cfg.Concurrency,
 		handledIn: handledIn, stoppedIn: stoppedIn,
 	})
 	switch {

@@ -20,7 +20,8 @@
 // outcome), interleaved with the worker's own warnings. Once every payment
 // was handled or reached the dead-letter topic, the worker is stopped and a
 // summary shows where each one ended, with the kw-* headers of the
-// dead-lettered ones. The program then verifies, and exits 1 if not, that
+// dead-lettered ones, and every delivery's result by topic as the worker's
+// Prometheus metrics counted it. The program then verifies, and exits 1 if not, that
 // every payment ended exactly once (handled, or dead-lettered), as planned,
 // and that the group committed the source topic and both retry tiers up to
 // their end offsets: nothing is lost and nothing would be redone.
@@ -44,6 +45,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
@@ -129,6 +132,10 @@ func run() error {
 	cfg.RetryTopicDelays = []time.Duration{500 * time.Millisecond, time.Second}
 	cfg.RetryBackoffInitial, cfg.RetryBackoffMax = 50*time.Millisecond, 200*time.Millisecond
 	cfg.DLQEnabled, cfg.RetryCreateTopics = true, true
+	// One handler at a time, so that each line the worker logs follows the
+	// delivery it is about. (Ordering by key still lets a failing payment's
+	// retries wait without holding up the others.)
+	cfg.Concurrency = 1
 
 	t := topics{source: cfg.Topics[0], dlq: expand(cfg.DLQTopicTemplate, cfg, 0)}
 	for n := 1; n <= len(cfg.RetryTopicDelays); n++ {
@@ -183,7 +190,8 @@ func run() error {
 			return slog.Attr{}
 		},
 	}))
-	w, err := worker.New(cfg, h, worker.WithLogger(logger))
+	reg := prometheus.NewRegistry() // the worker's metrics, for the summary
+	w, err := worker.New(cfg, h, worker.WithLogger(logger), worker.WithRegisterer(reg))
 	if err != nil {
 		return err
 	}
@@ -218,7 +226,7 @@ func run() error {
 	if dlq, err = cluster.ReadAll(ctx, t.dlq); err != nil {
 		return err
 	}
-	return rep.summarize(ctx, cluster, cfg, t, dlq)
+	return rep.summarize(ctx, cluster, cfg, t, dlq, reg)
 }
 
 // expand fills a topic template as the worker does.

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
@@ -48,7 +50,8 @@ func (r *report) finished(dlq []kafkatest.ReadRecord) int {
 // summarize prints where each payment ended and verifies that each ended
 // exactly once, as planned, and that the group committed the source topic
 // and every retry tier up to its end. Call it after Run has returned.
-func (r *report) summarize(ctx context.Context, cluster *kafkatest.Cluster, cfg worker.Config, t topics, dlq []kafkatest.ReadRecord) error {
+func (r *report) summarize(ctx context.Context, cluster *kafkatest.Cluster, cfg worker.Config, t topics,
+	dlq []kafkatest.ReadRecord, reg *prometheus.Registry) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var problems []string
@@ -104,6 +107,37 @@ func (r *report) summarize(ctx context.Context, cluster *kafkatest.Cluster, cfg 
 	}
 	for key := range dead {
 		fail("the dead-letter topic holds %q, which this program did not produce", key)
+	}
+
+	// What the worker's metrics counted: every delivery has one result.
+	processed := map[string]map[string]int{} // topic -> result -> deliveries
+	families, _ := reg.Gather()
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if f.GetName() == worker.MetricMessagesProcessed {
+				if processed[labels["topic"]] == nil {
+					processed[labels["topic"]] = map[string]int{}
+				}
+				processed[labels["topic"]][labels["result"]] += int(m.GetCounter().GetValue())
+			}
+		}
+	}
+	results := []string{"success", "error", "retry", "dead_letter"}
+	fmt.Printf("\n%-30s %s\n%-30s", worker.MetricMessagesProcessed, "(deliveries by result)", "")
+	for _, res := range results {
+		fmt.Printf(" %11s", res)
+	}
+	fmt.Println()
+	for _, topic := range hopTopics {
+		fmt.Printf("%-30s", topic)
+		for _, res := range results {
+			fmt.Printf(" %11d", processed[topic][res])
+		}
+		fmt.Println()
 	}
 
 	// What the group committed, read through kafkatest's own client.
