@@ -50,11 +50,12 @@ func ErrorType(err error) string {
 	return t
 }
 
-// isWrapper reports whether err only adds context to the error it wraps
-// (fmt.Errorf's %w), so the wrapped error names the class better.
+// isWrapper reports whether err only adds context or a disposition to the
+// error it wraps (fmt.Errorf's %w, retry.Permanent), so the wrapped error
+// names the class better.
 func isWrapper(err error) bool {
 	switch reflect.TypeOf(err).String() {
-	case "*fmt.wrapError", "*fmt.wrapErrors":
+	case "*fmt.wrapError", "*fmt.wrapErrors", "*retry.permanentError":
 		return true
 	}
 	return false

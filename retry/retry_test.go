@@ -22,6 +22,13 @@ func TestPermanent(t *testing.T) {
 	if !errors.Is(p, base) {
 		t.Fatal("the wrapped error must stay reachable with errors.Is")
 	}
+	if got := handler.ErrorType(Permanent(fmt.Errorf("x: %w", context.DeadlineExceeded))); got != "timeout" {
+		t.Fatalf("ErrorType must look through Permanent; got %q", got)
+	}
+	type myErr struct{ error }
+	if got := handler.ErrorType(Permanent(myErr{base})); got != "retry.myErr" {
+		t.Fatalf("ErrorType(Permanent(myErr)) = %q, want the wrapped type", got)
+	}
 	if IsPermanent(base) || IsPermanent(nil) || Permanent(nil) != nil {
 		t.Fatal("only errors made by Permanent are permanent; Permanent(nil) is nil")
 	}

@@ -87,6 +87,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 			return b
 		},
 		sess: sess, metrics: g.metrics.forTopic(topic), all: g.metrics,
+		tracing: g.w.tracing, spanAttrs: partitionAttrs(topic, cfg.GroupID, id),
 		marked: claim.InitialOffset(), committed: claim.InitialOffset(),
 		ctx:    ctx,
 		cancel: cancel,

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -18,11 +19,12 @@ type forwarder struct {
 	cfg      Config
 	topo     topology
 	producer sarama.SyncProducer
+	tracing  tracing
 }
 
 // newForwarder starts the producer, or returns nil when the configuration
 // forwards nothing (no retry tiers and no dead-letter topic).
-func newForwarder(cfg Config, topo topology, base *sarama.Config) (*forwarder, error) {
+func newForwarder(cfg Config, topo topology, base *sarama.Config, tr tracing) (*forwarder, error) {
 	if len(cfg.RetryTopicDelays) == 0 && !cfg.DLQEnabled {
 		return nil, nil
 	}
@@ -37,7 +39,7 @@ func newForwarder(cfg Config, topo topology, base *sarama.Config) (*forwarder, e
 	if err != nil {
 		return nil, fmt.Errorf("kafkaworker: start the retry/dead-letter producer: %w", err)
 	}
-	return &forwarder{cfg: cfg, topo: topo, producer: p}, nil
+	return &forwarder{cfg: cfg, topo: topo, producer: p, tracing: tr}, nil
 }
 
 func (f *forwarder) close() error {
@@ -77,7 +79,7 @@ func (f *forwarder) next(h hop, local int, err error, now time.Time) *destinatio
 
 // publish sends msg to dest with its key, value and headers, plus the kw-*
 // headers describing where it came from and why it failed.
-func (f *forwarder) publish(msg *handler.Message, h hop, attempts int, err error, dest *destination, now time.Time) error {
+func (f *forwarder) publish(ctx context.Context, msg *handler.Message, h hop, attempts int, err error, dest *destination, now time.Time) error {
 	info, forwarded := retry.ReadInfo(msg.Headers)
 	if !forwarded || h.tier == 0 {
 		info = retry.Info{
@@ -101,6 +103,9 @@ func (f *forwarder) publish(msg *handler.Message, h hop, attempts int, err error
 	}
 	for _, hd := range retry.WriteInfo(msg.Headers, info) {
 		pm.Headers = append(pm.Headers, sarama.RecordHeader{Key: []byte(hd.Key), Value: hd.Value})
+	}
+	if ctx != nil {
+		f.tracing.inject(ctx, &pm.Headers)
 	}
 	if _, _, err := f.producer.SendMessage(pm); err != nil {
 		return fmt.Errorf("publish to %s: %w", dest.topic, err)

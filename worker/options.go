@@ -5,6 +5,10 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/kafkaworker/kafkaworker/middleware"
 )
 
 // Option supplies what is code rather than configuration: a logger, hooks.
@@ -40,4 +44,28 @@ func WithRegisterer(r prometheus.Registerer) Option {
 			w.registerer = r
 		}
 	}
+}
+
+// WithTracerProvider sets where delivery spans go (default: the otel global
+// provider, otel.GetTracerProvider(), read when New runs).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(w *Worker) { w.tracerProvider = tp }
+}
+
+// WithPropagator sets how trace context is read from and written to message
+// headers (default: the otel global propagator, read when New runs). Note
+// that the global propagator does nothing until the application sets one,
+// e.g. otel.SetTextMapPropagator(propagation.TraceContext{}); until then no
+// traceparent is read or written.
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(w *Worker) { w.propagator = p }
+}
+
+// WithMiddleware wraps the handler in m, the first outermost (see
+// middleware.Chain). The worker itself already recovers panics, records
+// metrics and traces each delivery around the whole chain, so middleware is
+// for the application's own concerns. A retried message goes through the
+// chain again.
+func WithMiddleware(m ...middleware.Middleware) Option {
+	return func(w *Worker) { w.middleware = append(w.middleware, m...) }
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/retry"
@@ -49,7 +50,8 @@ type task struct {
 	dest     *destination
 	lastErr  error
 	failedAt time.Time
-	took     time.Duration // the last delivery's handler time
+	took     time.Duration   // the last delivery's handler time
+	traceCtx context.Context // the failed delivery's span, for the forwarded record
 }
 
 // slot is the ring entry of an admitted message.
@@ -63,18 +65,20 @@ type slot struct {
 // budget (the ring's capacity). One mutex guards it all; the claim's
 // dispatcher and the pool goroutines finishing its tasks take it briefly.
 type partition struct {
-	topic    string
-	id       int32
-	hop      hop           // source topic or retry tier
-	fwd      *forwarder    // nil when nothing is forwarded
-	metrics  *topicMetrics // nil in unit tests
-	all      *metrics
-	ordering Ordering
-	handler  handler.Handler
-	pool     *pool
-	log      *slog.Logger
-	retry    func() backoff.BackOff
-	skip     doneSet // offsets the previous owner already handled
+	topic     string
+	id        int32
+	hop       hop           // source topic or retry tier
+	fwd       *forwarder    // nil when nothing is forwarded
+	metrics   *topicMetrics // nil in unit tests
+	all       *metrics
+	tracing   tracing
+	spanAttrs []attribute.KeyValue // the span attributes shared by this partition's deliveries
+	ordering  Ordering
+	handler   handler.Handler
+	pool      *pool
+	log       *slog.Logger
+	retry     func() backoff.BackOff
+	skip      doneSet // offsets the previous owner already handled
 
 	ctx    context.Context // handlers' context; cancelled when the claim is given up
 	cancel context.CancelFunc
@@ -275,28 +279,47 @@ func (p *partition) notDue(t *task) bool {
 // the message is done: handled, or forwarded and acknowledged.
 func (p *partition) deliver(t *task) error {
 	if t.dest == nil {
-		t.attempt++
-		began := time.Now()
-		if t.attempt == 1 && p.metrics != nil && !t.msg.Timestamp.IsZero() {
-			p.metrics.delay.Observe(began.Sub(t.msg.Timestamp).Seconds())
+		ctx, span := p.tracing.start(p.ctx, &t.msg, p.spanAttrs)
+		err := p.handle(ctx, t)
+		if err == nil || t.dest == nil {
+			p.tracing.end(span, err)
+			return err
 		}
-		err := p.call(t)
-		t.took = time.Since(began)
-		if err == nil {
-			p.observe(resultSuccess, t.took)
-			return nil
-		}
-		if p.loadState() != partRunning {
-			return err // given up by the worker, not a failure of the message
-		}
-		now := time.Now()
-		if t.dest = p.fwd.next(p.hop, t.attempt, err, now); t.dest == nil {
-			p.observe(resultError, t.took)
-			return err // retry in place
-		}
-		t.lastErr, t.failedAt = err, now
+		t.traceCtx = ctx // the retry or dead-letter record continues this trace
+		defer p.tracing.end(span, t.lastErr)
 	}
-	err := p.fwd.publish(&t.msg, p.hop, t.base+t.attempt, t.lastErr, t.dest, t.failedAt)
+	return p.forward(t)
+}
+
+// handle runs one delivery of t through the handler and records its
+// outcome. When the message failed for good on this hop it sets t.dest.
+func (p *partition) handle(ctx context.Context, t *task) error {
+	t.attempt++
+	began := time.Now()
+	if t.attempt == 1 && p.metrics != nil && !t.msg.Timestamp.IsZero() {
+		p.metrics.delay.Observe(began.Sub(t.msg.Timestamp).Seconds())
+	}
+	err := p.call(ctx, t)
+	t.took = time.Since(began)
+	if err == nil {
+		p.observe(resultSuccess, t.took)
+		return nil
+	}
+	if p.loadState() != partRunning {
+		return err // given up by the worker, not a failure of the message
+	}
+	now := time.Now()
+	if t.dest = p.fwd.next(p.hop, t.attempt, err, now); t.dest == nil {
+		p.observe(resultError, t.took)
+		return err // retry in place
+	}
+	t.lastErr, t.failedAt = err, now
+	return err
+}
+
+// forward publishes t to t.dest; nil once the broker acknowledged it.
+func (p *partition) forward(t *task) error {
+	err := p.fwd.publish(t.traceCtx, &t.msg, p.hop, t.base+t.attempt, t.lastErr, t.dest, t.failedAt)
 	if err != nil {
 		if p.all != nil {
 			p.all.forwardErrors.WithLabelValues(p.all.group, t.dest.topic).Inc()
@@ -336,13 +359,12 @@ func (p *partition) msgAttrs(t *task, extra ...any) []any {
 	}, extra...)
 }
 
-func (p *partition) call(t *task) (err error) {
+func (p *partition) call(ctx context.Context, t *task) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &handler.PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
-	ctx := p.ctx
 	if n := t.base + t.attempt; n > 1 {
 		ctx = retry.WithAttempt(ctx, n)
 	}

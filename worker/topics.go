@@ -29,15 +29,27 @@ func newTopology(c Config) topology {
 	for _, src := range c.Topics {
 		t.hops[src] = hop{source: src}
 		for n := 1; n <= len(c.RetryTopicDelays); n++ {
-			name := expandTopic(c.RetryTopicTemplate, src, c.GroupID, n)
+			name := c.RetryTopic(src, n)
 			t.tiers[src] = append(t.tiers[src], name)
 			t.hops[name] = hop{source: src, tier: n}
 		}
 		if c.DLQEnabled {
-			t.dlq[src] = expandTopic(c.DLQTopicTemplate, src, c.GroupID, 0)
+			t.dlq[src] = c.DLQTopic(src)
 		}
 	}
 	return t
+}
+
+// RetryTopic returns the name of retry tier n (1-based) of source, from
+// RETRY_TOPIC_TEMPLATE.
+func (c Config) RetryTopic(source string, n int) string {
+	return expandTopic(c.RetryTopicTemplate, source, c.GroupID, n)
+}
+
+// DLQTopic returns the name of source's dead-letter topic, from
+// DLQ_TOPIC_TEMPLATE.
+func (c Config) DLQTopic(source string) string {
+	return expandTopic(c.DLQTopicTemplate, source, c.GroupID, 0)
 }
 
 func expandTopic(template, topic, group string, n int) string {

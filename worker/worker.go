@@ -32,21 +32,29 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/middleware"
 )
 
 // Worker consumes a group's topics and hands each message to a Handler.
 // Create it with New and start it with Run; a Worker runs once.
 type Worker struct {
-	cfg         Config
-	handler     handler.Handler
-	log         *slog.Logger
-	saramaHooks []func(*sarama.Config)
-	sarama      *sarama.Config
-	registerer  prometheus.Registerer
-	metrics     *metrics
-	started     atomic.Bool
+	cfg            Config
+	handler        handler.Handler
+	log            *slog.Logger
+	saramaHooks    []func(*sarama.Config)
+	sarama         *sarama.Config
+	registerer     prometheus.Registerer
+	metrics        *metrics
+	tracerProvider trace.TracerProvider
+	propagator     propagation.TextMapPropagator
+	tracing        tracing
+	middleware     []middleware.Middleware
+	started        atomic.Bool
 }
 
 // New checks cfg and builds a Worker that will hand messages to h. It does
@@ -69,6 +77,14 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 		return nil, err
 	}
 	w.sarama = s
+	if w.tracerProvider == nil {
+		w.tracerProvider = otel.GetTracerProvider()
+	}
+	if w.propagator == nil {
+		w.propagator = otel.GetTextMapPropagator()
+	}
+	w.tracing = tracing{tracer: w.tracerProvider.Tracer(tracerName), prop: w.propagator}
+	w.handler = middleware.Chain(w.middleware...)(w.handler)
 	if w.metrics, err = newMetrics(w.registerer, cfg.GroupID); err != nil {
 		return nil, fmt.Errorf("kafkaworker: register metrics: %w", err)
 	}
@@ -186,7 +202,7 @@ func (w *Worker) startForwarder(admin sarama.ClusterAdmin, topo topology) (*forw
 	if err := ensureTopics(admin, topo, w.cfg.RetryCreateTopics); err != nil {
 		return nil, err
 	}
-	return newForwarder(w.cfg, topo, w.sarama)
+	return newForwarder(w.cfg, topo, w.sarama, w.tracing)
 }
 
 func (w *Worker) logGroupErrors(group sarama.ConsumerGroup, done chan<- struct{}) {

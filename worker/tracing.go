@@ -1,0 +1,101 @@
+package worker
+
+import (
+	"context"
+
+	"github.com/IBM/sarama"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/kafkaworker/kafkaworker/handler"
+)
+
+// tracerName identifies the worker's instrumentation scope.
+const tracerName = "github.com/kafkaworker/kafkaworker/worker"
+
+// tracing starts one span per delivery and carries the trace context
+// through the message headers.
+type tracing struct {
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+}
+
+// start begins the span of one delivery: named "process <topic>", kind
+// CONSUMER, with the context the producer injected (traceparent) as its
+// parent and also as a link. The attributes are built only when the span
+// records, so a no-op tracer costs next to nothing.
+func (tr tracing) start(ctx context.Context, msg *handler.Message, static []attribute.KeyValue) (context.Context, trace.Span) {
+	parent := tr.prop.Extract(ctx, messageCarrier{msg})
+	ctx, span := tr.tracer.Start(parent, spanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() {
+		span.SetAttributes(static...)
+		span.SetAttributes(messageAttrs(msg.Offset, msg.Key)...)
+		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
+			span.AddLink(trace.Link{SpanContext: sc})
+		}
+	}
+	return ctx, span
+}
+
+// end closes a delivery's span, marking it failed with the error's type.
+func (tracing) end(span trace.Span, err error) {
+	if err != nil && span.IsRecording() {
+		span.SetAttributes(errorTypeAttr(handler.ErrorType(err)))
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+// inject writes ctx's trace context into outgoing headers, replacing what
+// the message carried, so the next delivery's span is this one's child.
+func (tr tracing) inject(ctx context.Context, headers *[]sarama.RecordHeader) {
+	tr.prop.Inject(ctx, producerCarrier{headers})
+}
+
+// messageCarrier reads trace headers from a consumed message.
+type messageCarrier struct{ msg *handler.Message }
+
+func (c messageCarrier) Get(key string) string {
+	v, _ := c.msg.Header(key)
+	return string(v)
+}
+func (c messageCarrier) Set(string, string) {} // consumed messages are not modified
+func (c messageCarrier) Keys() []string {
+	keys := make([]string, len(c.msg.Headers))
+	for i, h := range c.msg.Headers {
+		keys[i] = h.Key
+	}
+	return keys
+}
+
+// producerCarrier writes trace headers into a message being forwarded.
+type producerCarrier struct{ headers *[]sarama.RecordHeader }
+
+func (c producerCarrier) Get(key string) string {
+	for _, h := range *c.headers {
+		if string(h.Key) == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func (c producerCarrier) Set(key, value string) {
+	hs := (*c.headers)[:0]
+	for _, h := range *c.headers {
+		if string(h.Key) != key {
+			hs = append(hs, h)
+		}
+	}
+	*c.headers = append(hs, sarama.RecordHeader{Key: []byte(key), Value: []byte(value)})
+}
+
+func (c producerCarrier) Keys() []string {
+	keys := make([]string, len(*c.headers))
+	for i, h := range *c.headers {
+		keys[i] = string(h.Key)
+	}
+	return keys
+}
