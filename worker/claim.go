@@ -34,6 +34,7 @@ type groupHandler struct {
 }
 
 func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
+	g.w.health.joined.Store(true)
 	g.w.log.Info("joined consumer group",
 		slog.String("messaging.consumer.group.name", g.w.cfg.GroupID),
 		slog.String("member_id", sess.MemberID()), slog.Int("generation", int(sess.GenerationID())),
@@ -42,6 +43,7 @@ func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 }
 
 func (g *groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
+	g.w.health.joined.Store(false)
 	g.w.log.Info("left consumer group session",
 		slog.String("messaging.consumer.group.name", g.w.cfg.GroupID),
 		slog.Int("generation", int(sess.GenerationID())))

@@ -27,6 +27,7 @@ type committer struct {
 	instanceID string
 	log        *slog.Logger
 	metrics    *metrics
+	health     *health
 
 	mu    sync.Mutex // serialises commits and guards parts
 	parts map[*partition]struct{}
@@ -34,7 +35,7 @@ type committer struct {
 
 func newCommitter(w *Worker, client sarama.Client, m *metrics) *committer {
 	return &committer{client: client, group: w.cfg.GroupID, version: w.sarama.Version, instanceID: w.cfg.InstanceID,
-		log: w.log, metrics: m, parts: map[*partition]struct{}{}}
+		log: w.log, metrics: m, health: &w.health, parts: map[*partition]struct{}{}}
 }
 
 func (c *committer) add(p *partition) {
@@ -52,6 +53,7 @@ func (c *committer) loop(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			c.health.beat(loopCommitter)
 			c.commitAll()
 		}
 	}

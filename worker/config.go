@@ -75,6 +75,10 @@ type Config struct {
 	// restart within the session timeout does not rebalance. KAFKA_INSTANCE_ID.
 	InstanceID string `env:"KAFKA_INSTANCE_ID"`
 
+	// MetricsAddr is where the worker serves /metrics, /healthz and /readyz,
+	// e.g. ":9090". METRICS_ADDR; empty (the default) serves nothing.
+	MetricsAddr string `env:"METRICS_ADDR"`
+
 	// Ordering is key, partition or none. WORKER_ORDERING, default key.
 	Ordering Ordering `env:"WORKER_ORDERING" envDefault:"key"`
 	// Concurrency is how many handler goroutines this worker runs, shared by
@@ -407,7 +411,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("concurrency", c.Concurrency), slog.Int("max_in_flight", c.MaxInFlight),
 		slog.Duration("commit_interval", c.CommitInterval), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("retry_local_attempts", c.RetryLocalAttempts), slog.Any("retry_topic_delays", c.RetryTopicDelays),
-		slog.Bool("dlq_enabled", c.DLQEnabled),
+		slog.Bool("dlq_enabled", c.DLQEnabled), slog.String("metrics_addr", c.MetricsAddr),
 	)
 }
 

@@ -69,3 +69,10 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 func WithMiddleware(m ...middleware.Middleware) Option {
 	return func(w *Worker) { w.middleware = append(w.middleware, m...) }
 }
+
+// WithHTTPServer(false) stops the worker from serving METRICS_ADDR itself,
+// for an application that mounts Worker.Handler on its own server. The
+// default is true: with METRICS_ADDR set, Run serves the endpoints.
+func WithHTTPServer(enabled bool) Option {
+	return func(w *Worker) { w.httpServer = enabled }
+}

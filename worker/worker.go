@@ -54,6 +54,8 @@ type Worker struct {
 	propagator     propagation.TextMapPropagator
 	tracing        tracing
 	middleware     []middleware.Middleware
+	httpServer     bool
+	health         health
 	started        atomic.Bool
 }
 
@@ -66,7 +68,7 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, handler: h, log: slog.Default(), registerer: prometheus.DefaultRegisterer}
+	w := &Worker{cfg: cfg, handler: h, log: slog.Default(), registerer: prometheus.DefaultRegisterer, httpServer: true}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(w)
@@ -103,6 +105,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("kafkaworker: Run called twice: a Worker runs once; create a new one with New")
 	}
+	stopHTTP, err := w.serveHTTP()
+	if err != nil {
+		return err
+	}
+	defer stopHTTP() // last: the endpoints answer throughout the drain
 	client, err := sarama.NewClient(w.cfg.Brokers, w.sarama)
 	if err != nil {
 		return fmt.Errorf("kafkaworker: connect to %v: %w", w.cfg.Brokers, err)
@@ -140,6 +147,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	commitCtx, stopCommits := context.WithCancel(context.Background())
 	commitsDone := make(chan struct{})
 	go func() { defer close(commitsDone); commits.loop(commitCtx, w.cfg.CommitInterval) }()
+	probeDone := make(chan struct{})
+	go func() { defer close(probeDone); w.health.probe(commitCtx, commitClient, topo.consumed()) }()
 	gh := &groupHandler{
 		w: w, pool: pool, group: group, admin: admin, topo: topo, fwd: fwd, commits: commits, metrics: w.metrics,
 		stopping: ctx.Done(), base: context.WithoutCancel(ctx), exited: make(chan struct{}, 1),
@@ -158,6 +167,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-leaveDone
 	stopCommits() // every partition made its final commit on release
 	<-commitsDone
+	<-probeDone
 
 	if err := group.Close(); err != nil {
 		w.log.Error("closing consumer group", slog.Any("error", err))
