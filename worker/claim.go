@@ -36,7 +36,7 @@ type groupHandler struct {
 func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	g.w.health.joined.Store(true)
 	g.w.log.Info("joined consumer group",
-		slog.String("messaging.consumer.group.name", g.w.cfg.GroupID),
+		logGroup(g.w.cfg.GroupID),
 		slog.String("member_id", sess.MemberID()), slog.Int("generation", int(sess.GenerationID())),
 		slog.Any("assigned", sess.Claims()))
 	return nil
@@ -45,7 +45,7 @@ func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 func (g *groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
 	g.w.health.joined.Store(false)
 	g.w.log.Info("left consumer group session",
-		slog.String("messaging.consumer.group.name", g.w.cfg.GroupID),
+		logGroup(g.w.cfg.GroupID),
 		slog.Int("generation", int(sess.GenerationID())))
 	return nil
 }
@@ -118,12 +118,12 @@ func (g *groupHandler) previousDoneSet(topic string, id int32) (doneSet, string)
 	}
 	if err != nil {
 		g.w.log.Warn("cannot read the done-set committed with the offset; messages already handled after it will be handled again",
-			slog.String("messaging.destination.name", topic), slog.Int("messaging.destination.partition.id", int(id)),
+			logTopic(topic), logPartition(id),
 			slog.Any("error", err))
 		return nil, ""
 	}
-	g.w.log.Debug("claim started",
-		slog.String("messaging.destination.name", topic), slog.Int("messaging.destination.partition.id", int(id)),
+	g.w.log.Info("partition assigned",
+		logTopic(topic), logPartition(id),
 		slog.Int64("committed", block.Offset), slog.Int("done_ranges", len(set)))
 	if len(set) == 0 {
 		return nil, ""
@@ -140,12 +140,12 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 		timeout, why = g.w.cfg.ShutdownTimeout, "shutdown"
 	default:
 	}
-	g.w.log.Debug("draining partition", slog.String("messaging.destination.name", p.topic),
-		slog.Int("messaging.destination.partition.id", int(p.id)), slog.String("reason", why), slog.Duration("timeout", timeout))
+	g.w.log.Debug("draining partition", logTopic(p.topic),
+		logPartition(p.id), slog.String("reason", why), slog.Duration("timeout", timeout))
 	abandoned := p.drain(timeout)
 	if err := g.commits.release(p, time.Now().Add(max(timeout/4, time.Second))); err != nil {
 		g.w.log.Error("final commit of a released partition failed; the next owner re-handles what this commit would have covered",
-			slog.String("messaging.destination.name", p.topic), slog.Int("messaging.destination.partition.id", int(p.id)),
+			logTopic(p.topic), logPartition(p.id),
 			slog.Any("error", err))
 	}
 	g.metrics.dropLag(p.topic, p.id)
@@ -154,8 +154,8 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 	g.metrics.inFlight.Sub(float64(p.tail - p.head)) // taken, not done: the next owner has them
 	p.mu.Unlock()
 	attrs := []any{
-		slog.String("messaging.destination.name", p.topic),
-		slog.Int("messaging.destination.partition.id", int(p.id)),
+		logTopic(p.topic),
+		logPartition(p.id),
 		slog.String("reason", why), slog.Int64("committed", p.marked),
 		slog.Int("skipped_already_done", p.skipped),
 	}

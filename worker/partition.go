@@ -353,9 +353,9 @@ func (p *partition) observe(result string, took time.Duration) {
 // msgAttrs are the log attributes naming t's message, then extra.
 func (p *partition) msgAttrs(t *task, extra ...any) []any {
 	return append([]any{
-		slog.String("messaging.destination.name", p.topic),
-		slog.Int("messaging.destination.partition.id", int(p.id)),
-		slog.Int64("messaging.kafka.offset", t.msg.Offset),
+		logTopic(p.topic),
+		logPartition(p.id),
+		logOffset(t.msg.Offset),
 	}, extra...)
 }
 
@@ -471,7 +471,7 @@ func (p *partition) scheduleRetry(t *task, err error) {
 	}
 	if t.dest == nil { // a failed publish was logged by deliver
 		attrs := p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt), slog.Duration("backoff", d),
-			slog.String("error.type", handler.ErrorType(err)), slog.Any("error", err))
+			logErrorType(handler.ErrorType(err)), slog.Any("error", err))
 		var pe *handler.PanicError
 		if errors.As(err, &pe) {
 			attrs = append(attrs, slog.String("stack", string(pe.Stack)))
