@@ -40,6 +40,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -147,13 +149,22 @@ func run(o options) error {
 	cfg := env.config
 	cfg.Concurrency = o.concurrency
 	cfg.Ordering = worker.OrderByKey // the default, spelled out
-	// The worker's Prometheus metrics, on a registry of our own: a service
-	// would serve it on /metrics (promhttp); the summary reads it.
+	// The worker's Prometheus metrics, on a registry of our own that the
+	// summary reads too. The endpoints are served on a port the kernel picks
+	// (a service would set METRICS_ADDR=:9090 and let the worker serve them).
 	reg := prometheus.NewRegistry()
-	w, err := worker.New(cfg, h, worker.WithLogger(logger), worker.WithRegisterer(reg))
+	w, err := worker.New(cfg, h, worker.WithLogger(logger), worker.WithRegisterer(reg), worker.WithHTTPServer(false))
 	if err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	fmt.Fprintf(os.Stderr, "metrics: http://%s/metrics (also /healthz, /readyz) while the demo runs\n", ln.Addr())
 	fmt.Fprintf(os.Stderr, "consuming with group %s: concurrency %d, ordering by %s; about 1 message in %d fails once, 1 in %d for good\n",
 		cfg.GroupID, cfg.Concurrency, cfg.Ordering, o.flakyOneIn, o.poisonOneIn)
 
