@@ -150,9 +150,7 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 	}
 	g.metrics.dropLag(p.topic, p.id)
 	g.metrics.assigned.Add(-1)
-	p.mu.Lock()
-	g.metrics.inFlight.Sub(float64(p.tail - p.head)) // taken, not done: the next owner has them
-	p.mu.Unlock()
+	p.reportInFlight(true) // what was taken and not done now belongs to the next owner
 	attrs := []any{
 		logTopic(p.topic),
 		logPartition(p.id),

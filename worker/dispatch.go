@@ -65,6 +65,7 @@ func (d *dispatcher) run(done <-chan struct{}) {
 			d.paused, d.holding = true, false
 		case <-tick.C:
 			d.reportLag()
+			d.p.reportInFlight(false)
 			continue
 		case <-done:
 			return

@@ -52,12 +52,13 @@ func (h *health) ready() bool {
 }
 
 // probe refreshes the metadata of topics every probeInterval until ctx is
-// done, recording each success.
-func (h *health) probe(ctx context.Context, client sarama.Client, topics []string) {
+// done, recording each success. It also rechecks whether tracing is on.
+func (h *health) probe(ctx context.Context, client sarama.Client, topics []string, tr tracing) {
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
 	for {
 		h.beat(loopProbe)
+		tr.refresh() // a tracer provider installed after New starts being used
 		if err := client.RefreshMetadata(topics...); err == nil {
 			h.reachable.Store(time.Now().UnixNano())
 		}

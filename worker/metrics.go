@@ -33,14 +33,20 @@ var MetricNames = []string{
 	MetricForwardErrors, MetricBuildInfo,
 }
 
-// Results of a delivery, the result label of the processed and duration
-// metrics: every delivery gets exactly one.
+// result is the outcome of a delivery, the result label of the processed
+// and duration metrics: every delivery gets exactly one.
+type result int
+
 const (
-	resultSuccess    = "success"     // the handler returned nil
-	resultError      = "error"       // it failed; the message stays for another delivery in place
-	resultRetry      = "retry"       // it failed and the message was published to a retry tier
-	resultDeadLetter = "dead_letter" // it failed and the message was published to the dead-letter topic
+	resultSuccess    result = iota // the handler returned nil
+	resultError                    // it failed; the message stays for another delivery in place
+	resultRetry                    // it failed and the message was published to a retry tier
+	resultDeadLetter               // it failed and the message was published to the dead-letter topic
+	numResults
 )
+
+// ResultLabels are the values of the result label, indexed by result.
+var ResultLabels = [numResults]string{"success", "error", "retry", "dead_letter"}
 
 // durationBuckets are OpenTelemetry's advisory buckets for durations.
 var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
@@ -133,8 +139,8 @@ func versions() (module, goVersion, saramaVersion string) {
 // no label lookups.
 type topicMetrics struct {
 	consumed  prometheus.Counter
-	processed map[string]prometheus.Counter
-	duration  map[string]prometheus.Observer
+	processed [numResults]prometheus.Counter
+	duration  [numResults]prometheus.Observer
 	delay     prometheus.Observer
 }
 
@@ -143,14 +149,12 @@ func (m *metrics) forTopic(topic string) *topicMetrics {
 		return nil
 	}
 	tm := &topicMetrics{
-		consumed:  m.consumed.WithLabelValues(m.group, topic),
-		delay:     m.delay.WithLabelValues(m.group, topic),
-		processed: map[string]prometheus.Counter{},
-		duration:  map[string]prometheus.Observer{},
+		consumed: m.consumed.WithLabelValues(m.group, topic),
+		delay:    m.delay.WithLabelValues(m.group, topic),
 	}
-	for _, r := range []string{resultSuccess, resultError, resultRetry, resultDeadLetter} {
-		tm.processed[r] = m.processed.WithLabelValues(m.group, topic, r)
-		tm.duration[r] = m.duration.WithLabelValues(m.group, topic, r)
+	for r, label := range ResultLabels {
+		tm.processed[r] = m.processed.WithLabelValues(m.group, topic, label)
+		tm.duration[r] = m.duration.WithLabelValues(m.group, topic, label)
 	}
 	return tm
 }
@@ -159,11 +163,11 @@ func (m *metrics) commit(ok bool) {
 	if m == nil {
 		return
 	}
-	result := resultSuccess
+	r := resultSuccess
 	if !ok {
-		result = resultError
+		r = resultError
 	}
-	m.commits.WithLabelValues(m.group, result).Inc()
+	m.commits.WithLabelValues(m.group, ResultLabels[r]).Inc()
 }
 
 // noteGeneration counts a rebalance the first time a generation is seen.

@@ -95,13 +95,15 @@ type partition struct {
 	committed  int64                       // marked and meta as last acknowledged by the coordinator
 	commitMeta string
 	released   bool // the final commit was made: commit nothing more
-	metaDirty  bool // done entries behind an unfinished one changed since meta
-	skipped    int  // messages skipped because skip held them
-	backingOff map[*task]*time.Timer
-	idle       chan struct{} // closed once draining and no handler runs
-	idleOnce   sync.Once
-	starved    bool          // the dispatcher holds messages the budget refused
-	freed      chan struct{} // wakes the dispatcher when budget frees up
+
+	inFlightReported int64 // this partition's share of the in-flight gauge
+	metaDirty        bool  // done entries behind an unfinished one changed since meta
+	skipped          int   // messages skipped because skip held them
+	backingOff       map[*task]*time.Timer
+	idle             chan struct{} // closed once draining and no handler runs
+	idleOnce         sync.Once
+	starved          bool          // the dispatcher holds messages the budget refused
+	freed            chan struct{} // wakes the dispatcher when budget frees up
 
 	scratch, ready []*task // admit's buffers, reused; only the dispatcher touches them
 }
@@ -188,9 +190,8 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 		}
 		p.keys[t.key] = t
 	}
-	if p.all != nil {
+	if p.metrics != nil {
 		p.metrics.consumed.Add(float64(n))
-		p.all.inFlight.Add(float64(n))
 	}
 	if skippedAny {
 		p.metaDirty = true
@@ -343,10 +344,31 @@ func (p *partition) forward(t *task) error {
 }
 
 // observe records one delivery's outcome and handler time.
-func (p *partition) observe(result string, took time.Duration) {
+func (p *partition) observe(r result, took time.Duration) {
 	if p.metrics != nil {
-		p.metrics.processed[result].Inc()
-		p.metrics.duration[result].Observe(took.Seconds())
+		p.metrics.processed[r].Inc()
+		p.metrics.duration[r].Observe(took.Seconds())
+	}
+}
+
+// reportInFlight moves the in-flight gauge by this partition's change since
+// its last report: the gauge is shared by every partition (and by workers of
+// the same group on one registry), so it is adjusted, never set, and not on
+// every message. gone reports the partition's final zero.
+func (p *partition) reportInFlight(gone bool) {
+	if p.all == nil {
+		return
+	}
+	p.mu.Lock()
+	now := int64(p.tail - p.head)
+	if gone {
+		now = 0
+	}
+	delta := now - p.inFlightReported
+	p.inFlightReported = now
+	p.mu.Unlock()
+	if delta != 0 {
+		p.all.inFlight.Add(float64(delta))
 	}
 }
 
@@ -401,13 +423,9 @@ func (p *partition) advance() {
 		return
 	}
 	var last int64
-	from := p.head
 	for p.head < p.tail && p.ring[p.head%n].done {
 		last = p.ring[p.head%n].offset
 		p.head++
-	}
-	if p.all != nil {
-		p.all.inFlight.Sub(float64(p.head - from))
 	}
 	p.marked = max(p.marked, last+1)
 	if p.starved {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"sync/atomic"
 
 	"github.com/IBM/sarama"
 	"go.opentelemetry.io/otel/attribute"
@@ -20,6 +21,25 @@ const tracerName = "github.com/kafkaworker/kafkaworker/worker"
 type tracing struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
+	// on is false while the tracer is a no-op (the otel global before the
+	// application installs a provider): deliveries then skip tracing
+	// entirely, which keeps its cost off the hot path. refresh keeps it
+	// current, so a provider installed after New is picked up.
+	on *atomic.Bool
+}
+
+func newTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) tracing {
+	tr := tracing{tracer: tp.Tracer(tracerName), prop: prop, on: new(atomic.Bool)}
+	tr.refresh()
+	return tr
+}
+
+// refresh checks whether the tracer makes real spans: a real provider gives
+// every span a valid context, sampled or not; a no-op one never does.
+func (tr tracing) refresh() {
+	_, span := tr.tracer.Start(context.Background(), "kafkaworker.probe")
+	tr.on.Store(span.SpanContext().IsValid())
+	span.End()
 }
 
 // start begins the span of one delivery: named "process <topic>", kind
@@ -27,6 +47,9 @@ type tracing struct {
 // parent and also as a link. The attributes are built only when the span
 // records, so a no-op tracer costs next to nothing.
 func (tr tracing) start(ctx context.Context, msg *handler.Message, static []attribute.KeyValue) (context.Context, trace.Span) {
+	if tr.on == nil || !tr.on.Load() {
+		return ctx, noSpan
+	}
 	parent := tr.prop.Extract(ctx, messageCarrier{msg})
 	ctx, span := tr.tracer.Start(parent, spanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
 	if span.IsRecording() {
@@ -39,8 +62,14 @@ func (tr tracing) start(ctx context.Context, msg *handler.Message, static []attr
 	return ctx, span
 }
 
+// noSpan stands for a delivery's span while tracing is off.
+var noSpan = trace.SpanFromContext(context.Background())
+
 // end closes a delivery's span, marking it failed with the error's type.
 func (tracing) end(span trace.Span, err error) {
+	if span == noSpan {
+		return
+	}
 	if err != nil && span.IsRecording() {
 		span.SetAttributes(errorTypeAttr(handler.ErrorType(err)))
 		span.SetStatus(codes.Error, err.Error())
@@ -51,6 +80,9 @@ func (tracing) end(span trace.Span, err error) {
 // inject writes ctx's trace context into outgoing headers, replacing what
 // the message carried, so the next delivery's span is this one's child.
 func (tr tracing) inject(ctx context.Context, headers *[]sarama.RecordHeader) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return // not traced: the forwarded record keeps the traceparent it came with
+	}
 	tr.prop.Inject(ctx, producerCarrier{headers})
 }
 

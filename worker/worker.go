@@ -85,7 +85,7 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 	if w.propagator == nil {
 		w.propagator = otel.GetTextMapPropagator()
 	}
-	w.tracing = tracing{tracer: w.tracerProvider.Tracer(tracerName), prop: w.propagator}
+	w.tracing = newTracing(w.tracerProvider, w.propagator)
 	w.handler = middleware.Chain(w.middleware...)(w.handler)
 	if w.metrics, err = newMetrics(w.registerer, cfg.GroupID); err != nil {
 		return nil, fmt.Errorf("kafkaworker: register metrics: %w", err)
@@ -148,7 +148,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	commitsDone := make(chan struct{})
 	go func() { defer close(commitsDone); commits.loop(commitCtx, w.cfg.CommitInterval) }()
 	probeDone := make(chan struct{})
-	go func() { defer close(probeDone); w.health.probe(commitCtx, commitClient, topo.consumed()) }()
+	go func() { defer close(probeDone); w.health.probe(commitCtx, commitClient, topo.consumed(), w.tracing) }()
 	gh := &groupHandler{
 		w: w, pool: pool, group: group, admin: admin, topo: topo, fwd: fwd, commits: commits, metrics: w.metrics,
 		stopping: ctx.Done(), base: context.WithoutCancel(ctx), exited: make(chan struct{}, 1),
