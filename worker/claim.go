@@ -88,7 +88,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 			b.Reset()
 			return b
 		},
-		sess: sess, metrics: g.metrics.forTopic(topic), all: g.metrics,
+		sess: sess, metrics: g.metrics.forPartition(topic), all: g.metrics,
 		tracing: g.w.tracing, spanAttrs: partitionAttrs(topic, cfg.GroupID, id),
 		marked: claim.InitialOffset(), committed: claim.InitialOffset(),
 		ctx:    ctx,
@@ -151,6 +151,7 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 	g.metrics.dropLag(p.topic, p.id)
 	g.metrics.assigned.Add(-1)
 	p.reportInFlight(true) // what was taken and not done now belongs to the next owner
+	g.metrics.deliveries.retire(p.metrics)
 	attrs := []any{
 		logTopic(p.topic),
 		logPartition(p.id),

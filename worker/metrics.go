@@ -57,10 +57,7 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 // the group label; the gauges they might share move by Add, not Set.
 type metrics struct {
 	group         string
-	consumed      *prometheus.CounterVec
-	processed     *prometheus.CounterVec
-	duration      *prometheus.HistogramVec
-	delay         *prometheus.HistogramVec
+	deliveries    *deliveryCollector // consumed, processed, duration, delay
 	lag           *prometheus.GaugeVec
 	inFlight      prometheus.Gauge
 	assigned      prometheus.Gauge
@@ -84,15 +81,9 @@ func newMetrics(reg prometheus.Registerer, group string) (*metrics, error) {
 	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
 		return r(prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)).(*prometheus.GaugeVec)
 	}
-	histogram := func(name, help string, labels ...string) *prometheus.HistogramVec {
-		return r(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: durationBuckets}, labels)).(*prometheus.HistogramVec)
-	}
 	m := &metrics{
 		group:         group,
-		consumed:      counter(MetricMessagesConsumed, "Messages taken from Kafka.", "group", "topic"),
-		processed:     counter(MetricMessagesProcessed, "Deliveries to the handler by outcome: success, error (retried in place), retry (sent to a retry topic), dead_letter.", "group", "topic", "result"),
-		duration:      histogram(MetricProcessingDuration, "Time the handler took per delivery, by outcome.", "group", "topic", "result"),
-		delay:         histogram(MetricProcessingDelay, "Time from the message's timestamp to the start of its first delivery on this topic.", "group", "topic"),
+		deliveries:    r(newDeliveryCollector()).(*deliveryCollector),
 		lag:           gauge(MetricConsumerLag, "High watermark minus the committable offset, per assigned partition.", "group", "topic", "partition"),
 		inFlight:      gauge(MetricInFlight, "Messages taken from Kafka and not yet done (queued, running, backing off, or done behind an unfinished offset).", "group").With(g),
 		assigned:      gauge(MetricAssignedPartitions, "Partitions currently assigned.", "group").With(g),
@@ -135,28 +126,15 @@ func versions() (module, goVersion, saramaVersion string) {
 	return module, runtime.Version(), saramaVersion
 }
 
-// topicMetrics are one topic's children, bound once so the hot path does
-// no label lookups.
-type topicMetrics struct {
-	consumed  prometheus.Counter
-	processed [numResults]prometheus.Counter
-	duration  [numResults]prometheus.Observer
-	delay     prometheus.Observer
-}
-
-func (m *metrics) forTopic(topic string) *topicMetrics {
+// forPartition returns the per-message stats of a newly claimed partition,
+// tracked by the collector until retire.
+func (m *metrics) forPartition(topic string) *deliveryStats {
 	if m == nil {
 		return nil
 	}
-	tm := &topicMetrics{
-		consumed: m.consumed.WithLabelValues(m.group, topic),
-		delay:    m.delay.WithLabelValues(m.group, topic),
-	}
-	for r, label := range ResultLabels {
-		tm.processed[r] = m.processed.WithLabelValues(m.group, topic, label)
-		tm.duration[r] = m.duration.WithLabelValues(m.group, topic, label)
-	}
-	return tm
+	s := newDeliveryStats(m.group, topic)
+	m.deliveries.track(s)
+	return s
 }
 
 func (m *metrics) commit(ok bool) {

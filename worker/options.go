@@ -46,15 +46,17 @@ func WithRegisterer(r prometheus.Registerer) Option {
 	}
 }
 
-// WithTracerProvider sets where delivery spans go (default: the otel global
-// provider, otel.GetTracerProvider(), read when New runs).
+// WithTracerProvider sets where delivery spans go. The default is the otel
+// global provider, read again every second, so a provider the application
+// installs after New is picked up; until one is installed the worker skips
+// tracing entirely.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(w *Worker) { w.tracerProvider = tp }
 }
 
 // WithPropagator sets how trace context is read from and written to message
-// headers (default: the otel global propagator, read when New runs). Note
-// that the global propagator does nothing until the application sets one,
+// headers (default: the otel global propagator). Note that the global
+// propagator does nothing until the application sets one,
 // e.g. otel.SetTextMapPropagator(propagation.TraceContext{}); until then no
 // traceparent is read or written.
 func WithPropagator(p propagation.TextMapPropagator) Option {

@@ -67,9 +67,9 @@ type slot struct {
 type partition struct {
 	topic     string
 	id        int32
-	hop       hop           // source topic or retry tier
-	fwd       *forwarder    // nil when nothing is forwarded
-	metrics   *topicMetrics // nil in unit tests
+	hop       hop            // source topic or retry tier
+	fwd       *forwarder     // nil when nothing is forwarded
+	metrics   *deliveryStats // nil in unit tests
 	all       *metrics
 	tracing   tracing
 	spanAttrs []attribute.KeyValue // the span attributes shared by this partition's deliveries
@@ -191,7 +191,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 		p.keys[t.key] = t
 	}
 	if p.metrics != nil {
-		p.metrics.consumed.Add(float64(n))
+		p.metrics.consumed.Add(uint64(n))
 	}
 	if skippedAny {
 		p.metaDirty = true
@@ -346,7 +346,7 @@ func (p *partition) forward(t *task) error {
 // observe records one delivery's outcome and handler time.
 func (p *partition) observe(r result, took time.Duration) {
 	if p.metrics != nil {
-		p.metrics.processed[r].Inc()
+		p.metrics.processed[r].Add(1)
 		p.metrics.duration[r].Observe(took.Seconds())
 	}
 }

@@ -2,13 +2,16 @@ package worker
 
 import (
 	"context"
+	"reflect"
 	"sync/atomic"
 
 	"github.com/IBM/sarama"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/kafkaworker/kafkaworker/handler"
 )
@@ -19,27 +22,53 @@ const tracerName = "github.com/kafkaworker/kafkaworker/worker"
 // tracing starts one span per delivery and carries the trace context
 // through the message headers.
 type tracing struct {
-	tracer trace.Tracer
+	// cur is nil while there is no real tracer (the otel global before the
+	// application installs a provider, or a no-op one): deliveries then skip
+	// tracing entirely, which keeps its cost off the hot path.
+	cur *atomic.Pointer[tracerSet]
+	// global means the provider and propagator come from the otel globals,
+	// which refresh reads again, so a provider installed after New is used.
+	global bool
+	tp     trace.TracerProvider
 	prop   propagation.TextMapPropagator
-	// on is false while the tracer is a no-op (the otel global before the
-	// application installs a provider): deliveries then skip tracing
-	// entirely, which keeps its cost off the hot path. refresh keeps it
-	// current, so a provider installed after New is picked up.
-	on *atomic.Bool
 }
 
+type tracerSet struct {
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+}
+
+// newTracing uses tp and prop; nil means the otel globals.
 func newTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) tracing {
-	tr := tracing{tracer: tp.Tracer(tracerName), prop: prop, on: new(atomic.Bool)}
+	tr := tracing{cur: new(atomic.Pointer[tracerSet]), global: tp == nil, tp: tp, prop: prop}
 	tr.refresh()
 	return tr
 }
 
-// refresh checks whether the tracer makes real spans: a real provider gives
-// every span a valid context, sampled or not; a no-op one never does.
+// refresh decides whether to trace, reading the otel globals again when the
+// worker uses them.
 func (tr tracing) refresh() {
-	_, span := tr.tracer.Start(context.Background(), "kafkaworker.probe")
-	tr.on.Store(span.SpanContext().IsValid())
-	span.End()
+	tp, prop := tr.tp, tr.prop
+	if tr.global {
+		tp = otel.GetTracerProvider()
+	}
+	if prop == nil {
+		prop = otel.GetTextMapPropagator()
+	}
+	if isNoopProvider(tp) {
+		tr.cur.Store(nil)
+		return
+	}
+	tr.cur.Store(&tracerSet{tracer: tp.Tracer(tracerName), prop: prop})
+}
+
+// isNoopProvider reports whether tp makes no spans: the no-op provider, or
+// the otel global before the application sets one.
+func isNoopProvider(tp trace.TracerProvider) bool {
+	if _, ok := tp.(noop.TracerProvider); ok {
+		return true
+	}
+	return reflect.TypeOf(tp).String() == "*global.tracerProvider"
 }
 
 // start begins the span of one delivery: named "process <topic>", kind
@@ -47,11 +76,12 @@ func (tr tracing) refresh() {
 // parent and also as a link. The attributes are built only when the span
 // records, so a no-op tracer costs next to nothing.
 func (tr tracing) start(ctx context.Context, msg *handler.Message, static []attribute.KeyValue) (context.Context, trace.Span) {
-	if tr.on == nil || !tr.on.Load() {
+	cur := tr.cur.Load()
+	if cur == nil {
 		return ctx, noSpan
 	}
-	parent := tr.prop.Extract(ctx, messageCarrier{msg})
-	ctx, span := tr.tracer.Start(parent, spanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
+	parent := cur.prop.Extract(ctx, messageCarrier{msg})
+	ctx, span := cur.tracer.Start(parent, spanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
 	if span.IsRecording() {
 		span.SetAttributes(static...)
 		span.SetAttributes(messageAttrs(msg.Offset, msg.Key)...)
@@ -80,10 +110,11 @@ func (tracing) end(span trace.Span, err error) {
 // inject writes ctx's trace context into outgoing headers, replacing what
 // the message carried, so the next delivery's span is this one's child.
 func (tr tracing) inject(ctx context.Context, headers *[]sarama.RecordHeader) {
-	if !trace.SpanContextFromContext(ctx).IsValid() {
+	cur := tr.cur.Load()
+	if cur == nil || !trace.SpanContextFromContext(ctx).IsValid() {
 		return // not traced: the forwarded record keeps the traceparent it came with
 	}
-	tr.prop.Inject(ctx, producerCarrier{headers})
+	cur.prop.Inject(ctx, producerCarrier{headers})
 }
 
 // messageCarrier reads trace headers from a consumed message.

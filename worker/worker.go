@@ -32,7 +32,6 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -79,12 +78,6 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 		return nil, err
 	}
 	w.sarama = s
-	if w.tracerProvider == nil {
-		w.tracerProvider = otel.GetTracerProvider()
-	}
-	if w.propagator == nil {
-		w.propagator = otel.GetTextMapPropagator()
-	}
 	w.tracing = newTracing(w.tracerProvider, w.propagator)
 	w.handler = middleware.Chain(w.middleware...)(w.handler)
 	if w.metrics, err = newMetrics(w.registerer, cfg.GroupID); err != nil {

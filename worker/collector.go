@@ -1,0 +1,162 @@
+package worker
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// deliveryStats are one claimed partition's per-message metrics. Each
+// partition counts into its own atomics and histograms, so the handler
+// goroutines of different partitions never contend for one cache line; the
+// collector adds them up when Prometheus scrapes.
+type deliveryStats struct {
+	group, topic string
+	consumed     atomic.Uint64
+	processed    [numResults]atomic.Uint64
+	duration     [numResults]prometheus.Histogram
+	delay        prometheus.Histogram
+}
+
+func newDeliveryStats(group, topic string) *deliveryStats {
+	s := &deliveryStats{group: group, topic: topic}
+	for r := range s.duration {
+		s.duration[r] = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unused", Buckets: durationBuckets})
+	}
+	s.delay = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unused", Buckets: durationBuckets})
+	return s
+}
+
+// histTotal is a histogram's running total.
+type histTotal struct {
+	count   uint64
+	sum     float64
+	buckets []uint64 // cumulative, one per durationBuckets bound
+}
+
+func (h *histTotal) add(src prometheus.Histogram) {
+	var m dto.Metric
+	if err := src.Write(&m); err != nil {
+		return
+	}
+	if h.buckets == nil {
+		h.buckets = make([]uint64, len(durationBuckets))
+	}
+	h.count += m.Histogram.GetSampleCount()
+	h.sum += m.Histogram.GetSampleSum()
+	for i, b := range m.Histogram.GetBucket() {
+		h.buckets[i] += b.GetCumulativeCount()
+	}
+}
+
+// topicTotals are the summed metrics of one group and topic.
+type topicTotals struct {
+	consumed  uint64
+	processed [numResults]uint64
+	duration  [numResults]histTotal
+	delay     histTotal
+}
+
+func (t *topicTotals) add(s *deliveryStats) {
+	t.consumed += s.consumed.Load()
+	for r := range s.processed {
+		t.processed[r] += s.processed[r].Load()
+		t.duration[r].add(s.duration[r])
+	}
+	t.delay.add(s.delay)
+}
+
+type topicKey struct{ group, topic string }
+
+// deliveryCollector exports the consumed, processed, duration and delay
+// metrics from every partition's deliveryStats: the live ones, plus the
+// totals of partitions already released, so every counter only grows.
+// Workers sharing a registry share one collector.
+type deliveryCollector struct {
+	consumed, processed, duration, delay *prometheus.Desc
+
+	mu      sync.Mutex
+	live    map[*deliveryStats]struct{}
+	retired map[topicKey]*topicTotals
+}
+
+func newDeliveryCollector() *deliveryCollector {
+	return &deliveryCollector{
+		consumed:  prometheus.NewDesc(MetricMessagesConsumed, "Messages taken from Kafka.", []string{"group", "topic"}, nil),
+		processed: prometheus.NewDesc(MetricMessagesProcessed, "Deliveries to the handler by outcome: success, error (retried in place), retry (sent to a retry topic), dead_letter.", []string{"group", "topic", "result"}, nil),
+		duration:  prometheus.NewDesc(MetricProcessingDuration, "Time the handler took per delivery, by outcome.", []string{"group", "topic", "result"}, nil),
+		delay:     prometheus.NewDesc(MetricProcessingDelay, "Time from the message's timestamp to the start of its first delivery on this topic.", []string{"group", "topic"}, nil),
+		live:      map[*deliveryStats]struct{}{},
+		retired:   map[topicKey]*topicTotals{},
+	}
+}
+
+// track adds a partition's stats; retire folds them into the totals when
+// the partition is released.
+func (c *deliveryCollector) track(s *deliveryStats) {
+	c.mu.Lock()
+	c.live[s] = struct{}{}
+	c.mu.Unlock()
+}
+
+func (c *deliveryCollector) retire(s *deliveryStats) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.live, s)
+	k := topicKey{s.group, s.topic}
+	if c.retired[k] == nil {
+		c.retired[k] = &topicTotals{}
+	}
+	c.retired[k].add(s)
+}
+
+func (c *deliveryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.consumed
+	ch <- c.processed
+	ch <- c.duration
+	ch <- c.delay
+}
+
+func (c *deliveryCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	totals := map[topicKey]*topicTotals{}
+	for k, t := range c.retired {
+		cp := *t
+		for r := range cp.duration {
+			cp.duration[r].buckets = append([]uint64(nil), t.duration[r].buckets...)
+		}
+		cp.delay.buckets = append([]uint64(nil), t.delay.buckets...)
+		totals[k] = &cp
+	}
+	for s := range c.live {
+		k := topicKey{s.group, s.topic}
+		if totals[k] == nil {
+			totals[k] = &topicTotals{}
+		}
+		totals[k].add(s)
+	}
+	c.mu.Unlock()
+
+	for k, t := range totals {
+		ch <- prometheus.MustNewConstMetric(c.consumed, prometheus.CounterValue, float64(t.consumed), k.group, k.topic)
+		for r, label := range ResultLabels {
+			ch <- prometheus.MustNewConstMetric(c.processed, prometheus.CounterValue, float64(t.processed[r]), k.group, k.topic, label)
+			ch <- constHistogram(c.duration, t.duration[r], k.group, k.topic, label)
+		}
+		ch <- constHistogram(c.delay, t.delay, k.group, k.topic)
+	}
+}
+
+func constHistogram(desc *prometheus.Desc, h histTotal, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(durationBuckets))
+	for i, bound := range durationBuckets {
+		if h.buckets != nil {
+			buckets[bound] = h.buckets[i]
+		} else {
+			buckets[bound] = 0
+		}
+	}
+	return prometheus.MustNewConstHistogram(desc, h.count, h.sum, buckets, labels...)
+}
