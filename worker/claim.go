@@ -78,7 +78,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 	ctx, cancel := context.WithCancel(g.base)
 	topic, id := claim.Topic(), claim.Partition()
 	skip, meta := g.previousDoneSet(topic, id)
-	return &partition{
+	p := &partition{
 		skip: skip, meta: meta, // marks keep the previous owner's done-set until this one refreshes it
 		topic: topic, id: id, ordering: cfg.Ordering, hop: g.topo.hops[topic], fwd: g.fwd,
 		handler: g.w.handler, pool: g.pool, log: g.w.log,
@@ -88,7 +88,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 			b.Reset()
 			return b
 		},
-		sess: sess, metrics: g.metrics.forPartition(topic), all: g.metrics,
+		sess: sess, all: g.metrics,
 		tracing: g.w.tracing, spanAttrs: partitionAttrs(topic, cfg.GroupID, id),
 		marked: claim.InitialOffset(), committed: claim.InitialOffset(),
 		ctx:    ctx,
@@ -97,6 +97,8 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 		backingOff: make(map[*task]*time.Timer),
 		idle:       make(chan struct{}), freed: make(chan struct{}, 1),
 	}
+	p.metrics = g.metrics.forPartition(topic, &p.mu)
+	return p
 }
 
 // previousDoneSet reads the done-set committed with the partition's offset

@@ -1,32 +1,41 @@
 package worker
 
 import (
+	"sort"
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
-// deliveryStats are one claimed partition's per-message metrics. Each
-// partition counts into its own atomics and histograms, so the handler
-// goroutines of different partitions never contend for one cache line; the
-// collector adds them up when Prometheus scrapes.
+// deliveryStats are one claimed partition's per-message metrics. They are
+// plain numbers guarded by the partition's own lock, updated where the
+// worker holds that lock anyway; no atomic shared between partitions or
+// goroutines sits on the hot path. The collector adds them up when
+// Prometheus scrapes.
 type deliveryStats struct {
 	group, topic string
-	consumed     atomic.Uint64
-	processed    [numResults]atomic.Uint64
-	duration     [numResults]prometheus.Histogram
-	delay        prometheus.Histogram
+	mu           *sync.Mutex // the partition's lock
+	consumed     uint64
+	processed    [numResults]uint64
+	duration     [numResults]localHist
+	delay        localHist
 }
 
-func newDeliveryStats(group, topic string) *deliveryStats {
-	s := &deliveryStats{group: group, topic: topic}
-	for r := range s.duration {
-		s.duration[r] = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unused", Buckets: durationBuckets})
-	}
-	s.delay = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unused", Buckets: durationBuckets})
-	return s
+func newDeliveryStats(group, topic string, mu *sync.Mutex) *deliveryStats {
+	return &deliveryStats{group: group, topic: topic, mu: mu}
+}
+
+// localHist is a histogram over durationBuckets, not safe for concurrent use.
+type localHist struct {
+	counts [numBuckets + 1]uint64 // per bucket, the last for +Inf
+	count  uint64
+	sum    float64
+}
+
+func (h *localHist) observe(v float64) {
+	h.counts[sort.SearchFloat64s(durationBuckets, v)]++
+	h.count++
+	h.sum += v
 }
 
 // histTotal is a histogram's running total.
@@ -36,18 +45,16 @@ type histTotal struct {
 	buckets []uint64 // cumulative, one per durationBuckets bound
 }
 
-func (h *histTotal) add(src prometheus.Histogram) {
-	var m dto.Metric
-	if err := src.Write(&m); err != nil {
-		return
-	}
+func (h *histTotal) add(src *localHist) {
 	if h.buckets == nil {
 		h.buckets = make([]uint64, len(durationBuckets))
 	}
-	h.count += m.Histogram.GetSampleCount()
-	h.sum += m.Histogram.GetSampleSum()
-	for i, b := range m.Histogram.GetBucket() {
-		h.buckets[i] += b.GetCumulativeCount()
+	h.count += src.count
+	h.sum += src.sum
+	var cum uint64
+	for i := range durationBuckets {
+		cum += src.counts[i]
+		h.buckets[i] += cum
 	}
 }
 
@@ -60,12 +67,14 @@ type topicTotals struct {
 }
 
 func (t *topicTotals) add(s *deliveryStats) {
-	t.consumed += s.consumed.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.consumed += s.consumed
 	for r := range s.processed {
-		t.processed[r] += s.processed[r].Load()
-		t.duration[r].add(s.duration[r])
+		t.processed[r] += s.processed[r]
+		t.duration[r].add(&s.duration[r])
 	}
-	t.delay.add(s.delay)
+	t.delay.add(&s.delay)
 }
 
 type topicKey struct{ group, topic string }

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,9 @@ var ResultLabels = [numResults]string{"success", "error", "retry", "dead_letter"
 
 // durationBuckets are OpenTelemetry's advisory buckets for durations.
 var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+
+// numBuckets is len(durationBuckets), as a constant for array sizes.
+const numBuckets = 14
 
 // metrics holds the worker's Prometheus collectors. Every label value is
 // bounded: group, topic, partition, result; never keys, offsets or error
@@ -128,11 +132,11 @@ func versions() (module, goVersion, saramaVersion string) {
 
 // forPartition returns the per-message stats of a newly claimed partition,
 // tracked by the collector until retire.
-func (m *metrics) forPartition(topic string) *deliveryStats {
+func (m *metrics) forPartition(topic string, mu *sync.Mutex) *deliveryStats {
 	if m == nil {
 		return nil
 	}
-	s := newDeliveryStats(m.group, topic)
+	s := newDeliveryStats(m.group, topic, mu)
 	m.deliveries.track(s)
 	return s
 }

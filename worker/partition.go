@@ -51,6 +51,9 @@ type task struct {
 	lastErr  error
 	failedAt time.Time
 	took     time.Duration   // the last delivery's handler time
+	delay    time.Duration   // timestamp to the first delivery's start, until recorded
+	outcome  result          // the last delivery's outcome, when noted
+	noted    bool            // outcome and took wait to be recorded
 	traceCtx context.Context // the failed delivery's span, for the forwarded record
 }
 
@@ -191,7 +194,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 		p.keys[t.key] = t
 	}
 	if p.metrics != nil {
-		p.metrics.consumed.Add(uint64(n))
+		p.metrics.consumed += uint64(n)
 	}
 	if skippedAny {
 		p.metaDirty = true
@@ -224,6 +227,7 @@ func (p *partition) run(t *task) *task {
 	err := p.deliver(t)
 
 	p.mu.Lock()
+	p.record(t)
 	var next *task
 	state := p.loadState() // changes only under p.mu
 	switch {
@@ -297,13 +301,13 @@ func (p *partition) deliver(t *task) error {
 func (p *partition) handle(ctx context.Context, t *task) error {
 	t.attempt++
 	began := time.Now()
-	if t.attempt == 1 && p.metrics != nil && !t.msg.Timestamp.IsZero() {
-		p.metrics.delay.Observe(began.Sub(t.msg.Timestamp).Seconds())
+	if t.attempt == 1 && !t.msg.Timestamp.IsZero() {
+		t.delay = began.Sub(t.msg.Timestamp)
 	}
 	err := p.call(ctx, t)
 	t.took = time.Since(began)
 	if err == nil {
-		p.observe(resultSuccess, t.took)
+		t.note(resultSuccess)
 		return nil
 	}
 	if p.loadState() != partRunning {
@@ -311,7 +315,7 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 	}
 	now := time.Now()
 	if t.dest = p.fwd.next(p.hop, t.attempt, err, now); t.dest == nil {
-		p.observe(resultError, t.took)
+		t.note(resultError)
 		return err // retry in place
 	}
 	t.lastErr, t.failedAt = err, now
@@ -330,9 +334,9 @@ func (p *partition) forward(t *task) error {
 		return err
 	}
 	if t.dest.deadLetter {
-		p.observe(resultDeadLetter, t.took)
+		t.note(resultDeadLetter)
 	} else {
-		p.observe(resultRetry, t.took)
+		t.note(resultRetry)
 	}
 	level, what := slog.LevelWarn, "message sent to a retry topic"
 	if t.dest.deadLetter {
@@ -343,11 +347,19 @@ func (p *partition) forward(t *task) error {
 	return nil
 }
 
-// observe records one delivery's outcome and handler time.
-func (p *partition) observe(r result, took time.Duration) {
-	if p.metrics != nil {
-		p.metrics.processed[r].Add(1)
-		p.metrics.duration[r].Observe(took.Seconds())
+// record adds t's last delivery, if noted and not yet recorded, to the
+// partition's metrics. Called with p.mu held.
+func (p *partition) record(t *task) {
+	if !t.noted || p.metrics == nil {
+		t.noted = false
+		return
+	}
+	t.noted = false
+	p.metrics.processed[t.outcome]++
+	p.metrics.duration[t.outcome].observe(t.took.Seconds())
+	if t.delay != 0 {
+		p.metrics.delay.observe(t.delay.Seconds())
+		t.delay = 0
 	}
 }
 
@@ -540,3 +552,6 @@ func (p *partition) drain(timeout time.Duration) int {
 	p.cancel()
 	return abandoned
 }
+
+// note marks the delivery's outcome for record.
+func (t *task) note(r result) { t.outcome, t.noted = r, true }
