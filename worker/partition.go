@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"runtime/debug"
 	"strconv"
@@ -260,109 +259,6 @@ func (p *partition) loadState() partState { return partState(p.state.Load()) }
 // setState changes the state; called with p.mu held.
 func (p *partition) setState(s partState) { p.state.Store(int32(s)) }
 
-// notDue reports whether t came from a retry tier before its due time; if
-// so it schedules t for then. Waiting holds no goroutine.
-func (p *partition) notDue(t *task) bool {
-	if t.notBefore.IsZero() {
-		return false
-	}
-	wait := time.Until(t.notBefore)
-	if wait <= 0 {
-		t.notBefore = time.Time{}
-		return false
-	}
-	p.mu.Lock()
-	if p.loadState() == partRunning {
-		p.backingOff[t] = time.AfterFunc(wait, func() { p.retryDue(t) })
-	}
-	p.mu.Unlock()
-	return true
-}
-
-// deliver hands t to the handler, and when it fails for good on this hop,
-// publishes it to the next retry tier or the dead-letter topic. nil means
-// the message is done: handled, or forwarded and acknowledged.
-func (p *partition) deliver(t *task) error {
-	if t.dest == nil {
-		ctx, span := p.tracing.start(p.ctx, &t.msg, p.spanAttrs)
-		err := p.handle(ctx, t)
-		if err == nil || t.dest == nil {
-			p.tracing.end(span, err)
-			return err
-		}
-		t.traceCtx = ctx // the retry or dead-letter record continues this trace
-		defer p.tracing.end(span, t.lastErr)
-	}
-	return p.forward(t)
-}
-
-// handle runs one delivery of t through the handler and records its
-// outcome. When the message failed for good on this hop it sets t.dest.
-func (p *partition) handle(ctx context.Context, t *task) error {
-	t.attempt++
-	began := time.Now()
-	if t.attempt == 1 && !t.msg.Timestamp.IsZero() {
-		t.delay = began.Sub(t.msg.Timestamp)
-	}
-	err := p.call(ctx, t)
-	t.took = time.Since(began)
-	if err == nil {
-		t.note(resultSuccess)
-		return nil
-	}
-	if p.loadState() != partRunning {
-		return err // given up by the worker, not a failure of the message
-	}
-	now := time.Now()
-	if t.dest = p.fwd.next(p.hop, t.attempt, err, now); t.dest == nil {
-		t.note(resultError)
-		return err // retry in place
-	}
-	t.lastErr, t.failedAt = err, now
-	return err
-}
-
-// forward publishes t to t.dest; nil once the broker acknowledged it.
-func (p *partition) forward(t *task) error {
-	err := p.fwd.publish(t.traceCtx, &t.msg, p.hop, t.base+t.attempt, t.lastErr, t.dest, t.failedAt)
-	if err != nil {
-		if p.all != nil {
-			p.all.forwardErrors.WithLabelValues(p.all.group, t.dest.topic).Inc()
-		}
-		p.log.Error("forwarding a failed message failed; its offset stays uncommitted and the publish is retried",
-			p.msgAttrs(t, slog.String("destination", t.dest.topic), slog.Any("error", err))...)
-		return err
-	}
-	if t.dest.deadLetter {
-		t.note(resultDeadLetter)
-	} else {
-		t.note(resultRetry)
-	}
-	level, what := slog.LevelWarn, "message sent to a retry topic"
-	if t.dest.deadLetter {
-		level, what = slog.LevelError, "message dead-lettered"
-	}
-	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", t.dest.topic),
-		slog.Int("attempt", t.base+t.attempt), slog.Any("error", t.lastErr))...)
-	return nil
-}
-
-// record adds t's last delivery, if noted and not yet recorded, to the
-// partition's metrics. Called with p.mu held.
-func (p *partition) record(t *task) {
-	if !t.noted || p.metrics == nil {
-		t.noted = false
-		return
-	}
-	t.noted = false
-	p.metrics.processed[t.outcome]++
-	p.metrics.duration[t.outcome].observe(t.took.Seconds())
-	if t.delay != 0 {
-		p.metrics.delay.observe(t.delay.Seconds())
-		t.delay = 0
-	}
-}
-
 // reportInFlight moves the in-flight gauge by this partition's change since
 // its last report: the gauge is shared by every partition (and by workers of
 // the same group on one registry), so it is adjusted, never set, and not on
@@ -382,15 +278,6 @@ func (p *partition) reportInFlight(gone bool) {
 	if delta != 0 {
 		p.all.inFlight.Add(float64(delta))
 	}
-}
-
-// msgAttrs are the log attributes naming t's message, then extra.
-func (p *partition) msgAttrs(t *task, extra ...any) []any {
-	return append([]any{
-		logTopic(p.topic),
-		logPartition(p.id),
-		logOffset(t.msg.Offset),
-	}, extra...)
 }
 
 func (p *partition) call(ctx context.Context, t *task) (err error) {
@@ -488,40 +375,6 @@ func (p *partition) refreshDoneSet() {
 	p.marked = max(p.marked, base)
 }
 
-// scheduleRetry retries t in place after an exponential backoff with
-// jitter. Its key's later messages stay queued behind it; nothing else
-// waits. Called with p.mu held.
-func (p *partition) scheduleRetry(t *task, err error) {
-	if t.backoff == nil {
-		t.backoff = backoff.WithContext(p.retry(), p.ctx)
-	}
-	d := t.backoff.NextBackOff()
-	if d == backoff.Stop {
-		return // the claim is going away; the message stays uncommitted
-	}
-	if t.dest == nil { // a failed publish was logged by deliver
-		attrs := p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt), slog.Duration("backoff", d),
-			logErrorType(handler.ErrorType(err)), slog.Any("error", err))
-		var pe *handler.PanicError
-		if errors.As(err, &pe) {
-			attrs = append(attrs, slog.String("stack", string(pe.Stack)))
-		}
-		p.log.Warn("handler failed; retrying in place", attrs...)
-	}
-	p.backingOff[t] = time.AfterFunc(d, func() { p.retryDue(t) })
-}
-
-func (p *partition) retryDue(t *task) {
-	p.mu.Lock()
-	_, pending := p.backingOff[t]
-	delete(p.backingOff, t)
-	ok := pending && p.loadState() == partRunning
-	p.mu.Unlock()
-	if ok {
-		p.pool.push(t)
-	}
-}
-
 // drain stops starting handlers, waits up to timeout for the running ones,
 // then fences the partition and cancels the handlers' context. It returns
 // how many handlers were still running, whose results will be discarded.
@@ -552,6 +405,3 @@ func (p *partition) drain(timeout time.Duration) int {
 	p.cancel()
 	return abandoned
 }
-
-// note marks the delivery's outcome for record.
-func (t *task) note(r result) { t.outcome, t.noted = r, true }

@@ -103,50 +103,83 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopHTTP() // last: the endpoints answer throughout the drain
-	client, err := sarama.NewClient(w.cfg.Brokers, w.sarama)
+	c, err := w.connect()
 	if err != nil {
-		return fmt.Errorf("kafkaworker: connect to %v: %w", w.cfg.Brokers, err)
-	}
-	defer client.Close()
-	group, err := sarama.NewConsumerGroupFromClient(w.cfg.GroupID, client)
-	if err != nil {
-		return fmt.Errorf("kafkaworker: consumer group %q: %w", w.cfg.GroupID, err)
-	}
-	admin, err := sarama.NewClusterAdminFromClient(client)
-	if err != nil {
-		_ = group.Close()
-		return fmt.Errorf("kafkaworker: admin client: %w", err)
-	}
-	topo := newTopology(w.cfg)
-	fwd, err := w.startForwarder(admin, topo)
-	if err != nil {
-		_ = group.Close()
 		return err
 	}
-	defer fwd.close()
-	errsDone := make(chan struct{})
-	go w.logGroupErrors(group, errsDone)
+	defer c.close()
+	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
+	w.run(ctx, c)
+	w.log.Info("kafkaworker stopped")
+	return nil
+}
 
-	pool := newPool(w.cfg.Concurrency)
+// conns are the Kafka clients of one Run.
+type conns struct {
+	client       sarama.Client // the group's: join, heartbeats, fetches
+	commitClient sarama.Client // commits and the readiness probe, apart from the group's connection
+	group        sarama.ConsumerGroup
+	admin        sarama.ClusterAdmin
+	topo         topology
+	fwd          *forwarder
+}
+
+// connect opens everything Run needs from Kafka, or nothing: on error what
+// was opened is closed again.
+func (w *Worker) connect() (c *conns, err error) {
+	c = &conns{topo: newTopology(w.cfg)}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	if c.client, err = sarama.NewClient(w.cfg.Brokers, w.sarama); err != nil {
+		return nil, fmt.Errorf("kafkaworker: connect to %v: %w", w.cfg.Brokers, err)
+	}
+	if c.group, err = sarama.NewConsumerGroupFromClient(w.cfg.GroupID, c.client); err != nil {
+		return nil, fmt.Errorf("kafkaworker: consumer group %q: %w", w.cfg.GroupID, err)
+	}
+	if c.admin, err = sarama.NewClusterAdminFromClient(c.client); err != nil {
+		return nil, fmt.Errorf("kafkaworker: admin client: %w", err)
+	}
+	if c.fwd, err = w.startForwarder(c.admin, c.topo); err != nil {
+		return nil, err
+	}
 	// Commits go over a connection of their own: on the group's connection
 	// they would queue behind a JoinGroup parked for a rebalance.
-	commitClient, err := sarama.NewClient(w.cfg.Brokers, w.sarama)
-	if err != nil {
-		_ = group.Close()
-		return fmt.Errorf("kafkaworker: connect the committer to %v: %w", w.cfg.Brokers, err)
+	if c.commitClient, err = sarama.NewClient(w.cfg.Brokers, w.sarama); err != nil {
+		return nil, fmt.Errorf("kafkaworker: connect the committer to %v: %w", w.cfg.Brokers, err)
 	}
-	defer commitClient.Close()
-	commits := newCommitter(w, commitClient, w.metrics)
-	commitCtx, stopCommits := context.WithCancel(context.Background())
-	commitsDone := make(chan struct{})
-	go func() { defer close(commitsDone); commits.loop(commitCtx, w.cfg.CommitInterval) }()
-	probeDone := make(chan struct{})
-	go func() { defer close(probeDone); w.health.probe(commitCtx, commitClient, topo.consumed(), w.tracing) }()
+	return c, nil
+}
+
+// close closes what connect opened; the group first, which leaves it.
+func (c *conns) close() {
+	if c.group != nil {
+		_ = c.group.Close()
+	}
+	_ = c.fwd.close()
+	for _, cl := range []sarama.Client{c.commitClient, c.client} {
+		if cl != nil {
+			_ = cl.Close()
+		}
+	}
+}
+
+// run consumes until ctx is done and shuts down in the documented order.
+func (w *Worker) run(ctx context.Context, c *conns) {
+	errsDone := make(chan struct{})
+	go w.logGroupErrors(c.group, errsDone)
+	pool := newPool(w.cfg.Concurrency)
+	commits := newCommitter(w, c.commitClient, w.metrics)
+	loopsCtx, stopLoops := context.WithCancel(context.Background())
+	commitsDone, probeDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(commitsDone); commits.loop(loopsCtx, w.cfg.CommitInterval) }()
+	go func() { defer close(probeDone); w.health.probe(loopsCtx, c.commitClient, c.topo.consumed(), w.tracing) }()
 	gh := &groupHandler{
-		w: w, pool: pool, group: group, admin: admin, topo: topo, fwd: fwd, commits: commits, metrics: w.metrics,
+		w: w, pool: pool, group: c.group, admin: c.admin, topo: c.topo, fwd: c.fwd, commits: commits, metrics: w.metrics,
 		stopping: ctx.Done(), base: context.WithoutCancel(ctx), exited: make(chan struct{}, 1),
 	}
-	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
 
 	// Consume gets a context of its own, cancelled only once every claim has
 	// drained and committed (see leaveAfterDrain): cancelling it earlier would
@@ -155,22 +188,20 @@ func (w *Worker) Run(ctx context.Context) error {
 	consumeCtx, cancelConsume := context.WithCancel(context.WithoutCancel(ctx))
 	leaveDone := make(chan struct{})
 	go func() { defer close(leaveDone); gh.leaveAfterDrain(ctx, cancelConsume) }()
-	w.consume(ctx, consumeCtx, group, gh)
+	w.consume(ctx, consumeCtx, c.group, gh)
 	cancelConsume()
 	<-leaveDone
-	stopCommits() // every partition made its final commit on release
+	stopLoops() // every partition made its final commit on release
 	<-commitsDone
 	<-probeDone
 
-	if err := group.Close(); err != nil {
+	if err := c.group.Close(); err != nil { // leaves the group
 		w.log.Error("closing consumer group", slog.Any("error", err))
 	}
 	<-errsDone
 	if !pool.stop(w.cfg.ShutdownTimeout) {
 		w.log.Error("handlers ignored their cancelled context and are still running; abandoning them")
 	}
-	w.log.Info("kafkaworker stopped")
-	return nil
 }
 
 // consume calls Consume until ctx is done: an eager rebalance ends each
