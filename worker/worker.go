@@ -126,8 +126,8 @@ type conns struct {
 
 // connect opens everything Run needs from Kafka, or nothing: on error what
 // was opened is closed again.
-func (w *Worker) connect() (c *conns, err error) {
-	c = &conns{topo: newTopology(w.cfg)}
+func (w *Worker) connect() (_ *conns, err error) {
+	c := &conns{topo: newTopology(w.cfg)}
 	defer func() {
 		if err != nil {
 			c.close()
