@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"sort"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +32,11 @@ type localHist struct {
 }
 
 func (h *localHist) observe(v float64) {
-	h.counts[sort.SearchFloat64s(durationBuckets, v)]++
+	i := 0
+	for i < numBuckets && v > durationBuckets[i] { // most land in the first few buckets
+		i++
+	}
+	h.counts[i]++
 	h.count++
 	h.sum += v
 }

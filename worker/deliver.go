@@ -11,6 +11,11 @@ import (
 	"github.com/kafkaworker/kafkaworker/handler"
 )
 
+// clockAnchor is the time origin of delivery timing: durations are read
+// from the monotonic clock relative to it, and wall-clock instants derived
+// from it are exact to the millisecond that Kafka timestamps carry.
+var clockAnchor = time.Now()
+
 // This file holds what happens to one message once it runs: the delivery
 // to the handler, its outcome in the metrics, the retry in place and the
 // forwarding to a retry or dead-letter topic.
@@ -55,12 +60,12 @@ func (p *partition) deliver(t *task) error {
 // outcome. When the message failed for good on this hop it sets t.dest.
 func (p *partition) handle(ctx context.Context, t *task) error {
 	t.attempt++
-	began := time.Now()
+	began := time.Since(clockAnchor) // one monotonic clock read; time.Now costs two
 	if t.attempt == 1 && !t.msg.Timestamp.IsZero() {
-		t.delay = began.Sub(t.msg.Timestamp)
+		t.delay = clockAnchor.Add(began).Sub(t.msg.Timestamp)
 	}
 	err := p.call(ctx, t)
-	t.took = time.Since(began)
+	t.took = time.Since(clockAnchor) - began
 	if err == nil {
 		t.note(resultSuccess)
 		return nil
