@@ -43,21 +43,22 @@ func (p *partition) notDue(t *task) bool {
 // publishes it to the next retry tier or the dead-letter topic. nil means
 // the message is done: handled, or forwarded and acknowledged.
 func (p *partition) deliver(t *task) error {
-	if t.dest == nil {
+	if t.forwarding() == nil {
 		ctx, span := p.tracing.start(p.ctx, &t.msg, p.spanAttrs)
 		err := p.handle(ctx, t)
-		if err == nil || t.dest == nil {
+		if err == nil || t.forwarding() == nil {
 			p.tracing.end(span, err)
 			return err
 		}
-		t.traceCtx = ctx // the retry or dead-letter record continues this trace
-		defer p.tracing.end(span, t.lastErr)
+		t.fail.traceCtx = ctx // the retry or dead-letter record continues this trace
+		defer p.tracing.end(span, err)
 	}
 	return p.forward(t)
 }
 
 // handle runs one delivery of t through the handler and records its
-// outcome. When the message failed for good on this hop it sets t.dest.
+// outcome. When the message failed for good on this hop it sets where it
+// goes next (t.forwarding).
 func (p *partition) handle(ctx context.Context, t *task) error {
 	t.attempt++
 	began := time.Since(clockAnchor) // one monotonic clock read; time.Now costs two
@@ -74,36 +75,36 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 		return err // given up by the worker, not a failure of the message
 	}
 	now := time.Now()
-	if t.dest = p.fwd.next(p.hop, t.attempt, err, now); t.dest == nil {
+	dest := p.fwd.next(p.hop, t.attempt, err, now)
+	if dest == nil {
 		t.note(resultError)
 		return err // retry in place
 	}
-	t.lastErr, t.failedAt = err, now
+	f := t.failed()
+	f.dest, f.err, f.at = dest, err, now
 	return err
 }
 
-// forward publishes t to t.dest; nil once the broker acknowledged it.
+// forward publishes t where it failed to; nil once the broker acknowledged.
 func (p *partition) forward(t *task) error {
-	err := p.fwd.publish(t.traceCtx, &t.msg, p.hop, t.base+t.attempt, t.lastErr, t.dest, t.failedAt)
+	f := t.fail
+	err := p.fwd.publish(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at)
 	if err != nil {
 		if p.all != nil {
-			p.all.forwardErrors.WithLabelValues(p.all.group, t.dest.topic).Inc()
+			p.all.forwardErrors.WithLabelValues(p.all.group, f.dest.topic).Inc()
 		}
 		p.log.Error("forwarding a failed message failed; its offset stays uncommitted and the publish is retried",
-			p.msgAttrs(t, slog.String("destination", t.dest.topic), slog.Any("error", err))...)
+			p.msgAttrs(t, slog.String("destination", f.dest.topic), slog.Any("error", err))...)
 		return err
 	}
-	if t.dest.deadLetter {
-		t.note(resultDeadLetter)
-	} else {
-		t.note(resultRetry)
-	}
 	level, what := slog.LevelWarn, "message sent to a retry topic"
-	if t.dest.deadLetter {
+	t.note(resultRetry)
+	if f.dest.deadLetter {
 		level, what = slog.LevelError, "message dead-lettered"
+		t.note(resultDeadLetter)
 	}
-	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", t.dest.topic),
-		slog.Int("attempt", t.base+t.attempt), slog.Any("error", t.lastErr))...)
+	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", f.dest.topic),
+		slog.Int("attempt", t.base+t.attempt), slog.Any("error", f.err))...)
 	return nil
 }
 
@@ -136,14 +137,15 @@ func (p *partition) msgAttrs(t *task, extra ...any) []any {
 // jitter. Its key's later messages stay queued behind it; nothing else
 // waits. Called with p.mu held.
 func (p *partition) scheduleRetry(t *task, err error) {
-	if t.backoff == nil {
-		t.backoff = backoff.WithContext(p.retry(), p.ctx)
+	f := t.failed()
+	if f.backoff == nil {
+		f.backoff = backoff.WithContext(p.retry(), p.ctx)
 	}
-	d := t.backoff.NextBackOff()
+	d := f.backoff.NextBackOff()
 	if d == backoff.Stop {
 		return // the claim is going away; the message stays uncommitted
 	}
-	if t.dest == nil { // a failed publish was logged by deliver
+	if f.dest == nil { // a failed publish was logged by deliver
 		attrs := p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt), slog.Duration("backoff", d),
 			logErrorType(handler.ErrorType(err)), slog.Any("error", err))
 		var pe *handler.PanicError
@@ -170,3 +172,28 @@ func (p *partition) retryDue(t *task) {
 
 // note marks the delivery's outcome for record.
 func (t *task) note(r result) { t.outcome, t.noted = r, true }
+
+// failure is what a task carries once it has failed; allocated on the first
+// failure only, so the task every message needs stays small.
+type failure struct {
+	backoff  backoff.BackOff
+	dest     *destination    // set once the message failed for good on this hop
+	err      error           // the failure that sent it there
+	at       time.Time       // when
+	traceCtx context.Context // the failed delivery's span, continued by the forwarded record
+}
+
+func (t *task) failed() *failure {
+	if t.fail == nil {
+		t.fail = &failure{}
+	}
+	return t.fail
+}
+
+// forwarding returns where t is being published, or nil.
+func (t *task) forwarding() *destination {
+	if t.fail == nil {
+		return nil
+	}
+	return t.fail.dest
+}

@@ -39,21 +39,16 @@ type task struct {
 	keyed   bool  // waits for the previous message with the same key
 	next    *task // next message of the same key, admitted after this one
 	attempt int   // deliveries on this hop so far
-	backoff backoff.BackOff
+	fail    *failure
 
 	// From a retry tier: deliveries before this hop, and the due time.
 	base      int
 	notBefore time.Time
-	// Set once the message failed for good on this hop: where it is being
-	// published, and the failure that sent it there.
-	dest     *destination
-	lastErr  error
-	failedAt time.Time
-	took     time.Duration   // the last delivery's handler time
-	delay    time.Duration   // timestamp to the first delivery's start, until recorded
-	outcome  result          // the last delivery's outcome, when noted
-	noted    bool            // outcome and took wait to be recorded
-	traceCtx context.Context // the failed delivery's span, for the forwarded record
+
+	took    time.Duration // the last delivery's handler time
+	delay   time.Duration // timestamp to the first delivery's start, until recorded
+	outcome result        // the last delivery's outcome, when noted
+	noted   bool          // outcome and took wait to be recorded
 }
 
 // slot is the ring entry of an admitted message.
