@@ -99,7 +99,7 @@ func TestRevokedSlowHandlerIsFenced(t *testing.T) {
 				return deliveries["p0/0"] >= 2 || deliveries["p1/0"] >= 2
 			}
 			cfg := b.config()
-			cfg.RebalanceTimeout = 3 * time.Second // revoke drain: 1.9s
+			cfg.RebalanceTimeout = 5 * time.Second // revoke drain: 3.5s
 			cfg.RebalanceStrategy = strategy
 			cfg.MaxInFlight = 3
 			var logs logBuffer
