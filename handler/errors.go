@@ -15,6 +15,7 @@ type PanicError struct {
 	Stack []byte
 }
 
+// Error describes the panic; the stack stays in Stack.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("handler panicked: %v", e.Value)
 }

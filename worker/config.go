@@ -285,6 +285,7 @@ type ValidationError struct {
 	Problems []string
 }
 
+// Error lists the problems one per line.
 func (e *ValidationError) Error() string {
 	return "kafkaworker: invalid configuration:\n  - " + strings.Join(e.Problems, "\n  - ")
 }
