@@ -163,3 +163,26 @@ func TestNewPartitionsAreConsumed(t *testing.T) {
 		t.Fatalf("committed %v, want 20 on partitions 1 and 2", com)
 	}
 }
+
+// Static membership (KAFKA_INSTANCE_ID): a worker restarted under the same
+// instance id takes its place back and goes on where the first stopped.
+func TestStaticMembershipRestart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	const n = 400
+	b.produceKeyed(t, n, 20)
+	rec := newRecorder()
+	rec.delay = func(*handler.Message) time.Duration { return time.Millisecond }
+	cfg := b.config()
+	cfg.InstanceID = "pod-0"
+	first := start(t, cfg, rec)
+	waitFor(t, 30*time.Second, "some handled", func() bool { return rec.handled.Load() >= n/4 })
+	first.stop(t)
+	second := start(t, cfg, rec)
+	waitFor(t, 60*time.Second, "all handled", func() bool { return rec.handled.Load() >= n })
+	b.waitCommitted(t, 30*time.Second)
+	second.stop(t)
+	if distinct, dupes := rec.check(t); distinct != n || dupes != 0 {
+		t.Fatalf("handled %d distinct with %d twice, want %d and 0", distinct, dupes, n)
+	}
+}
