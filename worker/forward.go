@@ -22,12 +22,9 @@ type forwarder struct {
 	tracing  tracing
 }
 
-// newForwarder starts the producer, or returns nil when the configuration
-// forwards nothing (no retry tiers and no dead-letter topic).
+// newForwarder starts the producer that publishes to the retry and
+// dead-letter topics.
 func newForwarder(cfg Config, topo topology, base *sarama.Config, tr tracing) (*forwarder, error) {
-	if len(cfg.RetryTopicDelays) == 0 && !cfg.DLQEnabled {
-		return nil, nil
-	}
 	pc := *base
 	pc.Producer.RequiredAcks = sarama.WaitForAll
 	pc.Producer.Idempotent = true

@@ -85,9 +85,6 @@ func (t topology) forwardTopics() map[string][]string {
 // could not have and how to fix it.
 func ensureTopics(admin sarama.ClusterAdmin, t topology, create bool) error {
 	need := t.forwardTopics()
-	if len(need) == 0 {
-		return nil
-	}
 	existing, err := admin.ListTopics()
 	if err != nil {
 		return fmt.Errorf("kafkaworker: list topics to check the retry and dead-letter topics: %w", err)

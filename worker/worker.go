@@ -230,7 +230,7 @@ func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerG
 // startForwarder makes sure the retry and dead-letter topics exist and
 // starts the producer that publishes to them; nil when nothing is forwarded.
 func (w *Worker) startForwarder(admin sarama.ClusterAdmin, topo topology) (*forwarder, error) {
-	if len(w.cfg.RetryTopicDelays) == 0 && !w.cfg.DLQEnabled {
+	if len(topo.forwardTopics()) == 0 { // no retry tiers and no dead-letter topic
 		return nil, nil
 	}
 	if err := ensureTopics(admin, topo, w.cfg.RetryCreateTopics); err != nil {
