@@ -102,14 +102,6 @@ func (b *bench) runRaw(ctx context.Context, s spec) (measurement, error) {
 			progress("raw sarama group %s: %v", group, err)
 		})
 	})
-	stop := func() error {
-		cancel()
-		select {
-		case err := <-errc:
-			return err
-		case <-time.After(time.Minute):
-			return fmt.Errorf("raw sarama consumer did not stop within a minute of cancelling")
-		}
-	}
+	stop := stopper(cancel, errc, "raw sarama consumer")
 	return b.await(ctx, "raw sarama", group, s, t, errc, stop)
 }

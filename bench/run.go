@@ -136,15 +136,7 @@ func (b *bench) runWorker(ctx context.Context, s spec) (measurement, error) {
 	// The pprof label follows every goroutine Run starts (sarama's too), so
 	// a -cpuprofile can be split by side: go tool pprof -tagfocus=side=kafkaworker.
 	go pprof.Do(runCtx, pprof.Labels("side", "kafkaworker"), func(ctx context.Context) { errc <- w.Run(ctx) })
-	stop := func() error {
-		cancel()
-		select {
-		case err := <-errc:
-			return err
-		case <-time.After(time.Minute):
-			return fmt.Errorf("worker.Run did not return within a minute of cancelling")
-		}
-	}
+	stop := stopper(cancel, errc, "worker.Run")
 	return b.await(ctx, "kafkaworker", cfg.GroupID, s, t, errc, stop)
 }
 
@@ -289,4 +281,18 @@ func rates(ms []measurement) string {
 		s[i] = rate(m.rate())
 	}
 	return fmt.Sprint(s)
+}
+
+// stopper returns the function that cancels a consumer and waits up to a
+// minute for its result on errc.
+func stopper(cancel context.CancelFunc, errc <-chan error, what string) func() error {
+	return func() error {
+		cancel()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(time.Minute):
+			return fmt.Errorf("%s did not return within a minute of cancelling", what)
+		}
+	}
 }
