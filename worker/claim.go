@@ -16,6 +16,7 @@ import (
 type groupHandler struct {
 	w       *Worker
 	pool    *pool
+	client  sarama.Client // the group's: resolves a new claim's start offset
 	group   sarama.ConsumerGroup
 	admin   sarama.ClusterAdmin // reads the done-set committed with each offset
 	topo    topology
@@ -25,6 +26,7 @@ type groupHandler struct {
 	// stopping is closed when Run's context is done: drains then use the
 	// shutdown timeout instead of the revoke one.
 	stopping <-chan struct{}
+	stop     *stopClock // the deadlines of a shutdown, from when stopping closed
 	// base is the parent of every handler context: Run's values, without
 	// Run's cancellation, which must not interrupt the drain.
 	base context.Context
@@ -67,10 +69,12 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	g.metrics.noteGeneration(sess.GenerationID())
 	g.metrics.assigned.Add(1)
 	g.commits.add(p)
-	d := &dispatcher{g: g, p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}}
-	d.run(sess.Context().Done())
+	if restart := g.startClaim(sess, claim, p); !restart {
+		d := &dispatcher{g: g, p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}}
+		d.run(sess.Context().Done())
+	}
 	g.release(sess, p)
-	return nil
+	return nil // before the claim was revoked, this ends the session: sarama rejoins
 }
 
 func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) *partition {
@@ -136,34 +140,50 @@ func (g *groupHandler) previousDoneSet(topic string, id int32) (doneSet, string)
 // release drains the partition within the revoke or shutdown deadline and
 // commits what is ready before the claim goes back to the group.
 func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
-	timeout, why := g.w.revokeTimeout(), "revoked"
+	rt := g.w.sarama.Consumer.Group.Rebalance.Timeout
+	why, drainBy, commitBy := "revoked", time.Now().Add(g.w.revokeTimeout()), time.Now().Add(rt*9/10)
 	select {
 	case <-g.stopping:
-		timeout, why = g.w.cfg.ShutdownTimeout, "shutdown"
+		why, drainBy, commitBy = "shutdown", g.stop.deadline(), g.stop.commitDeadline()
 	default:
 	}
+	timeout := max(time.Until(drainBy), 0)
 	g.w.log.Debug("draining partition", logTopic(p.topic),
 		logPartition(p.id), slog.String("reason", why), slog.Duration("timeout", timeout))
 	abandoned := p.drain(timeout)
-	if err := g.commits.release(p, time.Now().Add(max(timeout/4, time.Second))); err != nil {
-		g.w.log.Error("final commit of a released partition failed; the next owner re-handles what this commit would have covered",
-			logTopic(p.topic), logPartition(p.id),
-			slog.Any("error", err))
-	}
+	commitErr := g.commits.release(p, commitBy)
 	g.metrics.dropLag(p.topic, p.id)
 	g.metrics.assigned.Add(-1)
 	p.reportInFlight(true) // what was taken and not done now belongs to the next owner
 	g.metrics.deliveries.retire(p.metrics)
-	attrs := []any{
-		logTopic(p.topic),
-		logPartition(p.id),
-		slog.String("reason", why), slog.Int64("committed", p.marked),
-		slog.Int("skipped_already_done", p.skipped),
-	}
-	if abandoned > 0 {
+	attrs := append([]any{logTopic(p.topic), logPartition(p.id), slog.String("reason", why)}, p.commitAttrs()...)
+	attrs = append(attrs, slog.Int("skipped_already_done", p.skipped))
+	switch {
+	case commitErr != nil:
+		g.w.log.Error("final commit of a released partition failed; the next owner re-handles what this commit would have covered",
+			append(attrs, slog.Any("error", commitErr))...)
+	case abandoned > 0:
 		g.w.log.Warn("partition released with handlers still running; their results are discarded and the messages will be handled again",
 			append(attrs, slog.Int("abandoned", abandoned), slog.Duration("drain_timeout", timeout))...)
-		return
+	default:
+		g.w.log.Info("partition released", attrs...)
 	}
-	g.w.log.Info("partition released", attrs...)
+}
+
+// commitAttrs says what the coordinator holds for p as far as this owner
+// knows: the offset it acknowledged (never a sentinel), and what was marked
+// beyond it when the last commit did not land.
+func (p *partition) commitAttrs() []any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []any
+	if p.committed >= 0 {
+		out = append(out, slog.Int64("committed", p.committed))
+	} else {
+		out = append(out, slog.String("committed", "nothing committed"))
+	}
+	if p.pendingCommit() {
+		out = append(out, slog.Int64("marked_not_committed", p.marked))
+	}
+	return out
 }

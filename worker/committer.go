@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,16 +11,37 @@ import (
 	"github.com/IBM/sarama"
 )
 
+// commitRequestTimeout bounds one OffsetCommit round trip: the committer's
+// client reads with this timeout (or sarama's Net.ReadTimeout if lower), so
+// a coordinator that accepts a request and never answers holds nothing up
+// for long. A commit is small; a healthy coordinator answers in
+// milliseconds.
+const commitRequestTimeout = 5 * time.Second
+
+// commitRetryEvery is how soon a commit that a waiting flush needs is sent
+// again after a retriable failure (a rebalance in progress, a moving
+// coordinator).
+const commitRetryEvery = 100 * time.Millisecond
+
+// errCommitTimeout is the error of a commit that got no answer in time.
+var errCommitTimeout = errors.New("kafkaworker: offset commit got no answer in time")
+
+// errCommitterStopped is what a flush still waiting gets when the
+// committer's loop ends.
+var errCommitterStopped = errors.New("kafkaworker: committer stopped before the commit was acknowledged")
+
 // committer sends each partition's committable offset, with its done-set
 // as metadata, to the group coordinator: every CommitInterval for all
-// partitions, and synchronously for a partition being released.
+// partitions, and at once when a partition asks to be flushed (its start
+// position when first claimed, its final state when released).
 //
-// The worker commits itself instead of through sarama's offset manager so
-// that it sees every commit's result (for the commits_total metric and the
-// logs) and can retry a release commit that meets a rebalance in progress
-// until the generation settles. Commits are serialised: a periodic commit
-// taken before a release can never land after the release's final one and
-// move the offset back.
+// One goroutine (loop) does all the sending, one request at a time and one
+// request per session covering every partition of that session with
+// progress, so a periodic commit built before a release can never land
+// after the release's final one and move the offset back. No lock is held
+// during a request; a flush waits on a channel with its own deadline, and
+// a request that gets no answer by then is abandoned, never waited for
+// while anything else queues behind it.
 type committer struct {
 	client     sarama.Client
 	group      string
@@ -28,14 +50,39 @@ type committer struct {
 	log        *slog.Logger
 	metrics    *metrics
 	health     *health
+	wake       chan struct{} // a flush is waiting; buffered 1
 
-	mu    sync.Mutex // serialises commits and guards parts
-	parts map[*partition]struct{}
+	mu      sync.Mutex // guards parts and flushes; never held during I/O
+	parts   map[*partition]struct{}
+	flushes map[*partition]*flush
+
+	inflight chan exchangeResult // the request still unanswered, if any; loop only
+}
+
+// flush is a wait for one partition's current progress to be acknowledged.
+type flush struct {
+	deadline time.Time
+	done     chan error // buffered 1; nil once answered
+	lastErr  error
+}
+
+type exchangeResult struct {
+	resp *sarama.OffsetCommitResponse
+	err  error
 }
 
 func newCommitter(w *Worker, client sarama.Client, m *metrics) *committer {
 	return &committer{client: client, group: w.cfg.GroupID, version: w.sarama.Version, instanceID: w.cfg.InstanceID,
-		log: w.log, metrics: m, health: &w.health, parts: map[*partition]struct{}{}}
+		log: w.log, metrics: m, health: &w.health, wake: make(chan struct{}, 1),
+		parts: map[*partition]struct{}{}, flushes: map[*partition]*flush{}}
+}
+
+// commitClientConfig is the configuration of the committer's own client:
+// the worker's, with reads bounded by commitRequestTimeout.
+func commitClientConfig(base *sarama.Config) *sarama.Config {
+	c := *base
+	c.Net.ReadTimeout = min(c.Net.ReadTimeout, commitRequestTimeout)
+	return &c
 }
 
 func (c *committer) add(p *partition) {
@@ -44,66 +91,174 @@ func (c *committer) add(p *partition) {
 	c.mu.Unlock()
 }
 
-// loop commits every interval until ctx is done.
+// loop commits every interval, and whenever a flush waits, until ctx is
+// done. Flushes still waiting then get errCommitterStopped.
 func (c *committer) loop(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	defer c.failFlushes(errCommitterStopped)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			c.health.beat(loopCommitter)
-			c.commitAll()
+		case <-c.wake:
+		case <-retry.C:
+		}
+		if wait := c.round(); wait {
+			retry.Reset(commitRetryEvery)
 		}
 	}
 }
 
-// commitAll commits every partition with progress, one request per session.
-func (c *committer) commitAll() {
+// round commits every partition with progress, one request per session,
+// answers the flushes it can, and reports whether some still wait.
+func (c *committer) round() (flushesWait bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	bySess := map[sarama.ConsumerGroupSession][]*partition{}
 	for p := range c.parts {
 		bySess[p.sess] = append(bySess[p.sess], p)
 	}
+	c.mu.Unlock()
 	for sess, parts := range bySess {
-		if err := c.send(sess, parts); err != nil {
+		err := c.send(sess, parts, c.deadlineFor(parts))
+		if err != nil && !c.anyFlush(parts) {
 			c.log.Error("commit failed; it is retried at the next interval", slog.Any("error", err))
 		}
 	}
+	return c.settleFlushes()
 }
 
-// release makes p's final commit, retrying errors that a rebalance in
-// progress or a moving coordinator cause until deadline, and then drops p:
-// nothing is committed for it afterwards.
-func (c *committer) release(p *partition, deadline time.Time) error {
+// deadlineFor is how long a request for parts may take: a request's
+// timeout, or less when a flush among them must be answered sooner.
+func (c *committer) deadlineFor(parts []*partition) time.Time {
+	d := time.Now().Add(commitRequestTimeout)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	defer func() {
-		delete(c.parts, p)
-		p.mu.Lock()
-		p.released = true
-		p.mu.Unlock()
-	}()
-	for {
-		err := c.send(p.sess, []*partition{p})
-		if err == nil || !retriableCommit(err) || time.Now().Add(100*time.Millisecond).After(deadline) {
-			return err
+	for _, p := range parts {
+		if f := c.flushes[p]; f != nil && f.deadline.Before(d) {
+			d = f.deadline
 		}
-		time.Sleep(100 * time.Millisecond) // the generation settles or the coordinator moves
+	}
+	return d
+}
+
+func (c *committer) anyFlush(parts []*partition) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range parts {
+		if c.flushes[p] != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// settleFlushes answers each waiting flush whose partition's progress is
+// acknowledged, whose last failure cannot be cured by retrying, or whose
+// deadline passed. It reports whether some still wait.
+func (c *committer) settleFlushes() (wait bool) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, f := range c.flushes {
+		p.mu.Lock()
+		p.refreshDoneSet()
+		acked := !p.pendingCommit()
+		p.mu.Unlock()
+		switch {
+		case acked:
+			f.done <- nil
+		case f.lastErr != nil && !retriableCommit(f.lastErr):
+			f.done <- f.lastErr
+		case !now.Before(f.deadline):
+			f.done <- orErr(f.lastErr, errCommitTimeout)
+		default:
+			wait = true
+			continue
+		}
+		delete(c.flushes, p)
+	}
+	return wait
+}
+
+// orErr returns err, or fallback when err is nil.
+func orErr(err, fallback error) error {
+	if err != nil {
+		return err
+	}
+	return fallback
+}
+
+func (c *committer) failFlushes(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, f := range c.flushes {
+		f.done <- orErr(f.lastErr, err)
+		delete(c.flushes, p)
 	}
 }
 
-// send commits the progress of parts, all of one session. It returns the
-// first error; the partitions that succeeded are recorded as committed.
-func (c *committer) send(sess sarama.ConsumerGroupSession, parts []*partition) error {
+// flush waits until p's progress as of now is acknowledged by the
+// coordinator, retrying failures that a rebalance in progress or a moving
+// coordinator cause, until deadline or until cancel is closed. It returns
+// nil once acknowledged (or when there is nothing to commit).
+func (c *committer) flush(p *partition, deadline time.Time, cancel <-chan struct{}) error {
+	f := &flush{deadline: deadline, done: make(chan error, 1)}
+	c.mu.Lock()
+	c.flushes[p] = f
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	// The loop answers by the deadline unless a request it abandoned is
+	// still winding down; never wait much longer than asked.
+	timer := time.NewTimer(time.Until(deadline) + commitRetryEvery)
+	defer timer.Stop()
+	select {
+	case err := <-f.done:
+		return err
+	case <-cancel:
+	case <-timer.C:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.flushes[p] == f {
+		delete(c.flushes, p)
+		return orErr(f.lastErr, errCommitTimeout)
+	}
+	return <-f.done // answered meanwhile
+}
+
+// release makes p's final commit (see flush) and then drops p: nothing is
+// committed for it afterwards.
+func (c *committer) release(p *partition, deadline time.Time) error {
+	err := c.flush(p, deadline, nil)
+	c.mu.Lock()
+	delete(c.parts, p)
+	c.mu.Unlock()
+	p.mu.Lock()
+	p.released = true
+	p.mu.Unlock()
+	return err
+}
+
+// send commits the progress of parts, all of one session, within
+// deadline. It returns the first error; the partitions that succeeded are
+// recorded as committed, and every waiting flush among parts learns the
+// error of its own partition.
+func (c *committer) send(sess sarama.ConsumerGroupSession, parts []*partition, deadline time.Time) error {
 	req := c.request(sess)
 	var sent []*partition
 	for _, p := range parts {
 		p.mu.Lock()
 		p.refreshDoneSet()
-		if !p.released && p.marked >= 0 && (p.marked != p.committed || p.meta != p.commitMeta) {
+		if !p.released && p.pendingCommit() {
 			req.AddBlockWithLeaderEpoch(p.topic, p.id, p.marked, -1, 0, p.meta)
 			sent = append(sent, p)
 		}
@@ -112,33 +267,81 @@ func (c *committer) send(sess sarama.ConsumerGroupSession, parts []*partition) e
 	if len(sent) == 0 {
 		return nil
 	}
-	resp, err := c.commit(req)
+	resp, err := c.exchange(req, deadline)
 	var first error
 	for _, p := range sent {
-		perr := err
-		if perr == nil {
-			if kerr, ok := resp.Errors[p.topic][p.id]; !ok {
-				perr = sarama.ErrIncompleteResponse
-			} else if kerr != sarama.ErrNoError {
-				perr = kerr
-			}
-		}
+		perr := partitionCommitError(resp, err, p)
+		off, meta, _ := req.Offset(p.topic, p.id)
+		c.log.Debug("commit attempt", logTopic(p.topic), logPartition(p.id),
+			slog.Int64("offset", off), slog.Int("generation", int(req.ConsumerGroupGeneration)),
+			slog.String("member_id", req.ConsumerID), slog.Any("result", orErr(perr, errNone)))
+		c.noteFlushError(p, perr)
 		if perr != nil {
-			if first == nil {
-				first = perr
-			}
+			first = orErr(first, perr)
 			continue
 		}
-		off, meta, _ := req.Offset(p.topic, p.id)
 		p.mu.Lock()
 		p.committed, p.commitMeta = off, meta
 		p.mu.Unlock()
 	}
 	c.metrics.commit(first == nil)
 	if errors.Is(first, sarama.ErrNotCoordinatorForConsumer) || errors.Is(first, sarama.ErrConsumerCoordinatorNotAvailable) {
-		_ = c.client.RefreshCoordinator(c.group)
+		go func() { _ = c.client.RefreshCoordinator(c.group) }() // bounded by the client's timeouts; never blocks the loop
 	}
 	return first
+}
+
+var errNone = errors.New("ok")
+
+func partitionCommitError(resp *sarama.OffsetCommitResponse, err error, p *partition) error {
+	if err != nil {
+		return err
+	}
+	kerr, ok := resp.Errors[p.topic][p.id]
+	switch {
+	case !ok:
+		return sarama.ErrIncompleteResponse
+	case kerr != sarama.ErrNoError:
+		return kerr
+	}
+	return nil
+}
+
+func (c *committer) noteFlushError(p *partition, err error) {
+	c.mu.Lock()
+	if f := c.flushes[p]; f != nil {
+		f.lastErr = err
+	}
+	c.mu.Unlock()
+}
+
+// exchange sends req to the coordinator and waits for the answer until
+// deadline. A request still unanswered then is abandoned: the next
+// exchange first waits (again until its own deadline) for it to end, so at
+// most one request is ever outstanding and requests land in order.
+func (c *committer) exchange(req *sarama.OffsetCommitRequest, deadline time.Time) (*sarama.OffsetCommitResponse, error) {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	if c.inflight != nil {
+		select {
+		case <-c.inflight:
+			c.inflight = nil
+		case <-timer.C:
+			return nil, fmt.Errorf("%w: an earlier commit is still unanswered", errCommitTimeout)
+		}
+	}
+	ch := make(chan exchangeResult, 1)
+	go func() {
+		resp, err := c.commit(req)
+		ch <- exchangeResult{resp, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.resp, r.err
+	case <-timer.C:
+		c.inflight = ch
+		return nil, errCommitTimeout
+	}
 }
 
 func (c *committer) commit(req *sarama.OffsetCommitRequest) (*sarama.OffsetCommitResponse, error) {
@@ -184,11 +387,11 @@ func (c *committer) request(sess sarama.ConsumerGroupSession) *sarama.OffsetComm
 
 // retriableCommit reports whether a failed commit may succeed if sent again
 // shortly: the group is mid-rebalance (the session's generation is about to
-// change), or the coordinator moved or is loading.
+// change), the coordinator moved or is loading, or it did not answer.
 func retriableCommit(err error) bool {
 	var kerr sarama.KError
 	if !errors.As(err, &kerr) {
-		return true // network trouble: the coordinator is looked up again
+		return true // network trouble or no answer: the coordinator is looked up again
 	}
 	switch kerr {
 	case sarama.ErrRebalanceInProgress, sarama.ErrIllegalGeneration, sarama.ErrNotCoordinatorForConsumer,

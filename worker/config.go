@@ -38,8 +38,8 @@ const (
 
 // Config is everything a worker needs that is not code. Build it with
 // ConfigFromEnv, or start from DefaultConfig and set fields. A zero duration
-// in the KAFKA_* timeouts means sarama's default; every other field must be
-// valid as documented, or Validate names it.
+// in the KAFKA_* group and metadata timeouts means sarama's default; every
+// other field must be valid as documented, or Validate names it.
 type Config struct {
 	// Brokers to bootstrap from, host:port. KAFKA_BROKERS, or its alias
 	// KAFKA_BOOTSTRAP_SERVERS. Required.
@@ -71,6 +71,10 @@ type Config struct {
 	// soon partitions added to a subscribed topic are picked up.
 	// KAFKA_METADATA_REFRESH; 0 means sarama's (10m).
 	MetadataRefresh time.Duration `env:"KAFKA_METADATA_REFRESH"`
+	// ConnectTimeout bounds how long Run looks for a bootstrap broker that
+	// answers before it gives up with an error naming the brokers and the
+	// last failure. KAFKA_CONNECT_TIMEOUT, default 30s.
+	ConnectTimeout time.Duration `env:"KAFKA_CONNECT_TIMEOUT" envDefault:"30s"`
 	// InstanceID turns on static membership (KIP-345), e.g. the pod name: a
 	// restart within the session timeout does not rebalance. KAFKA_INSTANCE_ID.
 	InstanceID string `env:"KAFKA_INSTANCE_ID"`
@@ -350,6 +354,7 @@ func (c Config) Validate() error {
 		name string
 		d    time.Duration
 	}{
+		{"KAFKA_CONNECT_TIMEOUT", c.ConnectTimeout},
 		{"WORKER_COMMIT_INTERVAL", c.CommitInterval}, {"WORKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 		{"RETRY_BACKOFF_INITIAL", c.RetryBackoffInitial}, {"RETRY_BACKOFF_MAX", c.RetryBackoffMax},
 	}
@@ -408,6 +413,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("brokers", c.Brokers), slog.String("group", c.GroupID), slog.Any("topics", c.Topics),
 		slog.String("client_id", c.ClientID), slog.String("version", c.Version),
 		slog.String("initial_offset", c.InitialOffset), slog.String("rebalance_strategy", c.RebalanceStrategy),
+		slog.Duration("connect_timeout", c.ConnectTimeout),
 		slog.String("instance_id", c.InstanceID), slog.String("ordering", string(c.Ordering)),
 		slog.Int("concurrency", c.Concurrency), slog.Int("max_in_flight", c.MaxInFlight),
 		slog.Duration("commit_interval", c.CommitInterval), slog.Duration("shutdown_timeout", c.ShutdownTimeout),

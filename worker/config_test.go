@@ -38,7 +38,8 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 	}
 	if c.Ordering != OrderByKey || c.Concurrency != 64 || c.MaxInFlight != 1000 ||
 		c.CommitInterval != time.Second || c.ShutdownTimeout != 30*time.Second ||
-		c.InitialOffset != "oldest" || c.ClientID != "kafkaworker" || c.RebalanceStrategy != DefaultRebalanceStrategy {
+		c.InitialOffset != "oldest" || c.ClientID != "kafkaworker" || c.RebalanceStrategy != DefaultRebalanceStrategy ||
+		c.ConnectTimeout != 30*time.Second {
 		t.Fatalf("documented defaults not applied: %+v", c)
 	}
 }
@@ -50,7 +51,7 @@ func TestConfigFromEnvReadsEveryVariable(t *testing.T) {
 		"KAFKA_CLIENT_ID": "billing-7", "KAFKA_VERSION": "3.6.0", "KAFKA_INITIAL_OFFSET": "newest",
 		"KAFKA_REBALANCE_STRATEGY": "cooperative-sticky", "KAFKA_SESSION_TIMEOUT": "45s",
 		"KAFKA_HEARTBEAT_INTERVAL": "3s", "KAFKA_REBALANCE_TIMEOUT": "2m", "KAFKA_INSTANCE_ID": "pod-3",
-		"KAFKA_METADATA_REFRESH": "30s", "WORKER_ORDERING": "partition", "WORKER_CONCURRENCY": "8",
+		"KAFKA_METADATA_REFRESH": "30s", "KAFKA_CONNECT_TIMEOUT": "5s", "WORKER_ORDERING": "partition", "WORKER_CONCURRENCY": "8",
 		"WORKER_MAX_IN_FLIGHT": "50", "WORKER_COMMIT_INTERVAL": "250ms", "WORKER_SHUTDOWN_TIMEOUT": "1m",
 		"RETRY_BACKOFF_INITIAL": "1s", "RETRY_BACKOFF_MAX": "1m",
 	} {
@@ -63,7 +64,7 @@ func TestConfigFromEnvReadsEveryVariable(t *testing.T) {
 	if c.ClientID != "billing-7" || c.Version != "3.6.0" || c.InitialOffset != "newest" ||
 		c.RebalanceStrategy != StrategyCooperativeSticky || c.SessionTimeout != 45*time.Second ||
 		c.HeartbeatInterval != 3*time.Second || c.RebalanceTimeout != 2*time.Minute || c.InstanceID != "pod-3" ||
-		c.MetadataRefresh != 30*time.Second || c.Ordering != OrderByPartition || c.Concurrency != 8 ||
+		c.MetadataRefresh != 30*time.Second || c.ConnectTimeout != 5*time.Second || c.Ordering != OrderByPartition || c.Concurrency != 8 ||
 		c.MaxInFlight != 50 || c.CommitInterval != 250*time.Millisecond || c.ShutdownTimeout != time.Minute ||
 		c.RetryBackoffInitial != time.Second || c.RetryBackoffMax != time.Minute {
 		t.Fatalf("not every variable was read: %+v", c)
@@ -109,16 +110,18 @@ func TestConfigErrorsNameEveryOffendingVariable(t *testing.T) {
 			[]string{"KAFKA_BROKERS: missing", "KAFKA_GROUP_ID: missing", "KAFKA_TOPICS: missing"}},
 		{"unparsable values", merge(validEnv(), map[string]string{
 			"KAFKA_SESSION_TIMEOUT": "ten seconds", "WORKER_CONCURRENCY": "lots", "WORKER_COMMIT_INTERVAL": "5",
+			"KAFKA_CONNECT_TIMEOUT": "soon",
 		}), []string{
-			"KAFKA_SESSION_TIMEOUT: cannot parse as a Go duration",
+			"KAFKA_SESSION_TIMEOUT: cannot parse as a Go duration", "KAFKA_CONNECT_TIMEOUT: cannot parse as a Go duration",
 			"WORKER_CONCURRENCY: cannot parse as a whole number",
 			"WORKER_COMMIT_INTERVAL: cannot parse as a Go duration",
 		}},
 		{"out of range values", merge(validEnv(), map[string]string{
 			"WORKER_ORDERING": "random", "WORKER_CONCURRENCY": "0", "WORKER_MAX_IN_FLIGHT": "-1",
 			"KAFKA_INITIAL_OFFSET": "earliest", "KAFKA_REBALANCE_STRATEGY": "fair", "KAFKA_VERSION": "banana",
-			"WORKER_SHUTDOWN_TIMEOUT": "-1s", "KAFKA_BROKERS": "localhost",
+			"WORKER_SHUTDOWN_TIMEOUT": "-1s", "KAFKA_BROKERS": "localhost", "KAFKA_CONNECT_TIMEOUT": "0",
 		}), []string{
+			"KAFKA_CONNECT_TIMEOUT: 0s: must be a positive duration",
 			`WORKER_ORDERING: unknown ordering "random"`, "WORKER_CONCURRENCY: 0: must be at least 1",
 			"WORKER_MAX_IN_FLIGHT: -1: must be at least 1", `KAFKA_INITIAL_OFFSET: "earliest" is neither oldest nor newest`,
 			`KAFKA_REBALANCE_STRATEGY: unknown strategy "fair"`, `KAFKA_VERSION: "banana" is not a Kafka version`,
@@ -157,7 +160,7 @@ func TestConfigNeverPrintsSecrets(t *testing.T) {
 	}
 	var b strings.Builder
 	slog.New(slog.NewTextHandler(&b, nil)).Info("cfg", slog.Any("config", c))
-	if !strings.Contains(b.String(), "config.concurrency=64") {
+	if !strings.Contains(b.String(), "config.concurrency=64") || !strings.Contains(b.String(), "config.connect_timeout=30s") {
 		t.Fatalf("LogValue not used by slog: %s", b.String())
 	}
 }
@@ -218,7 +221,7 @@ func wantProblems(t *testing.T, err error, want ...string) {
 
 func TestRunReportsUnreachableBrokers(t *testing.T) {
 	t.Parallel()
-	c, err := configFrom(merge(validEnv(), map[string]string{"KAFKA_BROKERS": "127.0.0.1:1"}))
+	c, err := configFrom(merge(validEnv(), map[string]string{"KAFKA_BROKERS": "127.0.0.1:1", "KAFKA_CONNECT_TIMEOUT": "300ms"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,8 +232,9 @@ func TestRunReportsUnreachableBrokers(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = w.Run(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "connect to [127.0.0.1:1]") {
-		t.Fatalf("Run against an unreachable broker: %v, want an error naming the brokers", err)
+	if err == nil || !strings.Contains(err.Error(), "no broker answered within 300ms (KAFKA_CONNECT_TIMEOUT) at [127.0.0.1:1]") ||
+		!strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Run against an unreachable broker: %v, want an error naming the brokers, the timeout and the last error", err)
 	}
 	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
 		t.Fatalf("second Run: %v", err)

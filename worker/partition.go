@@ -76,6 +76,7 @@ type partition struct {
 	log       *slog.Logger
 	retry     func() backoff.BackOff
 	skip      doneSet // offsets the previous owner already handled
+	floor     int64   // offsets below it lie before the claim's resolved start: taken as done, never handled
 
 	ctx    context.Context // handlers' context; cancelled when the claim is given up
 	cancel context.CancelFunc
@@ -147,7 +148,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	slab := make([]task, n)
 	built := p.scratch[:0]
 	for i, m := range ms[:n] {
-		if !p.skip.contains(m.Offset) {
+		if m.Offset >= p.floor && !p.skip.contains(m.Offset) {
 			p.initTask(&slab[i], m)
 			built = append(built, &slab[i])
 		}
@@ -368,6 +369,12 @@ func (p *partition) refreshDoneSet() {
 	base := p.ring[p.head%n].offset
 	p.meta = encodeDoneSet(base, ranges)
 	p.marked = max(p.marked, base)
+}
+
+// pendingCommit reports whether marked or meta differ from what the
+// coordinator last acknowledged. Called with p.mu held.
+func (p *partition) pendingCommit() bool {
+	return p.marked >= 0 && (p.marked != p.committed || p.meta != p.commitMeta)
 }
 
 // drain stops starting handlers, waits up to timeout for the running ones,

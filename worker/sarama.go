@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/IBM/sarama"
 )
@@ -29,6 +30,16 @@ func saramaConfig(c Config, hooks []func(*sarama.Config)) (*sarama.Config, error
 	setIfPositive(&s.Consumer.Group.Rebalance.Timeout, c.RebalanceTimeout)
 	setIfPositive(&s.Metadata.RefreshFrequency, c.MetadataRefresh)
 	s.Consumer.Group.InstanceId = c.InstanceID
+	// sarama waits 2s before re-sending a JoinGroup or SyncGroup that met a
+	// rebalance in progress. Meanwhile the member's session keeps the old
+	// generation, so a member that is stopping cannot make its final commit
+	// (the coordinator refuses the old generation) and the group waits for
+	// it. The Java consumer's retry.backoff.ms is 100ms.
+	// The retry count is raised to match, so a slow coordinator failover is
+	// still waited out (about 6s, as sarama's 4 × 2s) before the session is
+	// given up.
+	s.Consumer.Group.Rebalance.Retry.Backoff = 200 * time.Millisecond
+	s.Consumer.Group.Rebalance.Retry.Max = 30
 	// The worker commits offsets itself (see committer.go), only what was
 	// handled successfully, every CommitInterval and on release.
 	s.Consumer.Offsets.AutoCommit.Enable = false

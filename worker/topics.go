@@ -89,13 +89,18 @@ func ensureTopics(admin sarama.ClusterAdmin, t topology, create bool) error {
 	if err != nil {
 		return fmt.Errorf("kafkaworker: list topics to check the retry and dead-letter topics: %w", err)
 	}
+	var missing []string
+	for _, src := range sortedKeys(need) {
+		if _, ok := existing[src]; !ok {
+			missing = append(missing, src)
+		}
+	}
+	if len(missing) > 0 { // checkSourceTopics passed, so deleted since
+		return sourceTopicsMissing(missing)
+	}
 	var problems []string
 	for _, src := range sortedKeys(need) {
-		detail, ok := existing[src]
-		if !ok {
-			problems = append(problems, fmt.Sprintf("source topic %q does not exist, so its retry and dead-letter topics cannot be sized: create it first", src))
-			continue
-		}
+		detail := existing[src]
 		for _, name := range need[src] {
 			if _, ok := existing[name]; ok {
 				continue
@@ -119,6 +124,43 @@ func ensureTopics(admin sarama.ClusterAdmin, t topology, create bool) error {
 		hint = "\n  (or set RETRY_CREATE_TOPICS=true to let the worker create them)"
 	}
 	return fmt.Errorf("kafkaworker: retry and dead-letter topics are not ready:\n  - %s%s", strings.Join(problems, "\n  - "), hint)
+}
+
+// checkSourceTopics returns an error naming every topic in topics that does
+// not exist. It asks for the metadata of just those topics with automatic
+// topic creation off (metadata v4+, so KAFKA_VERSION 0.11 and later), so
+// asking does not create them.
+func checkSourceTopics(admin sarama.ClusterAdmin, topics []string) error {
+	meta, err := admin.DescribeTopics(topics)
+	if err != nil {
+		return fmt.Errorf("kafkaworker: describe the source topics %v to check they exist: %w", topics, err)
+	}
+	var missing []string
+	for _, t := range meta {
+		if t.Err == sarama.ErrUnknownTopicOrPartition {
+			missing = append(missing, t.Name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return sourceTopicsMissing(missing)
+}
+
+// sourceTopicsMissing is the one error for source topics that do not exist,
+// whether or not retry topics are on.
+func sourceTopicsMissing(missing []string) error {
+	slices.Sort(missing)
+	quoted := make([]string, len(missing))
+	for i, t := range missing {
+		quoted[i] = strconv.Quote(t)
+	}
+	what, it := "source topic does not exist", "it"
+	if len(missing) > 1 {
+		what, it = "source topics do not exist", "them"
+	}
+	return fmt.Errorf("kafkaworker: %s: %s: create %s (e.g. kafka-topics.sh --create --topic %s --partitions <n>) or fix KAFKA_TOPICS",
+		what, strings.Join(quoted, ", "), it, missing[0])
 }
 
 func sortedKeys[V any](m map[string]V) []string {

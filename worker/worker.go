@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,9 +92,12 @@ func (w *Worker) Config() Config { return w.cfg }
 
 // Run joins the group and processes messages until ctx is cancelled, then
 // shuts down in the order given in the package documentation and returns
-// nil. It returns an error only when it cannot start (brokers unreachable,
-// bad sarama settings) or when the group fails for good; a rebalance or a
-// broker hiccup is retried, not returned. Run may be called once.
+// nil. It returns an error only when it cannot start (no broker answered
+// within Config.ConnectTimeout, a source topic does not exist, bad sarama
+// settings) or when the group fails for good; a rebalance or a broker
+// hiccup is retried, not returned. Connecting, logged attempt by attempt,
+// also ends when ctx is cancelled: Run then returns nil within a second, as
+// on any other cancel. Run may be called once.
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("kafkaworker: Run called twice: a Worker runs once; create a new one with New")
@@ -103,13 +107,20 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopHTTP() // last: the endpoints answer throughout the drain
-	c, err := w.connect()
+	c, err := w.connect(ctx)
 	if err != nil {
+		if ctx.Err() != nil { // stopped while connecting: a stop like any other
+			w.log.Info("kafkaworker stopped before it had connected")
+			return nil
+		}
 		return err
 	}
-	defer c.close()
+	defer c.closeWithin(0) // run closed them, or gave up waiting
 	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
-	w.run(ctx, c)
+	if err := w.run(ctx, c); err != nil {
+		w.log.Error("kafkaworker stopped: the consumer group failed for good", slog.Any("error", err))
+		return err
+	}
 	w.log.Info("kafkaworker stopped")
 	return nil
 }
@@ -122,15 +133,29 @@ type conns struct {
 	admin        sarama.ClusterAdmin
 	topo         topology
 	fwd          *forwarder
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed once everything is closed
 }
 
-// connect opens everything Run needs from Kafka, or nothing: on error what
-// was opened is closed again.
-func (w *Worker) connect() (_ *conns, err error) {
+// connect waits for a bootstrap broker to answer (see awaitBroker), then
+// opens everything Run needs from Kafka, or nothing: on error what was
+// opened is closed again. Once ctx is done it returns ctx.Err() at once;
+// what it was opening is closed in the background when sarama returns.
+func (w *Worker) connect(ctx context.Context) (*conns, error) {
+	if err := w.awaitBroker(ctx); err != nil {
+		return nil, err
+	}
+	return openCancellable(ctx, w.log, w.open, func(c *conns) { c.closeWithin(closeTimeout) })
+}
+
+// open opens the clients, the admin and the forwarder, after checking that
+// the source topics exist: all or nothing.
+func (w *Worker) open() (_ *conns, err error) {
 	c := &conns{topo: newTopology(w.cfg)}
 	defer func() {
 		if err != nil {
-			c.close()
+			c.closeWithin(closeTimeout)
 		}
 	}()
 	if c.client, err = sarama.NewClient(w.cfg.Brokers, w.sarama); err != nil {
@@ -142,32 +167,48 @@ func (w *Worker) connect() (_ *conns, err error) {
 	if c.admin, err = sarama.NewClusterAdminFromClient(c.client); err != nil {
 		return nil, fmt.Errorf("kafkaworker: admin client: %w", err)
 	}
+	if err = checkSourceTopics(c.admin, w.cfg.Topics); err != nil {
+		return nil, err
+	}
 	if c.fwd, err = w.startForwarder(c.admin, c.topo); err != nil {
 		return nil, err
 	}
 	// Commits go over a connection of their own: on the group's connection
 	// they would queue behind a JoinGroup parked for a rebalance.
-	if c.commitClient, err = sarama.NewClient(w.cfg.Brokers, w.sarama); err != nil {
+	if c.commitClient, err = sarama.NewClient(w.cfg.Brokers, commitClientConfig(w.sarama)); err != nil {
 		return nil, fmt.Errorf("kafkaworker: connect the committer to %v: %w", w.cfg.Brokers, err)
 	}
 	return c, nil
 }
 
-// close closes what connect opened; the group first, which leaves it.
-func (c *conns) close() {
-	if c.group != nil {
-		_ = c.group.Close()
-	}
-	_ = c.fwd.close()
-	for _, cl := range []sarama.Client{c.commitClient, c.client} {
-		if cl != nil {
-			_ = cl.Close()
-		}
-	}
+// closeWithin closes what connect opened, the group first (which leaves
+// it), and waits for that d at most: a silent broker must not hold Run up.
+// It reports whether everything closed; calling it again waits again for
+// the same close.
+func (c *conns) closeWithin(d time.Duration) bool {
+	c.closeOnce.Do(func() {
+		c.closed = make(chan struct{})
+		go func() {
+			defer close(c.closed)
+			if c.group != nil {
+				_ = c.group.Close()
+			}
+			_ = c.fwd.close()
+			for _, cl := range []sarama.Client{c.commitClient, c.client} {
+				if cl != nil {
+					_ = cl.Close()
+				}
+			}
+		}()
+	})
+	return waitWithin(d, c.closed)
 }
 
-// run consumes until ctx is done and shuts down in the documented order.
-func (w *Worker) run(ctx context.Context, c *conns) {
+// run consumes until ctx is done, or the group fails for good (the
+// *FatalError it returns), and shuts down in the documented order.
+func (w *Worker) run(parent context.Context, c *conns) error {
+	ctx, cancel := context.WithCancel(parent) // a fatal error stops the worker as a cancellation would
+	defer cancel()
 	errsDone := make(chan struct{})
 	go w.logGroupErrors(c.group, errsDone)
 	pool := newPool(w.cfg.Concurrency)
@@ -177,8 +218,9 @@ func (w *Worker) run(ctx context.Context, c *conns) {
 	go func() { defer close(commitsDone); commits.loop(loopsCtx, w.cfg.CommitInterval) }()
 	go func() { defer close(probeDone); w.health.probe(loopsCtx, c.commitClient, c.topo.consumed(), w.tracing) }()
 	gh := &groupHandler{
-		w: w, pool: pool, group: c.group, admin: c.admin, topo: c.topo, fwd: c.fwd, commits: commits, metrics: w.metrics,
-		stopping: ctx.Done(), base: context.WithoutCancel(ctx), exited: make(chan struct{}, 1),
+		w: w, pool: pool, client: c.client, group: c.group, admin: c.admin, topo: c.topo, fwd: c.fwd, commits: commits, metrics: w.metrics,
+		stopping: ctx.Done(), stop: &stopClock{timeout: w.cfg.ShutdownTimeout},
+		base: context.WithoutCancel(ctx), exited: make(chan struct{}, 1),
 	}
 
 	// Consume gets a context of its own, cancelled only once every claim has
@@ -188,43 +230,47 @@ func (w *Worker) run(ctx context.Context, c *conns) {
 	consumeCtx, cancelConsume := context.WithCancel(context.WithoutCancel(ctx))
 	leaveDone := make(chan struct{})
 	go func() { defer close(leaveDone); gh.leaveAfterDrain(ctx, cancelConsume) }()
-	w.consume(ctx, consumeCtx, c.group, gh)
+	fatalErr := w.consume(ctx, consumeCtx, c.group, gh)
+	cancel()
 	cancelConsume()
 	<-leaveDone
 	stopLoops() // every partition made its final commit on release
-	<-commitsDone
-	<-probeDone
 
-	if err := c.group.Close(); err != nil { // leaves the group
-		w.log.Error("closing consumer group", slog.Any("error", err))
+	// Each of these ends by its own deadline; a request to a broker that
+	// went silent may still be winding down, and is not waited for.
+	closeBy := time.Now().Add(closeTimeout)
+	if !waitWithin(time.Until(closeBy), commitsDone, probeDone) {
+		w.log.Warn("a commit or broker probe is still waiting for a silent broker; not waiting for it")
 	}
-	<-errsDone
-	if !pool.stop(w.cfg.ShutdownTimeout) {
+	if !c.closeWithin(time.Until(closeBy)) || !waitWithin(time.Until(closeBy), errsDone) { // leaves the group
+		w.log.Warn("leaving the group and closing the connections did not finish in time; not waiting for them",
+			slog.Duration("waited", closeTimeout))
+	}
+	// Handlers that ignored their cancelled context had until the drain
+	// deadline already; they are not waited for a second time.
+	if !pool.stop(max(time.Until(gh.stop.deadline()), 100*time.Millisecond)) {
 		w.log.Error("handlers ignored their cancelled context and are still running; abandoning them")
 	}
+	return fatalErr
 }
 
-// consume calls Consume until ctx is done: an eager rebalance ends each
-// call, and errors are logged and retried with a capped backoff.
-func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerGroup, gh *groupHandler) {
-	delay := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := group.Consume(consumeCtx, gh.topo.consumed(), gh)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			delay = 100 * time.Millisecond
-			continue
-		}
-		w.log.Warn("consumer group session failed; rejoining", slog.Any("error", err), slog.Duration("retry_in", delay))
+// waitWithin waits for every channel to close, for d at most in all.
+func waitWithin(d time.Duration, chs ...<-chan struct{}) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for _, ch := range chs {
 		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
+		case <-ch:
+			continue // already closed: never lose to an expired timer
+		default:
 		}
-		delay = min(2*delay, 10*time.Second)
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		}
 	}
+	return true
 }
 
 // startForwarder makes sure the retry and dead-letter topics exist and
