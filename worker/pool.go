@@ -20,6 +20,7 @@ type pool struct {
 	idle   int // goroutines waiting in pop
 
 	waiting atomic.Int64 // len(items) - head, readable without the lock
+	stopped atomic.Bool  // set by stop: nothing more starts
 	wg      sync.WaitGroup
 }
 
@@ -36,6 +37,10 @@ func newPool(concurrency int) *pool {
 // push hands a task to the first free goroutine.
 func (p *pool) push(t *task) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return // stopping: the message stays unmarked for the next owner
+	}
 	p.items = append(p.items, t)
 	p.waiting.Add(1)
 	p.mu.Unlock()
@@ -48,6 +53,10 @@ func (p *pool) pushAll(ts []*task) {
 		return
 	}
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
 	p.items = append(p.items, ts...)
 	p.waiting.Add(int64(len(ts)))
 	wake := min(len(ts), p.idle) // waking more would only make them fight for the lock
@@ -97,6 +106,9 @@ func (p *pool) loop() {
 		}
 		for t != nil {
 			next := t.part.run(t)
+			if p.stopped.Load() {
+				break // a key's next message does not start after stop either
+			}
 			if next != nil && p.waiting.Load() > 0 {
 				p.push(next)
 				next = nil
@@ -110,6 +122,7 @@ func (p *pool) loop() {
 // grace. It reports whether all exited; the ones that did not are running a
 // handler that ignored its cancelled context.
 func (p *pool) stop(grace time.Duration) bool {
+	p.stopped.Store(true)
 	p.mu.Lock()
 	p.closed = true
 	clear(p.items)

@@ -40,6 +40,11 @@ func saramaConfig(c Config, hooks []func(*sarama.Config)) (*sarama.Config, error
 	// given up.
 	s.Consumer.Group.Rebalance.Retry.Backoff = 200 * time.Millisecond
 	s.Consumer.Group.Rebalance.Retry.Max = 30
+	// A consumer never creates topics: with auto-creation on, a source
+	// topic deleted while the worker runs would come back empty, with the
+	// broker's default partition count, and the group would carry on
+	// silently from its old offsets.
+	s.Metadata.AllowAutoTopicCreation = false
 	// The worker commits offsets itself (see committer.go), only what was
 	// handled successfully, every CommitInterval and on release.
 	s.Consumer.Offsets.AutoCommit.Enable = false

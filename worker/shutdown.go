@@ -19,8 +19,8 @@ import (
 //   - handler goroutines that ignored their cancelled context are
 //     abandoned at T + ShutdownTimeout, never waited for twice.
 const (
-	finalCommitGrace = 3 * time.Second
-	closeTimeout     = 1500 * time.Millisecond
+	finalCommitGrace = 2 * time.Second
+	closeTimeout     = time.Second
 )
 
 // stopClock holds the time Run's context was cancelled, as the deadline of
