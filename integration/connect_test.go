@@ -177,6 +177,7 @@ func TestMissingTopicFailsStart(t *testing.T) {
 // (auto.create.topics.enable, on by default in Apache Kafka), the check
 // still reports the topic missing, and it stays missing.
 func TestMissingTopicNotAutoCreated(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	c, err := kafkatest.NewCluster(kafkatest.WithKfakeOptions(kfake.AllowAutoTopicCreation()))
 	if err != nil {

@@ -38,6 +38,7 @@ type testBundle struct {
 // given partitions.
 func setup(t *testing.T, partitions int32) *testBundle {
 	t.Helper()
+	skipShort(t)
 	c, err := kafkatest.FromEnv()
 	if err != nil {
 		t.Fatalf("cluster: %v", err)
@@ -48,6 +49,15 @@ func setup(t *testing.T, partitions int32) *testBundle {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// skipShort skips an integration test under -short (make short): every
+// test here runs a broker and workers, some for tens of seconds.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: runs a Kafka broker and workers; skipped under -short (run make test for the whole suite)")
+	}
 }
 
 // requireFake skips a test that needs the embedded broker's fault injection

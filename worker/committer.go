@@ -51,6 +51,9 @@ type committer struct {
 	metrics    *metrics
 	health     *health
 	wake       chan struct{} // a flush is waiting; buffered 1
+	// roundTrip sends one request to the coordinator: commit, or a fake in
+	// unit tests.
+	roundTrip func(*sarama.OffsetCommitRequest) (*sarama.OffsetCommitResponse, error)
 
 	mu      sync.Mutex // guards parts and flushes; never held during I/O
 	parts   map[*partition]struct{}
@@ -72,9 +75,11 @@ type exchangeResult struct {
 }
 
 func newCommitter(w *Worker, client sarama.Client, m *metrics) *committer {
-	return &committer{client: client, group: w.cfg.GroupID, version: w.sarama.Version, instanceID: w.cfg.InstanceID,
+	c := &committer{client: client, group: w.cfg.GroupID, version: w.sarama.Version, instanceID: w.cfg.InstanceID,
 		log: w.log, metrics: m, health: &w.health, wake: make(chan struct{}, 1),
 		parts: map[*partition]struct{}{}, flushes: map[*partition]*flush{}}
+	c.roundTrip = c.commit
+	return c
 }
 
 // commitClientConfig is the configuration of the committer's own client:
@@ -118,6 +123,7 @@ func (c *committer) loop(ctx context.Context, interval time.Duration) {
 // round commits every partition with progress, one request per session,
 // answers the flushes it can, and reports whether some still wait.
 func (c *committer) round() (flushesWait bool) {
+	c.settleFlushes() // a flush past its deadline is answered, not sent for again
 	c.mu.Lock()
 	bySess := map[sarama.ConsumerGroupSession][]*partition{}
 	for p := range c.parts {
@@ -285,7 +291,7 @@ func (c *committer) send(sess sarama.ConsumerGroupSession, parts []*partition, d
 		p.mu.Unlock()
 	}
 	c.metrics.commit(first == nil)
-	if errors.Is(first, sarama.ErrNotCoordinatorForConsumer) || errors.Is(first, sarama.ErrConsumerCoordinatorNotAvailable) {
+	if c.client != nil && (errors.Is(first, sarama.ErrNotCoordinatorForConsumer) || errors.Is(first, sarama.ErrConsumerCoordinatorNotAvailable)) {
 		go func() { _ = c.client.RefreshCoordinator(c.group) }() // bounded by the client's timeouts; never blocks the loop
 	}
 	return first
@@ -320,6 +326,9 @@ func (c *committer) noteFlushError(p *partition, err error) {
 // exchange first waits (again until its own deadline) for it to end, so at
 // most one request is ever outstanding and requests land in order.
 func (c *committer) exchange(req *sarama.OffsetCommitRequest, deadline time.Time) (*sarama.OffsetCommitResponse, error) {
+	if !time.Now().Before(deadline) {
+		return nil, errCommitTimeout
+	}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	if c.inflight != nil {
@@ -332,7 +341,7 @@ func (c *committer) exchange(req *sarama.OffsetCommitRequest, deadline time.Time
 	}
 	ch := make(chan exchangeResult, 1)
 	go func() {
-		resp, err := c.commit(req)
+		resp, err := c.roundTrip(req)
 		ch <- exchangeResult{resp, err}
 	}()
 	select {
