@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,5 +159,35 @@ func TestGroupAuthorizationFailureIsFatal(t *testing.T) {
 	}
 	if fe.Hint == "" {
 		t.Fatalf("FatalError %q says nothing about what to do", err)
+	}
+}
+
+// A consumed topic deleted while the worker runs, and not re-created, ends
+// Run with a *worker.FatalError naming it (after missing for a few seconds)
+// instead of a rejoin loop; the worker never re-creates it itself.
+func TestDeletedTopicIsFatal(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	w, err := worker.New(b.config(), newRecorder(), worker.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(context.Background()) }()
+	b.waitStartCommitted(t, b.topic, 2)
+	if err := b.cluster.DeleteTopic(ctx(t), b.topic); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run kept going for 60s after its only topic was deleted")
+	}
+	var fe *worker.FatalError
+	if !errors.As(err, &fe) || !errors.Is(err, sarama.ErrUnknownTopicOrPartition) || !strings.Contains(err.Error(), strconv.Quote(b.topic)) {
+		t.Fatalf("Run returned %v; want a *worker.FatalError naming %q", err, b.topic)
+	}
+	if end, err := b.cluster.EndOffsets(ctx(t), b.topic); err == nil && len(end) > 0 {
+		t.Fatalf("the deleted topic exists again (%v): the worker must not re-create it", end)
 	}
 }

@@ -165,6 +165,32 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, partitions int3
 	return nil
 }
 
+// DeleteTopic deletes topic.
+func (c *Cluster) DeleteTopic(ctx context.Context, topic string) error {
+	resp, err := c.admin.DeleteTopic(ctx, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return fmt.Errorf("kafkatest: delete topic %q: %w", topic, err)
+	}
+	return nil
+}
+
+// GroupState returns group's state as its coordinator reports it (Empty,
+// PreparingRebalance, CompletingRebalance, Stable or Dead) and how many
+// members it has, so a test can wait for a rebalance to have completed.
+func (c *Cluster) GroupState(ctx context.Context, group string) (state string, members int, err error) {
+	groups, err := c.admin.DescribeGroups(ctx, group)
+	if err == nil {
+		d := groups[group]
+		if err = d.Err; err == nil {
+			return d.State, len(d.Members), nil
+		}
+	}
+	return "", 0, fmt.Errorf("kafkatest: describe group %q: %w", group, err)
+}
+
 // SetPartitions grows topic to total partitions (Kafka cannot shrink a topic).
 func (c *Cluster) SetPartitions(ctx context.Context, topic string, total int) error {
 	resp, err := c.admin.UpdatePartitions(ctx, total, topic)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -71,7 +72,7 @@ func fatal(err error) *FatalError {
 // call, and transient errors are logged and retried with a capped backoff.
 // It returns a *FatalError for a failure that retrying cannot fix, and
 // nil once ctx is done.
-func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerGroup, gh *groupHandler) error {
+func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerGroup, gh *groupHandler) *FatalError {
 	delay := 100 * time.Millisecond
 	var missing missingTopics
 	for ctx.Err() == nil {
@@ -99,6 +100,30 @@ func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerG
 		delay = min(2*delay, 10*time.Second)
 	}
 	return nil
+}
+
+// fatalSignal holds the first *FatalError of a run; ch closes when it is set.
+type fatalSignal struct {
+	once sync.Once
+	err  *FatalError
+	ch   chan struct{}
+}
+
+func (s *fatalSignal) set(f *FatalError) {
+	s.once.Do(func() {
+		s.err = f
+		close(s.ch)
+	})
+}
+
+// get returns the error set, or nil (an untyped nil error).
+func (s *fatalSignal) get() error {
+	select {
+	case <-s.ch:
+		return s.err
+	default:
+		return nil
+	}
 }
 
 // missingTopics tracks consumed topics found missing after failed sessions.

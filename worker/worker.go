@@ -210,7 +210,15 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	ctx, cancel := context.WithCancel(parent) // a fatal error stops the worker as a cancellation would
 	defer cancel()
 	errsDone := make(chan struct{})
-	go w.logGroupErrors(c.group, errsDone)
+	failed := &fatalSignal{ch: make(chan struct{})}
+	go w.logGroupErrors(c.group, c.admin, c.topo.consumed(), failed, errsDone)
+	go func() { // a fatal error stops the worker as a cancellation would
+		select {
+		case <-failed.ch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	pool := newPool(w.cfg.Concurrency)
 	commits := newCommitter(w, c.commitClient, w.metrics)
 	loopsCtx, stopLoops := context.WithCancel(context.Background())
@@ -230,7 +238,9 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	consumeCtx, cancelConsume := context.WithCancel(context.WithoutCancel(ctx))
 	leaveDone := make(chan struct{})
 	go func() { defer close(leaveDone); gh.leaveAfterDrain(ctx, cancelConsume) }()
-	fatalErr := w.consume(ctx, consumeCtx, c.group, gh)
+	if f := w.consume(ctx, consumeCtx, c.group, gh); f != nil {
+		failed.set(f)
+	}
 	cancel()
 	cancelConsume()
 	<-leaveDone
@@ -251,7 +261,7 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	if !pool.stop(max(time.Until(gh.stop.deadline()), 100*time.Millisecond)) {
 		w.log.Error("handlers ignored their cancelled context and are still running; abandoning them")
 	}
-	return fatalErr
+	return failed.get()
 }
 
 // waitWithin waits for every channel to close, for d at most in all.
@@ -285,10 +295,20 @@ func (w *Worker) startForwarder(admin sarama.ClusterAdmin, topo topology) (*forw
 	return newForwarder(w.cfg, topo, w.sarama, w.tracing)
 }
 
-func (w *Worker) logGroupErrors(group sarama.ConsumerGroup, done chan<- struct{}) {
+// logGroupErrors logs what sarama reports on the group's error channel. A
+// consumed topic that no longer exists shows only there (its partition
+// consumers retry, the session goes on): such errors make it check, and
+// once the topics have stayed missing it reports a *FatalError to failed.
+func (w *Worker) logGroupErrors(group sarama.ConsumerGroup, admin sarama.ClusterAdmin, topics []string, failed *fatalSignal, done chan<- struct{}) {
 	defer close(done)
+	var missing missingTopics
 	for err := range group.Errors() {
 		w.log.Error("consumer group error", slog.Any("error", err))
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			if f := missing.check(admin, topics); f != nil {
+				failed.set(f)
+			}
+		}
 	}
 }
 
