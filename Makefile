@@ -27,5 +27,5 @@ bench: ## Side-by-side benchmark against raw sarama on the embedded broker; prin
 	$(GO) run ./bench
 
 .PHONY: short
-short: ## Unit tests only, fast
+short: ## Unit tests only, fast: the integration suite skips under -short, saying why
 	$(GO) test -race -count=1 -short $(PKGS)

@@ -14,12 +14,18 @@
 //     finishes is marked. Handlers still running then see their context
 //     cancelled and their results are discarded.
 //  3. Marked offsets, with the done-set of what finished behind an
-//     unfinished offset, are committed synchronously. A rebalance in flight
-//     is allowed to complete first, so the commit carries the current
-//     generation and is accepted.
+//     unfinished offset, are committed synchronously, the session's
+//     partitions in one request. The session stays in the group meanwhile,
+//     so a rebalance in flight completes and a commit refused for a stale
+//     generation is retried with the new one, for up to finalCommitGrace
+//     after the shutdown timeout.
 //  4. The session ends and the member leaves the group (unless static
-//     membership is on), so its partitions move to other members at once.
-//  5. The handler goroutines exit and Run returns nil.
+//     membership is on), so its partitions move to other members at once;
+//     leaving and closing the connections get closeTimeout.
+//  5. The handler goroutines exit (one that ignores its cancelled context
+//     is abandoned, not waited for again) and Run returns nil.
+//
+// Every stage works to deadlines from one clock (stopClock, shutdown.go).
 package worker
 
 import (
@@ -94,8 +100,13 @@ func (w *Worker) Config() Config { return w.cfg }
 // shuts down in the order given in the package documentation and returns
 // nil. It returns an error only when it cannot start (no broker answered
 // within Config.ConnectTimeout, a source topic does not exist, bad sarama
-// settings) or when the group fails for good; a rebalance or a broker
-// hiccup is retried, not returned. Connecting, logged attempt by attempt,
+// settings) or when the group fails for good: then, after the usual
+// shutdown, a *FatalError (authorization or SASL failures, a fenced
+// instance id, a full group, an incompatible protocol, a consumed topic
+// that stays missing; see fatalHints). A rebalance, a moving coordinator or
+// a broker hiccup is retried, not returned. After ctx is cancelled Run
+// returns within Config.ShutdownTimeout + 5s, whatever the broker or the
+// handlers do (see shutdown.go). Connecting, logged attempt by attempt,
 // also ends when ctx is cancelled: Run then returns nil within a second, as
 // on any other cancel. Run may be called once.
 func (w *Worker) Run(ctx context.Context) error {
