@@ -22,9 +22,12 @@ vet: ## gofmt check and go vet
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
+# ARGS go to the bench command: make bench ARGS=-quick, make bench ARGS="-only=noop -reps=7".
+ARGS ?=
+
 .PHONY: bench
-bench: ## Side-by-side benchmark against raw sarama on the embedded broker; prints a table of ratios
-	$(GO) run ./bench
+bench: ## Side by side with raw sarama on the embedded broker, Markdown tables; options via ARGS (ARGS=-quick: smoke test)
+	$(GO) run ./bench $(ARGS)
 
 .PHONY: short
 short: ## Unit tests only, fast: the integration suite skips under -short, saying why

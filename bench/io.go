@@ -60,8 +60,8 @@ func (b *bench) io(ctx context.Context) (table, error) {
 		verdict = "**below**"
 	}
 	return table{
-		title: fmt.Sprintf("2. 5 ms simulated I/O: %d partitions, %s keys (median of %d alternating runs each)",
-			partitions, count(keys), b.reps),
+		title: fmt.Sprintf("5 ms simulated I/O: %d partitions, %s keys (median of %d alternating runs each)",
+			partitions, count(keys), b.repsFor(3)),
 		header: []string{"metric", "raw sarama (1 at a time per partition)", fmt.Sprintf("kafkaworker (key, concurrency %d)", concurrency), "worker / raw"},
 		rows: [][]string{
 			{"messages per run", count(nRaw), count(nWorker), ""},

@@ -39,7 +39,7 @@ func (b *bench) keys(ctx context.Context) (table, error) {
 		n = 1_000
 	}
 	t := table{
-		title: fmt.Sprintf("3. Key-count scaling: 1 partition, %s msgs, handler sleeps uniform 0–5 ms, concurrency %d", count(n), concurrency),
+		title: fmt.Sprintf("Key-count scaling: 1 partition, %s msgs, handler sleeps uniform 0–5 ms, concurrency %d", count(n), concurrency),
 		header: []string{"keys", "wall (Run start → all handled)", "join", "msgs/s", "ideal wall",
 			"ideal / wall", "ideal* wall (measured sleeps)", "ideal* / (wall − join)", "speed-up vs serial"},
 		notes: []string{

@@ -1,21 +1,26 @@
 // Command bench measures kafkaworker side by side with a raw sarama consumer
-// group, in one process, against the embedded broker (kafkatest), and prints
-// Markdown tables of rates and ratios. The machine it runs on is usually
-// shared and noisy, so the ratios (measured in the same run, alternating the
-// two sides) matter more than the absolute numbers.
+// group against the embedded broker (kafkatest), and prints Markdown tables
+// of rates and ratios. The machine it runs on is usually shared and noisy,
+// so the ratios (measured in the same run, alternating the sides) matter
+// more than the absolute numbers.
 //
-//	go run ./bench                    # everything, a few minutes
-//	go run ./bench -quick             # smaller counts, a smoke test
-//	go run ./bench -only=noop,io      # pick scenarios: noop, io, keys, rss
-//	go run ./bench -cpuprofile=cpu.out -only=noop
-//	go tool pprof -tagfocus=side=kafkaworker cpu.out   # the worker's share (side=raw: raw sarama's)
+//	make bench                         # everything: go run ./bench
+//	make bench ARGS=-quick             # one run per side, smaller counts: a smoke test (under a minute)
+//	make bench ARGS="-only=noop"       # pick scenarios: noop, partitions, io, keys, rss
+//	go run ./bench -only=noop -cpuprofile=cpu.out
+//	go tool pprof cpu.out.noop.worker.1.cpu      # a child run's CPU profile (.allocs: its allocations)
+//	go tool pprof -tagfocus=side=kafkaworker cpu.out   # in-process scenarios (io, keys): the worker's share
 //
 // Progress goes to stderr, the tables to stdout.
 //
 // Scenarios:
 //
-//   - noop: a no-op handler; raw sarama (MarkMessage per message) against the
-//     worker in key mode, medians of alternating runs.
+//   - noop: a no-op handler, 8 partitions; raw sarama (MarkMessage per
+//     message) against the worker in key mode, each consumer alone in a
+//     child process so that its CPU time and allocations are its own
+//     (child.go); medians of alternating runs.
+//   - partitions: the same on 256 partitions, with the worker also without
+//     retry topics: throughput and peak RSS by partition count.
 //   - io: a 5 ms handler; the worker against Little's law (concurrency /
 //     latency) and against raw sarama (one message at a time per partition).
 //   - keys: one partition, 0–5 ms random handler, wall time by key count.
@@ -41,18 +46,23 @@ import (
 )
 
 // allScenarios lists the scenarios in the order they run.
-var allScenarios = []string{"noop", "io", "keys", "rss"}
+var allScenarios = []string{"noop", "partitions", "io", "keys", "rss"}
 
 // bench is what every scenario shares: the embedded broker, the run's
 // settings and the topics produced so far.
 type bench struct {
 	cluster *kafkatest.Cluster
 	quick   bool
-	reps    int
+	reps    int // -reps; 0 for each scenario's default (see repsFor)
 	seq     atomic.Int64
 	// topics caches produced topics by a description of their content, so
 	// scenarios that need the same data (noop and rss) produce it once.
 	topics map[string]string
+	// cpuprofile is the -cpuprofile path; child runs write theirs next to it.
+	cpuprofile string
+	// noopHWM is the noop scenario's median peak RSS (kB) by variant tag,
+	// which the partitions scenario compares with; nil when noop did not run.
+	noopHWM map[string]float64
 }
 
 // table is one Markdown table of results, with notes printed under it.
@@ -76,20 +86,15 @@ func main() {
 	}
 	quick := flag.Bool("quick", false, "smaller message counts and one run per side: a smoke test")
 	only := flag.String("only", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
-	reps := flag.Int("reps", 0, "runs per side where medians are taken (default 3, or 1 with -quick)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (broker included) to this file")
+	reps := flag.Int("reps", 0, "runs per side where medians are taken (default 5 for noop, 3 elsewhere; 1 with -quick)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (the broker, and the io and keys consumers) to this file, "+
+		"and each child run's CPU and allocation profiles to FILE.<scenario>.<consumer>.<run>.{cpu,allocs}")
 	flag.Parse()
 
 	selected, err := parseOnly(*only)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
-	}
-	if *reps <= 0 {
-		*reps = 3
-		if *quick {
-			*reps = 1
-		}
 	}
 	if *cpuprofile != "" {
 		stop, err := startCPUProfile(*cpuprofile)
@@ -99,7 +104,7 @@ func main() {
 		}
 		defer stop()
 	}
-	if err := run(selected, *quick, *reps, os.Stdout); err != nil {
+	if err := run(selected, *quick, *reps, *cpuprofile, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -144,7 +149,7 @@ func startCPUProfile(path string) (func(), error) {
 
 // run starts the embedded broker, runs the selected scenarios and prints
 // their tables to out.
-func run(selected []string, quick bool, reps int, out io.Writer) error {
+func run(selected []string, quick bool, reps int, cpuprofile string, out io.Writer) error {
 	// sarama and kfake log nothing by default; keep any slog.Default user
 	// (none expected) quiet too.
 	slog.SetDefault(slog.New(slog.DiscardHandler))
@@ -153,9 +158,15 @@ func run(selected []string, quick bool, reps int, out io.Writer) error {
 		return err
 	}
 	defer cluster.Close()
-	b := &bench{cluster: cluster, quick: quick, reps: reps, topics: map[string]string{}}
-	progress("embedded broker at %v; GOMAXPROCS=%d; quick=%v reps=%d; scenarios %v",
-		cluster.Addrs(), runtime.GOMAXPROCS(0), quick, reps, selected)
+	b := &bench{cluster: cluster, quick: quick, reps: reps, topics: map[string]string{}, cpuprofile: cpuprofile}
+	repsDesc := "each scenario's default"
+	if reps > 0 {
+		repsDesc = fmt.Sprint(reps)
+	} else if quick {
+		repsDesc = "1"
+	}
+	progress("embedded broker at %v; GOMAXPROCS=%d; quick=%v; runs per side: %s; scenarios %v",
+		cluster.Addrs(), runtime.GOMAXPROCS(0), quick, repsDesc, selected)
 
 	ctx := context.Background()
 	var tables []table
@@ -164,6 +175,8 @@ func run(selected []string, quick bool, reps int, out io.Writer) error {
 		switch s {
 		case "noop":
 			t, err = b.noop(ctx)
+		case "partitions":
+			t, err = b.partitions(ctx)
 		case "io":
 			t, err = b.io(ctx)
 		case "keys":
@@ -178,11 +191,24 @@ func run(selected []string, quick bool, reps int, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "# kafkaworker vs raw sarama (embedded kfake broker, %s, GOMAXPROCS=%d, %s)\n\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), map[bool]string{true: "-quick", false: "full run"}[quick])
-	for _, t := range tables {
+	for i, t := range tables {
+		t.title = fmt.Sprintf("%d. %s", i+1, t.title)
 		t.render(out)
 	}
 	progress("done")
 	return nil
+}
+
+// repsFor returns how many runs per side a scenario whose default is def
+// makes: -reps when given, 1 with -quick, else def.
+func (b *bench) repsFor(def int) int {
+	switch {
+	case b.reps > 0:
+		return b.reps
+	case b.quick:
+		return 1
+	}
+	return def
 }
 
 // name returns a unique topic or group name for what.

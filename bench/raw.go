@@ -9,10 +9,13 @@ import (
 	"github.com/IBM/sarama"
 )
 
-// rawSaramaConfig is the sarama configuration the worker builds from
-// worker.DefaultConfig() (see worker/sarama.go), so the two sides differ
-// only in what happens between the claim and the handler: oldest initial
-// offset, the sticky strategy, auto-commit every second, errors returned.
+// rawSaramaConfig is the raw side's sarama configuration: what a textbook
+// sarama consumer uses, sarama's defaults but for the oldest initial offset
+// (as the worker's default), the sticky strategy, sarama's auto-commit of
+// marked offsets every second, and errors returned. It is not the worker's
+// (see worker/sarama.go: cooperative-sticky, its own committer with
+// sarama's auto-commit off, shorter rejoin backoff, no topic
+// auto-creation); the table notes list both from the configs themselves.
 func rawSaramaConfig() *sarama.Config {
 	c := sarama.NewConfig()
 	c.ClientID = "kafkaworker-bench-raw"
@@ -30,10 +33,17 @@ type rawHandler struct {
 	work workFunc
 	// done is called after each message is handled and marked.
 	done func()
+	// setup, if set, is called when a session starts.
+	setup func()
 }
 
-// Setup does nothing; it is part of sarama.ConsumerGroupHandler.
-func (h *rawHandler) Setup(sarama.ConsumerGroupSession) error { return nil }
+// Setup calls h.setup, if set; it is part of sarama.ConsumerGroupHandler.
+func (h *rawHandler) Setup(sarama.ConsumerGroupSession) error {
+	if h.setup != nil {
+		h.setup()
+	}
+	return nil
+}
 
 // Cleanup does nothing; it is part of sarama.ConsumerGroupHandler.
 func (h *rawHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }

@@ -1,30 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
-	"os/exec"
-	"os/signal"
-	"runtime/metrics"
-	"strconv"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/worker"
-)
-
-// Environment variables that put the bench binary in child mode for the rss
-// scenario. The child reads its Kafka settings from the usual KAFKA_* and
-// WORKER_* variables through worker.ConfigFromEnv.
-const (
-	childModeEnv  = "KAFKAWORKER_BENCH_CHILD"       // "worker" or "raw"
-	childSleepEnv = "KAFKAWORKER_BENCH_CHILD_SLEEP" // handler time, a Go duration
 )
 
 // rssResult is what one child run measured.
@@ -70,7 +52,7 @@ func (b *bench) rss(ctx context.Context) (table, error) {
 	}
 
 	t := table{
-		title: fmt.Sprintf("4. Peak RSS of a child process, handler sleeping %s, %d partitions, %s window per run",
+		title: fmt.Sprintf("Peak RSS of a child process, handler sleeping %s, %d partitions, %s window per run",
 			sleep, partitions, window),
 		header: []string{"consumer", "backlog", "handled in window", "**peak RSS (VmHWM)**", "RSS at end", "peak live heap", "peak RSS vs empty topic"},
 		notes: []string{
@@ -111,90 +93,16 @@ func (b *bench) rss(ctx context.Context) (table, error) {
 	return t, nil
 }
 
-// rssChild runs one child consumer of topic for window, reads its peak RSS,
-// stops it with SIGTERM and returns what it measured.
+// rssChild runs one child consumer of topic for window and returns what it
+// measured.
 func (b *bench) rssChild(ctx context.Context, side, topic string, concurrency int, sleep, window time.Duration) (rssResult, error) {
-	exe, err := os.Executable()
+	r, err := b.runChild(ctx, childSpec{
+		side: side, group: b.name("rss-" + side), topic: topic, concurrency: concurrency, sleep: sleep, window: window,
+	})
 	if err != nil {
 		return rssResult{}, err
 	}
-	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(childEnviron(),
-		childModeEnv+"="+side,
-		childSleepEnv+"="+sleep.String(),
-		"KAFKA_BROKERS="+strings.Join(b.cluster.Addrs(), ","),
-		"KAFKA_GROUP_ID="+b.name("rss-"+side),
-		"KAFKA_TOPICS="+topic,
-		"WORKER_CONCURRENCY="+strconv.Itoa(concurrency),
-	)
-	var stdout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return rssResult{}, fmt.Errorf("start child: %w", err)
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-
-	select {
-	case err := <-waited:
-		return rssResult{}, fmt.Errorf("%s child exited early: %v", side, err)
-	case <-time.After(window):
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-	if err != nil {
-		_ = cmd.Process.Kill()
-		<-waited
-		return rssResult{}, fmt.Errorf("read child status: %w", err)
-	}
-	r := rssResult{side: side, hwm: statusKB(status, "VmHWM"), rss: statusKB(status, "VmRSS")}
-
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err = <-waited:
-	case <-time.After(time.Minute):
-		_ = cmd.Process.Kill()
-		<-waited
-		return rssResult{}, fmt.Errorf("%s child ignored SIGTERM for a minute; killed", side)
-	}
-	if err != nil {
-		return rssResult{}, fmt.Errorf("%s child: %v", side, err)
-	}
-	for line := range strings.SplitSeq(stdout.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, "handled="); ok {
-			r.handled, _ = strconv.ParseInt(v, 10, 64)
-		}
-		if v, ok := strings.CutPrefix(line, "peaklive="); ok {
-			r.live, _ = strconv.ParseInt(v, 10, 64)
-		}
-	}
-	return r, nil
-}
-
-// childEnviron is the parent's environment without the variables the
-// child's configuration is built from, so only what rssChild sets counts.
-func childEnviron() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "KAFKA_") || strings.HasPrefix(k, "WORKER_") || strings.HasPrefix(k, "RETRY_") ||
-			strings.HasPrefix(k, "KAFKAWORKER_BENCH_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// statusKB returns the value in kB of field in a /proc/<pid>/status text,
-// or 0 when absent.
-func statusKB(status []byte, field string) int64 {
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
+	return rssResult{side: side, hwm: r.hwm, rss: r.rss, handled: r.handled, live: r.live}, nil
 }
 
 // liveHeap formats a live heap size in bytes, which is 0 before the first GC.
@@ -207,83 +115,3 @@ func liveHeap(b int64) string {
 
 // mib formats a kB figure in MiB.
 func mib(kb int64) string { return fmt.Sprintf("%.1f MiB", float64(kb)/1024) }
-
-// childMain is the rss scenario's child process: a worker (mode "worker")
-// or a raw sarama consumer group (mode "raw") configured from the
-// environment, whose handler sleeps for KAFKAWORKER_BENCH_CHILD_SLEEP. It
-// runs until SIGTERM or an interrupt, then prints how many messages it
-// handled and its peak live heap, and returns the exit code.
-func childMain(mode string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	fail := func(err error) int { fmt.Fprintf(os.Stderr, "bench child (%s): %v\n", mode, err); return 1 }
-
-	sleep, err := time.ParseDuration(os.Getenv(childSleepEnv))
-	if err != nil {
-		return fail(fmt.Errorf("%s: %w", childSleepEnv, err))
-	}
-	cfg, err := worker.ConfigFromEnv()
-	if err != nil {
-		return fail(err)
-	}
-	var handled atomic.Int64
-	peakLive := watchLiveHeap(ctx)
-	work := func(context.Context, []byte, []byte) { time.Sleep(sleep) }
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-
-	switch mode {
-	case "worker":
-		h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
-			work(ctx, m.Key, m.Value)
-			handled.Add(1)
-			return nil
-		})
-		w, err := worker.New(cfg, h, worker.WithLogger(log))
-		if err != nil {
-			return fail(err)
-		}
-		if err := w.Run(ctx); err != nil {
-			return fail(err)
-		}
-	case "raw":
-		rh := &rawHandler{work: work, done: func() { handled.Add(1) }}
-		err := consumeRaw(ctx, cfg.Brokers, cfg.GroupID, cfg.Topics, rh, func(err error) {
-			log.Warn("raw sarama consumer group error", slog.Any("error", err))
-		})
-		if err != nil {
-			return fail(err)
-		}
-	default:
-		return fail(fmt.Errorf("%s=%q: want worker or raw", childModeEnv, mode))
-	}
-	fmt.Printf("handled=%d\npeaklive=%d\n", handled.Load(), peakLive())
-	return 0
-}
-
-// watchLiveHeap samples the live heap (as of the last GC) every 50 ms until
-// ctx is done, and returns a function reporting the largest value seen.
-func watchLiveHeap(ctx context.Context) func() int64 {
-	var peak atomic.Int64
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	read := func() {
-		metrics.Read(sample)
-		if sample[0].Value.Kind() == metrics.KindUint64 {
-			if v := int64(sample[0].Value.Uint64()); v > peak.Load() {
-				peak.Store(v)
-			}
-		}
-	}
-	go func() {
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				read()
-			}
-		}
-	}()
-	return func() int64 { read(); return peak.Load() }
-}

@@ -7,7 +7,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
@@ -42,24 +41,25 @@ type measurement struct {
 	// auto-commit interval); committed says whether they did at all.
 	commitLag time.Duration
 	committed bool
-	// cpu is the CPU time (user + system) the whole process used from the
-	// start until the n-th message was handled: the consumer under test,
-	// and the embedded broker serving its fetches.
+	// cpu is the CPU time (user + system) the process used from the start
+	// until the n-th message was handled. In-process (io, keys) that is the
+	// consumer under test and the embedded broker serving its fetches; for
+	// a child run (noop, partitions) it is the consumer's alone.
 	cpu time.Duration
+
+	// Child runs only (see childRun): the child's snapshots by name
+	// (snapStart, snapJoined, snapFirst, snapLast) and the parent's CPU
+	// time at each; see window.
+	snaps     map[string]childSnapshot
+	brokerCPU map[string]time.Duration
+	// hwm is the consumer process's peak RSS (VmHWM, kB), read after the
+	// commits reached the end offsets.
+	hwm int64
 }
 
 // cpuPerMillion is the process CPU time spent per million messages.
 func (m measurement) cpuPerMillion() time.Duration {
 	return time.Duration(float64(m.cpu) * 1e6 / float64(m.n))
-}
-
-// cpuTime returns the CPU time (user + system) this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rate is messages per second over the whole run, startup included.
@@ -205,22 +205,6 @@ func reached(committed, end map[int32]int64) bool {
 	return true
 }
 
-// median returns the measurement with the median rate; with an even
-// number of them, the lower middle one.
-func median(ms []measurement) measurement {
-	s := slices.Clone(ms)
-	slices.SortFunc(s, func(a, b measurement) int {
-		switch {
-		case a.rate() < b.rate():
-			return -1
-		case a.rate() > b.rate():
-			return 1
-		}
-		return 0
-	})
-	return s[(len(s)-1)/2]
-}
-
 // medianOf returns the median of f over ms.
 func medianOf(ms []measurement, f func(measurement) float64) float64 {
 	v := make([]float64, len(ms))
@@ -237,7 +221,8 @@ func medianOf(ms []measurement, f func(measurement) float64) float64 {
 // alternate runs raw and worker reps times each, alternating (raw first),
 // and returns both sides' measurements.
 func (b *bench) alternate(ctx context.Context, scenario string, raw, wrk spec) (raws, wrks []measurement, err error) {
-	for i := range b.reps {
+	reps := b.repsFor(3)
+	for i := range reps {
 		for _, side := range []string{"raw sarama", "kafkaworker"} {
 			var m measurement
 			if side == "raw sarama" {
@@ -248,8 +233,8 @@ func (b *bench) alternate(ctx context.Context, scenario string, raw, wrk spec) (
 			if err != nil {
 				return nil, nil, err
 			}
-			progress("%s run %d/%d %-11s: %s msgs in %s = %s msgs/s (join %s, steady %s msgs/s, CPU %s/1M msgs, commit at end: %v after +%s)",
-				scenario, i+1, b.reps, side, count(m.n), dur(m.total), rate(m.rate()), dur(m.startup),
+			progress("%s run %d/%d %-11s: %s msgs in %s = %s msgs/s (join %s, steady %s msgs/s, process CPU (consumer + broker) %s/1M msgs, commit at end: %v after +%s)",
+				scenario, i+1, reps, side, count(m.n), dur(m.total), rate(m.rate()), dur(m.startup),
 				rate(m.steadyRate()), dur(m.cpuPerMillion()), m.committed, dur(m.commitLag))
 			if side == "raw sarama" {
 				raws = append(raws, m)

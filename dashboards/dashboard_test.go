@@ -91,7 +91,10 @@ func TestDashboardCoversEveryMetricAndTopic(t *testing.T) {
 			a.usesSelector(worker.MetricRebalances, "increase", "", "")},
 		{"commits by result: " + worker.MetricCommits,
 			a.hasTarget(func(t targetInfo) bool { return t.metrics[worker.MetricCommits] && t.labels["result"] })},
-		{"forward errors: " + worker.MetricForwardErrors, a.usesSelector(worker.MetricForwardErrors, "rate", "", "")},
+		{"forward errors: rate of " + worker.MetricForwardErrors + " by reason",
+			a.hasTarget(func(t targetInfo) bool {
+				return t.metrics[worker.MetricForwardErrors] && t.labels["reason"]
+			}) && a.usesSelector(worker.MetricForwardErrors, "rate", "", "")},
 		{"build info table: " + worker.MetricBuildInfo + " by version, go_version, sarama_version",
 			a.hasTarget(func(t targetInfo) bool {
 				return t.panelType == "table" && t.metrics[worker.MetricBuildInfo] &&

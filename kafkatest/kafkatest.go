@@ -24,6 +24,7 @@ import (
 	"hash/fnv"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,9 +43,19 @@ type Cluster struct {
 	fake   *kfake.Cluster // nil when connected to an external cluster
 	client *kgo.Client
 	admin  *kadm.Client
+	// batchMax is the largest record batch the client writes to a topic
+	// (int32), by topic: its max.message.bytes when CreateTopicWithConfig
+	// set it, so records larger than the default 1 MiB can be produced
+	// there, and batches never exceed what the topic accepts.
+	batchMax sync.Map
 
 	closeOnce sync.Once
 }
+
+// defaultBatchMax is the largest record batch the client writes to a topic
+// whose max.message.bytes it does not know: 1 MiB, below Kafka's default
+// max.message.bytes (1048588).
+const defaultBatchMax = 1 << 20
 
 // Option configures NewCluster.
 type Option func(*options)
@@ -119,19 +130,26 @@ func FromEnv(opts ...Option) (*Cluster, error) {
 }
 
 func connect(addrs []string) (*Cluster, error) {
+	c := &Cluster{addrs: addrs}
 	client, err := kgo.NewClient(
 		kgo.SeedBrokers(addrs...),
 		// Topics appear and grow during tests: never serve stale metadata long.
 		kgo.MetadataMinAge(10*time.Millisecond),
 		kgo.ProducerLinger(5*time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.ProducerBatchMaxBytesFn(func(topic string) int32 {
+			if v, ok := c.batchMax.Load(topic); ok {
+				return v.(int32)
+			}
+			return defaultBatchMax
+		}),
 		kgo.MaxBufferedRecords(100_000),
 		kgo.RecordPartitioner(partitioner()),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: client: %w", err)
 	}
-	return &Cluster{addrs: addrs, client: client, admin: kadm.NewClient(client)}, nil
+	c.client, c.admin = client, kadm.NewClient(client)
+	return c, nil
 }
 
 // Addrs returns the brokers' host:port addresses, for KAFKA_BROKERS.
@@ -161,6 +179,73 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, partitions int3
 	}
 	if err != nil {
 		return fmt.Errorf("kafkatest: create topic %q: %w", topic, err)
+	}
+	return nil
+}
+
+// CreateTopicWithConfig creates topic with the given number of partitions
+// and topic configs, e.g. {"max.message.bytes": "2097152"}. When
+// max.message.bytes is set, records up to that size (less the record batch
+// overhead) can be produced to the topic with Produce; elsewhere the limit
+// is 1 MiB.
+func (c *Cluster) CreateTopicWithConfig(ctx context.Context, topic string, partitions int32, configs map[string]string) error {
+	kc := make(map[string]*string, len(configs))
+	for k, v := range configs {
+		kc[k] = &v
+	}
+	if v, ok := configs["max.message.bytes"]; ok {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 512 {
+			return fmt.Errorf("kafkatest: create topic %q: max.message.bytes=%q: want a number of bytes, at least 512", topic, v)
+		}
+		c.batchMax.Store(topic, int32(n))
+	}
+	resp, err := c.admin.CreateTopic(ctx, partitions, 1, kc, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		c.batchMax.Delete(topic)
+		return fmt.Errorf("kafkatest: create topic %q with %v: %w", topic, configs, err)
+	}
+	return nil
+}
+
+// TopicConfig returns the value in force of topic's config key (set on the
+// topic, or inherited from the broker), as DescribeConfigs reports it.
+func (c *Cluster) TopicConfig(ctx context.Context, topic, key string) (string, error) {
+	rcs, err := c.admin.DescribeTopicConfigs(ctx, topic)
+	var rc kadm.ResourceConfig
+	if err == nil {
+		rc, err = rcs.On(topic, nil)
+	}
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		return "", fmt.Errorf("kafkatest: describe the config of topic %q: %w", topic, err)
+	}
+	for _, cfg := range rc.Configs {
+		if cfg.Key == key && cfg.Value != nil {
+			return *cfg.Value, nil
+		}
+	}
+	return "", fmt.Errorf("kafkatest: topic %q has no config %q", topic, key)
+}
+
+// SetTopicConfig sets topic's config key to value (an incremental alter:
+// the topic's other configs stay).
+func (c *Cluster) SetTopicConfig(ctx context.Context, topic, key, value string) error {
+	resps, err := c.admin.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: key, Value: &value}}, topic)
+	var r kadm.AlterConfigsResponse
+	if err == nil {
+		r, err = resps.On(topic, nil)
+	}
+	if err == nil {
+		err = r.Err
+	}
+	if err != nil {
+		return fmt.Errorf("kafkatest: set %s=%s on topic %q: %w", key, value, topic, err)
 	}
 	return nil
 }

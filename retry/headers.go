@@ -1,6 +1,7 @@
 package retry
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,24 @@ const (
 // MaxErrorBytes caps the kw-error header.
 const MaxErrorBytes = 1024
 
+// MaxAttempt is the largest kw-attempt WriteInfo writes: a message
+// delivered more often than that (only possible with a huge
+// RETRY_LOCAL_ATTEMPTS) carries MaxAttempt. ReadInfo, and the worker
+// consuming a retry tier, read a negative or larger value as 0: no worker
+// wrote it. The bound leaves room to add a hop's deliveries to a count read
+// from a header without overflowing an int, even a 32-bit one.
+const MaxAttempt = 1 << 20
+
+// Times in the kw-original-timestamp, kw-not-before and kw-failed-at
+// headers (unix ms) are kept, on reading and on writing, within the range
+// time.Time.UnixNano can represent, so that nothing derived from a header
+// (UnixNano, durations, formatting) overflows or wraps: a later time
+// becomes maxTime, an earlier one the zero time.
+var (
+	maxTime = time.UnixMilli(math.MaxInt64 / 1_000_000) // 2262-04-11T23:47:16.854Z
+	minTime = time.UnixMilli(math.MinInt64 / 1_000_000) // 1677-09-21T00:12:43.146Z
+)
+
 // Info is what the kw-* headers say about a forwarded message.
 type Info struct {
 	OriginalTopic     string
@@ -42,8 +61,14 @@ type Info struct {
 }
 
 // ReadInfo parses the kw-* headers. ok is false when the message carries no
-// kw-original-topic, i.e. it was never forwarded by a worker. Malformed
-// numbers read as zero values.
+// kw-original-topic, i.e. it was never forwarded by a worker.
+//
+// Numbers are decimal as WriteInfo writes them: an optional '-' and ASCII
+// digits, nothing else (no '+', no spaces). A malformed or out-of-range
+// number reads as the zero value, and so does a kw-attempt that is negative
+// or above MaxAttempt. A timestamp after 2262-04-11 (the end of
+// time.Time.UnixNano's range) reads as that instant, one before 1677-09-21
+// as the zero time.
 func ReadInfo(headers []handler.Header) (info Info, ok bool) {
 	get := func(k string) string {
 		m := handler.Message{Headers: headers}
@@ -53,12 +78,15 @@ func ReadInfo(headers []handler.Header) (info Info, ok bool) {
 	if info.OriginalTopic = get(HeaderOriginalTopic); info.OriginalTopic == "" {
 		return Info{}, false
 	}
-	p, _ := strconv.ParseInt(get(HeaderOriginalPartition), 10, 32)
-	info.OriginalPartition = int32(p)
-	info.OriginalOffset, _ = strconv.ParseInt(get(HeaderOriginalOffset), 10, 64)
+	if p, valid := parseInt(get(HeaderOriginalPartition)); valid && p >= math.MinInt32 && p <= math.MaxInt32 {
+		info.OriginalPartition = int32(p)
+	}
+	info.OriginalOffset, _ = parseInt(get(HeaderOriginalOffset))
 	info.OriginalTimestamp = unixMs(get(HeaderOriginalTimestamp))
 	info.Group = get(HeaderGroup)
-	info.Attempt, _ = strconv.Atoi(get(HeaderAttempt))
+	if n, valid := parseInt(get(HeaderAttempt)); valid && n >= 0 && n <= MaxAttempt {
+		info.Attempt = int(n)
+	}
 	info.NotBefore = unixMs(get(HeaderNotBefore))
 	info.Error = get(HeaderError)
 	info.ErrorType = get(HeaderErrorType)
@@ -70,7 +98,9 @@ func ReadInfo(headers []handler.Header) (info Info, ok bool) {
 // other headers (traceparent, the application's own) are kept in order, and
 // a message forwarded many times carries one set of kw-* headers, not one
 // per hop. The error text is cut to MaxErrorBytes; a zero NotBefore is left
-// out.
+// out. Attempt is written within [0, MaxAttempt], never negative or
+// wrapped, and times are kept within the range ReadInfo reads, so that
+// ReadInfo(WriteInfo(h, info)) gives info back with those bounds applied.
 func WriteInfo(headers []handler.Header, info Info) []handler.Header {
 	out := make([]handler.Header, 0, len(headers)+10)
 	for _, h := range headers {
@@ -82,24 +112,65 @@ func WriteInfo(headers []handler.Header, info Info) []handler.Header {
 	add(HeaderOriginalTopic, info.OriginalTopic)
 	add(HeaderOriginalPartition, strconv.FormatInt(int64(info.OriginalPartition), 10))
 	add(HeaderOriginalOffset, strconv.FormatInt(info.OriginalOffset, 10))
-	add(HeaderOriginalTimestamp, strconv.FormatInt(info.OriginalTimestamp.UnixMilli(), 10))
+	add(HeaderOriginalTimestamp, formatMs(info.OriginalTimestamp))
 	add(HeaderGroup, info.Group)
-	add(HeaderAttempt, strconv.Itoa(info.Attempt))
+	add(HeaderAttempt, strconv.Itoa(min(max(info.Attempt, 0), MaxAttempt)))
 	if !info.NotBefore.IsZero() {
-		add(HeaderNotBefore, strconv.FormatInt(info.NotBefore.UnixMilli(), 10))
+		add(HeaderNotBefore, formatMs(info.NotBefore))
 	}
 	add(HeaderError, truncate(info.Error, MaxErrorBytes))
 	add(HeaderErrorType, info.ErrorType)
-	add(HeaderFailedAt, strconv.FormatInt(info.FailedAt.UnixMilli(), 10))
+	add(HeaderFailedAt, formatMs(info.FailedAt))
 	return out
 }
 
+// parseInt parses a decimal as WriteInfo writes it: an optional '-', then
+// ASCII digits. ok is false for anything else and for a value out of int64.
+func parseInt(s string) (n int64, ok bool) {
+	if s == "" || s[0] == '+' { // strconv takes a '+'; WriteInfo never writes one
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64) // no spaces, no '_' in base 10
+	if err != nil {
+		return 0, false // ParseInt returns the nearest bound when out of range
+	}
+	return n, true
+}
+
+// unixMs reads a unix-ms timestamp header, clamped as clampTime does; a
+// malformed one is the zero time.
 func unixMs(s string) time.Time {
-	ms, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || s == "" {
+	ms, ok := parseInt(s)
+	if !ok {
+		return time.Time{}
+	}
+	// Compare in ms: time.UnixMilli of any int64 is a valid time.Time.
+	switch {
+	case ms > maxTime.UnixMilli():
+		return maxTime
+	case ms < minTime.UnixMilli():
 		return time.Time{}
 	}
 	return time.UnixMilli(ms)
+}
+
+// clampTime keeps t within [minTime, maxTime]: later is maxTime, earlier is
+// the zero time.
+func clampTime(t time.Time) time.Time {
+	switch {
+	case t.After(maxTime):
+		return maxTime
+	case t.Before(minTime):
+		return time.Time{}
+	}
+	return t
+}
+
+// formatMs writes t as unix ms, clamped as clampTime does. The zero time
+// (so also any time before minTime) is written, as it always was, as its
+// own unix ms, -62135596800000, which unixMs reads back as the zero time.
+func formatMs(t time.Time) string {
+	return strconv.FormatInt(clampTime(t).UnixMilli(), 10)
 }
 
 // truncate cuts s to at most n bytes without splitting a UTF-8 sequence.

@@ -27,6 +27,7 @@ type groupHandler struct {
 	// shutdown timeout instead of the revoke one.
 	stopping <-chan struct{}
 	stop     *stopClock // the deadlines of a shutdown, from when stopping closed
+	clock    *coarseClock
 	// base is the parent of every handler context: Run's values, without
 	// Run's cancellation, which must not interrupt the drain.
 	base context.Context
@@ -97,7 +98,8 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 		marked: claim.InitialOffset(), committed: claim.InitialOffset(),
 		ctx:    ctx,
 		cancel: cancel,
-		keys:   make(map[string]*task), ring: make([]slot, cfg.MaxInFlight),
+		keys:   make(map[string]*keyState), offsets: newOffsetTracker(claim.InitialOffset()), maxHeld: cfg.MaxInFlight,
+		clock: g.clock, stuckAfter: cfg.StuckAfter,
 		backingOff: make(map[*task]*time.Timer),
 		idle:       make(chan struct{}), freed: make(chan struct{}, 1),
 	}

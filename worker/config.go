@@ -98,6 +98,10 @@ type Config struct {
 	// CommitInterval is how often ready offsets are committed.
 	// WORKER_COMMIT_INTERVAL, default 1s. Revocation and shutdown also commit.
 	CommitInterval time.Duration `env:"WORKER_COMMIT_INTERVAL" envDefault:"1s"`
+	// StuckAfter is how long a message may run or wait in place before the
+	// worker logs it as stuck (one WARN line per message, and an INFO line
+	// when it finishes). WORKER_STUCK_AFTER, default 1m; 0 turns it off.
+	StuckAfter time.Duration `env:"WORKER_STUCK_AFTER" envDefault:"1m"`
 	// ShutdownTimeout is how long Run lets running handlers finish after its
 	// context is cancelled. WORKER_SHUTDOWN_TIMEOUT, default 30s.
 	ShutdownTimeout time.Duration `env:"WORKER_SHUTDOWN_TIMEOUT" envDefault:"30s"`
@@ -347,6 +351,9 @@ func (c Config) Validate() error {
 	if c.Concurrency < 1 {
 		add("WORKER_CONCURRENCY: %d: must be at least 1", c.Concurrency)
 	}
+	if c.StuckAfter < 0 {
+		add("WORKER_STUCK_AFTER: %v is negative: use a positive duration, or 0 to turn stuck-message logging off", c.StuckAfter)
+	}
 	if c.MaxInFlight < 1 {
 		add("WORKER_MAX_IN_FLIGHT: %d: must be at least 1", c.MaxInFlight)
 	}
@@ -416,7 +423,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("connect_timeout", c.ConnectTimeout),
 		slog.String("instance_id", c.InstanceID), slog.String("ordering", string(c.Ordering)),
 		slog.Int("concurrency", c.Concurrency), slog.Int("max_in_flight", c.MaxInFlight),
-		slog.Duration("commit_interval", c.CommitInterval), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Duration("commit_interval", c.CommitInterval), slog.Duration("stuck_after", c.StuckAfter), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("retry_local_attempts", c.RetryLocalAttempts), slog.Any("retry_topic_delays", c.RetryTopicDelays),
 		slog.Bool("dlq_enabled", c.DLQEnabled), slog.String("metrics_addr", c.MetricsAddr),
 	)

@@ -61,12 +61,12 @@ func (p *partition) deliver(t *task) error {
 // goes next (t.forwarding).
 func (p *partition) handle(ctx context.Context, t *task) error {
 	t.attempt++
-	began := time.Since(clockAnchor) // one monotonic clock read; time.Now costs two
+	began := p.clock.read()
 	if t.attempt == 1 && !t.msg.Timestamp.IsZero() {
 		t.delay = clockAnchor.Add(began).Sub(t.msg.Timestamp)
 	}
 	err := p.call(ctx, t)
-	t.took = time.Since(clockAnchor) - began
+	t.took = p.clock.read() - began
 	if err == nil {
 		t.note(resultSuccess)
 		return nil
@@ -90,11 +90,15 @@ func (p *partition) forward(t *task) error {
 	f := t.fail
 	err := p.fwd.publish(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at)
 	if err != nil {
+		reason := forwardErrorReason(err)
 		if p.all != nil {
-			p.all.forwardErrors.WithLabelValues(p.all.group, f.dest.topic).Inc()
+			p.all.forwardErrors.WithLabelValues(p.all.group, f.dest.topic, reason).Inc()
 		}
-		p.log.Error("forwarding a failed message failed; its offset stays uncommitted and the publish is retried",
-			p.msgAttrs(t, slog.String("destination", f.dest.topic), slog.Any("error", err))...)
+		attrs := p.msgAttrs(t, slog.String("destination", f.dest.topic), slog.String("reason", reason), slog.Any("error", err))
+		if fix := forwardErrorFix(err); fix != "" {
+			attrs = append(attrs, slog.String("fix", fix))
+		}
+		p.log.Error("forwarding a failed message failed; its offset stays uncommitted and the publish is retried", attrs...)
 		return err
 	}
 	level, what := slog.LevelWarn, "message sent to a retry topic"

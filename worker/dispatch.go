@@ -66,6 +66,7 @@ func (d *dispatcher) run(done <-chan struct{}) {
 		case <-tick.C:
 			d.reportLag()
 			d.p.reportInFlight(false)
+			d.p.watchHeld()
 			continue
 		case <-done:
 			return
@@ -118,6 +119,7 @@ func (d *dispatcher) admitPending(msgs <-chan *sarama.ConsumerMessage) <-chan *s
 	if !d.holding {
 		d.holding = true
 		d.stall.Reset(stallAfter)
+		d.p.noteIntake()
 	}
 	return nil
 }
@@ -134,10 +136,7 @@ func (d *dispatcher) resume() {
 func (d *dispatcher) reportLag() {
 	hwm := d.claim.HighWaterMarkOffset()
 	d.p.mu.Lock()
-	from := d.p.marked
-	if from < 0 && d.p.head < d.p.tail {
-		from = d.p.ring[d.p.head%uint64(len(d.p.ring))].offset
-	}
+	from := max(d.p.marked, d.p.offsets.committable())
 	d.p.mu.Unlock()
 	if from >= 0 {
 		d.g.metrics.setLag(d.p.topic, d.p.id, hwm-from)

@@ -42,7 +42,7 @@ func offsetsOf(runs []handled) map[int64]bool {
 func inFlight(p *partition) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.tail - p.head
+	return uint64(p.offsets.heldCount())
 }
 
 // stallRig claims partition 3 of "t" with a budget of 2 and handlers that

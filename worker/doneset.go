@@ -60,6 +60,27 @@ func encodeDoneSet(base int64, ranges []offsetRange) string {
 	return head + base64.RawURLEncoding.EncodeToString(buf)
 }
 
+// encodedDoneSetSize is the length of encodeDoneSet(base, ranges) had it
+// no budget: what intake watches to stay under it.
+func encodedDoneSetSize(base int64, ranges []offsetRange) int {
+	raw := 0
+	prev := base
+	for _, r := range ranges {
+		raw += uvarintLen(uint64(r.start-prev)) + uvarintLen(uint64(r.end-r.start))
+		prev = r.end
+	}
+	return len(doneSetPrefix) + len(strconv.FormatInt(base, 10)) + 1 + base64.RawURLEncoding.EncodedLen(raw)
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
 // doneSet answers whether an offset was already handled.
 type doneSet []offsetRange
 

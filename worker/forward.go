@@ -2,7 +2,10 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -12,38 +15,112 @@ import (
 )
 
 // forwarder publishes messages that failed for good to a retry tier or the
-// dead-letter topic, through an idempotent producer that waits for all
+// dead-letter topic, through idempotent producers that wait for all
 // in-sync replicas. The caller marks the message's offset only after
 // publish returns nil.
 type forwarder struct {
-	cfg      Config
-	topo     topology
-	producer sarama.SyncProducer
-	tracing  tracing
+	cfg       Config
+	topo      topology
+	routes    map[string]route      // retry or dead-letter topic -> how to publish to it
+	producers []sarama.SyncProducer // each producer of routes once, to close
+	version   int                   // record format the producers write (2 from Kafka 0.11), to size records
+	tracing   tracing
 }
 
-// newForwarder starts the producer that publishes to the retry and
-// dead-letter topics.
-func newForwarder(cfg Config, topo topology, base *sarama.Config, tr tracing) (*forwarder, error) {
-	pc := *base
-	pc.Producer.RequiredAcks = sarama.WaitForAll
-	pc.Producer.Idempotent = true
-	pc.Net.MaxOpenRequests = 1
-	pc.Producer.Return.Successes = true
-	pc.Producer.Return.Errors = true
-	pc.ClientID = base.ClientID + "-forwarder"
-	p, err := sarama.NewSyncProducer(cfg.Brokers, &pc)
-	if err != nil {
-		return nil, fmt.Errorf("kafkaworker: start the retry/dead-letter producer: %w", err)
+// route is how the forwarder publishes to one retry or dead-letter topic.
+type route struct {
+	producer    sarama.SyncProducer
+	maxBytes    int  // the producer's Producer.MaxMessageBytes
+	userSet     bool // maxBytes was set through WithSaramaConfig
+	limit       int  // the topic's max.message.bytes; 0 when not known
+	sourceLimit int  // its source topic's; 0 when not known
+}
+
+// newForwarder starts the producers that publish to the retry and
+// dead-letter topics: one per distinct Producer.MaxMessageBytes, which
+// follows the max.message.bytes of each source topic (never below sarama's
+// default) unless WithSaramaConfig set it. sarama's producer refuses a
+// record larger than Producer.MaxMessageBytes and batches up to that size
+// per partition, so a single producer sized for the largest source would
+// batch past the smaller limit of another source's retry topics, and the
+// broker would refuse the whole batch.
+func newForwarder(cfg Config, topo topology, base *sarama.Config, tr tracing, limits topicLimits, log *slog.Logger) (_ *forwarder, err error) {
+	f := &forwarder{cfg: cfg, topo: topo, routes: map[string]route{}, tracing: tr, version: 1}
+	if base.Version.IsAtLeast(sarama.V0_11_0_0) {
+		f.version = 2
 	}
-	return &forwarder{cfg: cfg, topo: topo, producer: p, tracing: tr}, nil
+	defer func() {
+		if err != nil {
+			_ = f.close()
+		}
+	}()
+	def := sarama.NewConfig().Producer.MaxMessageBytes
+	userSet := base.Producer.MaxMessageBytes != def
+	byLimit := map[int]sarama.SyncProducer{}
+	largest, largestSource := 0, ""
+	need := topo.forwardTopics()
+	for _, src := range sortedKeys(need) {
+		maxBytes := base.Producer.MaxMessageBytes
+		srcLimit, known := limits[src]
+		if known {
+			if srcLimit.bytes > largest {
+				largest, largestSource = srcLimit.bytes, src
+			}
+			if !userSet {
+				maxBytes = producerLimit(srcLimit.bytes, def)
+			}
+			if srcLimit.bytes > maxBytes {
+				log.Warn("the forwarder's Producer.MaxMessageBytes is smaller than a source topic's max.message.bytes: a failing record larger than it cannot be forwarded, and its offset stays uncommitted",
+					logTopic(src), slog.Int("source_max_message_bytes", srcLimit.bytes), slog.Int("producer_max_message_bytes", maxBytes),
+					slog.Bool("set_through_WithSaramaConfig", userSet))
+			}
+		}
+		p, ok := byLimit[maxBytes]
+		if !ok {
+			pc := *base
+			pc.Producer.RequiredAcks = sarama.WaitForAll
+			pc.Producer.Idempotent = true
+			pc.Net.MaxOpenRequests = 1
+			pc.Producer.Return.Successes = true
+			pc.Producer.Return.Errors = true
+			pc.Producer.MaxMessageBytes = maxBytes
+			pc.ClientID = base.ClientID + "-forwarder"
+			if p, err = sarama.NewSyncProducer(cfg.Brokers, &pc); err != nil {
+				return nil, fmt.Errorf("kafkaworker: start the retry/dead-letter producer: %w", err)
+			}
+			byLimit[maxBytes] = p
+			f.producers = append(f.producers, p)
+		}
+		for _, name := range need[src] {
+			f.routes[name] = route{producer: p, maxBytes: maxBytes, userSet: userSet, limit: limits[name].bytes, sourceLimit: srcLimit.bytes}
+		}
+	}
+	// sarama's consumer skips a record larger than Consumer.Fetch.Max (it
+	// reports ErrMessageTooLarge and moves on); with 0, the default, it
+	// grows its fetch size until the record fits.
+	if fm := int(base.Consumer.Fetch.Max); fm > 0 && largest > fm {
+		log.Warn("Consumer.Fetch.Max (set through WithSaramaConfig) is smaller than a source topic's max.message.bytes: sarama skips a record larger than Consumer.Fetch.Max; raise it or leave it 0 (no limit)",
+			logTopic(largestSource), slog.Int("source_max_message_bytes", largest), slog.Int("consumer_fetch_max", fm))
+	}
+	return f, nil
+}
+
+// producerLimit is the Producer.MaxMessageBytes for a source topic whose
+// max.message.bytes is limit: that, never below sarama's default def, and
+// below sarama.MaxRequestSize, which sarama requires.
+func producerLimit(limit, def int) int {
+	return min(max(limit, def), int(sarama.MaxRequestSize)-1)
 }
 
 func (f *forwarder) close() error {
 	if f == nil {
 		return nil
 	}
-	return f.producer.Close()
+	var errs []error
+	for _, p := range f.producers {
+		errs = append(errs, p.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // destination is where a failed message goes next.
@@ -104,8 +181,137 @@ func (f *forwarder) publish(ctx context.Context, msg *handler.Message, h hop, at
 	if ctx != nil {
 		f.tracing.inject(ctx, &pm.Headers)
 	}
-	if _, _, err := f.producer.SendMessage(pm); err != nil {
-		return fmt.Errorf("publish to %s: %w", dest.topic, err)
+	r := f.routes[dest.topic]
+	if _, _, err := r.producer.SendMessage(pm); err != nil {
+		return &publishError{topic: dest.topic, size: pm.ByteSize(f.version), route: r, err: err}
 	}
 	return nil
 }
+
+// The values of the reason label of MetricForwardErrors: why a publish to
+// a retry or dead-letter topic failed. Each but other names a failure that
+// retrying the publish cannot fix until someone changes the topic, the
+// ACLs or the worker's settings; the message is kept either way (its
+// publish is retried with backoff and its offset stays uncommitted).
+const (
+	ReasonTooLarge     = "too_large"     // the record exceeds the producer's Producer.MaxMessageBytes or the topic's max.message.bytes
+	ReasonInvalid      = "invalid"       // the broker refused the record as invalid
+	ReasonUnauthorized = "unauthorized"  // the worker may not write to the topic (or, idempotently, to the cluster)
+	ReasonUnknownTopic = "unknown_topic" // the topic does not exist
+	ReasonOther        = "other"         // anything else: broker down, timeouts, leadership moves, ...
+)
+
+// ForwardErrorReasons lists every value of the reason label of
+// MetricForwardErrors.
+var ForwardErrorReasons = []string{ReasonTooLarge, ReasonInvalid, ReasonUnauthorized, ReasonUnknownTopic, ReasonOther}
+
+// forwardErrorReason classifies an error of a publish to a retry or
+// dead-letter topic into one of ForwardErrorReasons.
+func forwardErrorReason(err error) string {
+	if producerRefusedSize(err) {
+		return ReasonTooLarge
+	}
+	for _, c := range forwardErrorClasses {
+		if errors.Is(err, c.err) {
+			return c.reason
+		}
+	}
+	return ReasonOther
+}
+
+// forwardErrorClasses are the broker's answers that retrying a publish
+// cannot fix, with their reason.
+var forwardErrorClasses = []struct {
+	err    error
+	reason string
+}{
+	// MESSAGE_TOO_LARGE: the record batch exceeds the topic's max.message.bytes.
+	{sarama.ErrMessageSizeTooLarge, ReasonTooLarge},
+	// RECORD_LIST_TOO_LARGE: the batch exceeds the topic's segment.bytes.
+	{sarama.ErrMessageSetSizeTooLarge, ReasonTooLarge},
+	// CORRUPT_MESSAGE (sarama's name: ErrInvalidMessage), also what brokers
+	// before 2.8 answer for a record without a key on a compacted topic;
+	// sarama has retried it already when it reaches the worker.
+	{sarama.ErrInvalidMessage, ReasonInvalid},
+	// INVALID_RECORD: the broker's validation refused the record (from 2.8
+	// for a record without a key on a compacted topic).
+	{sarama.ErrInvalidRecord, ReasonInvalid},
+	// INVALID_TIMESTAMP: outside the topic's message.timestamp.difference.max.ms.
+	{sarama.ErrInvalidTimestamp, ReasonInvalid},
+	{sarama.ErrTopicAuthorizationFailed, ReasonUnauthorized},
+	// IdempotentWrite, which the idempotent producer needs from brokers before 2.8.
+	{sarama.ErrClusterAuthorizationFailed, ReasonUnauthorized},
+	{sarama.ErrUnknownTopicOrPartition, ReasonUnknownTopic},
+}
+
+// producerRefusedSize reports whether err is sarama's producer refusing,
+// before sending, a record larger than its Producer.MaxMessageBytes: a
+// ConfigurationError, not a KError.
+func producerRefusedSize(err error) bool {
+	var ce sarama.ConfigurationError
+	return errors.As(err, &ce) && strings.Contains(string(ce), "Producer.MaxMessageBytes")
+}
+
+// publishError is a failed publish to a retry or dead-letter topic, with
+// what is needed to say how to fix it.
+type publishError struct {
+	topic string
+	size  int // the record's size as sarama counts it against Producer.MaxMessageBytes
+	route route
+	err   error
+}
+
+func (e *publishError) Error() string { return fmt.Sprintf("publish to %s: %v", e.topic, e.err) }
+func (e *publishError) Unwrap() error { return e.err }
+
+// fix says what to change so that the publish can succeed; empty when
+// retrying is all there is to do.
+func (e *publishError) fix() string {
+	r := e.route
+	switch forwardErrorReason(e.err) {
+	case ReasonTooLarge:
+		if producerRefusedSize(e.err) {
+			if r.userSet {
+				return fmt.Sprintf("record of %d bytes exceeds Producer.MaxMessageBytes=%d, set through WithSaramaConfig: raise it (and max.message.bytes of topic %s if that is smaller)",
+					e.size, r.maxBytes, e.topic)
+			}
+			return fmt.Sprintf("record of %d bytes exceeds the forwarder's Producer.MaxMessageBytes=%d, which follows its source topic's max.message.bytes (the kw-* headers added on forwarding made the record larger): raise max.message.bytes of the source topic and of topic %s and restart the worker, or set Producer.MaxMessageBytes through WithSaramaConfig",
+				e.size, r.maxBytes, e.topic)
+		}
+		want := max(r.sourceLimit, roundUp(e.size+recordBatchOverhead, 1024))
+		switch {
+		case errors.Is(e.err, sarama.ErrMessageSetSizeTooLarge):
+			return fmt.Sprintf("the batch with the record of %d bytes exceeds segment.bytes of topic %s: raise its segment.bytes above its max.message.bytes", e.size, e.topic)
+		case r.limit == 0:
+			return fmt.Sprintf("record of %d bytes exceeds the limit of topic %s: raise it with %s", e.size, e.topic, raiseLimitCommand(e.topic, want))
+		case e.size+recordBatchOverhead <= r.limit:
+			return fmt.Sprintf("record of %d bytes fits the limit of topic %s (max.message.bytes=%d), but the batch it was sent in did not; it is retried, usually in a smaller batch. To avoid it, raise max.message.bytes of %s to the producer's Producer.MaxMessageBytes=%d: %s",
+				e.size, e.topic, r.limit, e.topic, r.maxBytes, raiseLimitCommand(e.topic, max(r.maxBytes, want)))
+		default:
+			return fmt.Sprintf("record of %d bytes exceeds the limit of topic %s (max.message.bytes=%d): raise it with %s", e.size, e.topic, r.limit, raiseLimitCommand(e.topic, want))
+		}
+	case ReasonInvalid:
+		return fmt.Sprintf("the broker refused the record as invalid: check the configuration of topic %s (a compacted topic, cleanup.policy=compact, refuses records without a key; message.timestamp.difference.max.ms refuses timestamps too far from now)", e.topic)
+	case ReasonUnauthorized:
+		return fmt.Sprintf("the worker's principal may not write to topic %s: allow it, e.g. kafka-acls.sh --bootstrap-server <broker> --add --allow-principal User:<worker> --operation Write --topic %s (the idempotent producer also needs IdempotentWrite on the cluster from brokers before 2.8)", e.topic, e.topic)
+	case ReasonUnknownTopic:
+		return fmt.Sprintf("topic %s does not exist (deleted since the worker started?): restart the worker with RETRY_CREATE_TOPICS=true to create it, or create it with as many partitions as its source topic, e.g. kafka-topics.sh --create --topic %s --partitions <n>", e.topic, e.topic)
+	}
+	return ""
+}
+
+// forwardErrorFix is what to change so that a failed publish can succeed
+// (see publishError.fix); empty when retrying is all there is to do.
+func forwardErrorFix(err error) string {
+	var pe *publishError
+	if errors.As(err, &pe) {
+		return pe.fix()
+	}
+	return ""
+}
+
+// recordBatchOverhead is the size of a v2 record batch's header: the broker
+// compares max.message.bytes with the whole batch.
+const recordBatchOverhead = 61
+
+func roundUp(n, to int) int { return (n + to - 1) / to * to }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -25,13 +26,15 @@ const (
 	MetricCommits            = "kafkaworker_commits_total"
 	MetricForwardErrors      = "kafkaworker_forward_errors_total"
 	MetricBuildInfo          = "kafkaworker_build_info"
+	MetricOldestInFlightAge  = "kafkaworker_oldest_in_flight_age_seconds"
+	MetricIntakeBlocked      = "kafkaworker_intake_blocked_total"
 )
 
 // MetricNames lists every metric the worker exports.
 var MetricNames = []string{
 	MetricMessagesConsumed, MetricMessagesProcessed, MetricProcessingDuration, MetricProcessingDelay,
 	MetricConsumerLag, MetricInFlight, MetricAssignedPartitions, MetricRebalances, MetricCommits,
-	MetricForwardErrors, MetricBuildInfo,
+	MetricForwardErrors, MetricBuildInfo, MetricOldestInFlightAge, MetricIntakeBlocked,
 }
 
 // result is the outcome of a delivery, the result label of the processed
@@ -68,7 +71,9 @@ type metrics struct {
 	rebalances    prometheus.Counter
 	commits       *prometheus.CounterVec
 	forwardErrors *prometheus.CounterVec
-	generation    atomic.Int32 // highest generation seen, to count rebalances
+	generation    atomic.Int32           // highest generation seen, to count rebalances
+	oldestAge     *prometheus.GaugeVec   // per partition: age of the oldest unfinished message
+	intakeBlocked *prometheus.CounterVec // per partition and reason: times intake stopped
 }
 
 func newMetrics(reg prometheus.Registerer, group string) (*metrics, error) {
@@ -93,8 +98,10 @@ func newMetrics(reg prometheus.Registerer, group string) (*metrics, error) {
 		assigned:      gauge(MetricAssignedPartitions, "Partitions currently assigned.", "group").With(g),
 		rebalances:    counter(MetricRebalances, "Rebalances this worker took part in.", "group").With(g),
 		commits:       counter(MetricCommits, "Offset commit requests by result.", "group", "result"),
-		forwardErrors: counter(MetricForwardErrors, "Failed publishes to retry and dead-letter topics, by destination topic.", "group", "topic"),
+		forwardErrors: counter(MetricForwardErrors, "Failed publishes to retry and dead-letter topics, by destination topic and reason (too_large, invalid, unauthorized, unknown_topic, other).", "group", "topic", "reason"),
 	}
+	m.oldestAge = gauge(MetricOldestInFlightAge, "Seconds since the oldest unfinished message of the partition was taken from Kafka; 0 when none is.", "group", "topic", "partition")
+	m.intakeBlocked = counter(MetricIntakeBlocked, "Times a partition stopped taking messages: reason in_flight (WORKER_MAX_IN_FLIGHT messages held) or done_set (the record of finished offsets neared the commit metadata limit).", "group", "topic", "reason")
 	info := gauge(MetricBuildInfo, "Always 1; labels name the versions.", "version", "go_version", "sarama_version")
 	info.WithLabelValues(versions()).Set(1)
 	return m, errors.Join(errs...)
@@ -178,5 +185,18 @@ func (m *metrics) setLag(topic string, partition int32, lag int64) {
 func (m *metrics) dropLag(topic string, partition int32) {
 	if m != nil {
 		m.lag.DeleteLabelValues(m.group, topic, strconv.Itoa(int(partition)))
+		m.oldestAge.DeleteLabelValues(m.group, topic, strconv.Itoa(int(partition)))
+	}
+}
+
+func (m *metrics) setOldestAge(topic string, partition int32, age time.Duration) {
+	if m != nil {
+		m.oldestAge.WithLabelValues(m.group, topic, strconv.Itoa(int(partition))).Set(age.Seconds())
+	}
+}
+
+func (m *metrics) noteIntakeBlocked(topic, reason string) {
+	if m != nil {
+		m.intakeBlocked.WithLabelValues(m.group, topic, reason).Inc()
 	}
 }

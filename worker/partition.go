@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,16 +29,18 @@ const (
 	partFenced
 )
 
-// task is one message on its way through a partition.
+// task is one message on its way through a partition, from admission until
+// it is done; it is held in memory only that long.
 type task struct {
 	part    *partition
 	msg     handler.Message
-	seq     uint64 // admission order within the claim, indexes the ring
-	key     string
-	keyed   bool  // waits for the previous message with the same key
-	next    *task // next message of the same key, admitted after this one
-	attempt int   // deliveries on this hop so far
+	node    int32     // its handle in the partition's offset tracker
+	key     *keyState // its key's FIFO; nil when the message waits for nothing
+	next    *task     // next message of the same key, admitted after this one
+	attempt int       // deliveries on this hop so far
 	fail    *failure
+	takenAt time.Duration // when it was admitted, on the coarse clock
+	stuck   bool          // reported as stuck (see stuck.go)
 
 	// From a retry tier: deliveries before this hop, and the due time.
 	base      int
@@ -51,41 +52,45 @@ type task struct {
 	noted   bool          // outcome and took wait to be recorded
 }
 
-// slot is the ring entry of an admitted message.
-type slot struct {
-	offset int64
-	done   bool
+// keyState is one key's FIFO: its last admitted message still pending.
+// Entries stay in the partition's map while the key is idle (last nil), so
+// a busy key costs no map insert, delete or key string per message; idle
+// entries are swept when they pile up (sweepKeys).
+type keyState struct {
+	last *task
 }
 
-// partition holds one claim's state: the per-key FIFOs, the ring of admitted
-// offsets from which the committable offset is derived, and the in-flight
-// budget (the ring's capacity). One mutex guards it all; the claim's
-// dispatcher and the pool goroutines finishing its tasks take it briefly.
+// partition holds one claim's state: the per-key FIFOs, the offset tracker
+// from which the committable offset and the done-set are derived, and the
+// in-flight budget. One mutex guards it all; the claim's dispatcher and the
+// pool goroutines finishing its tasks take it briefly.
 type partition struct {
-	topic     string
-	id        int32
-	hop       hop            // source topic or retry tier
-	fwd       *forwarder     // nil when nothing is forwarded
-	metrics   *deliveryStats // nil in unit tests
-	all       *metrics
-	tracing   tracing
-	spanAttrs []attribute.KeyValue // the span attributes shared by this partition's deliveries
-	ordering  Ordering
-	handler   handler.Handler
-	pool      *pool
-	log       *slog.Logger
-	retry     func() backoff.BackOff
-	skip      doneSet // offsets the previous owner already handled
-	floor     int64   // offsets below it lie before the claim's resolved start: taken as done, never handled
+	topic      string
+	id         int32
+	hop        hop            // source topic or retry tier
+	fwd        *forwarder     // nil when nothing is forwarded
+	metrics    *deliveryStats // nil in unit tests
+	all        *metrics
+	tracing    tracing
+	spanAttrs  []attribute.KeyValue // the span attributes shared by this partition's deliveries
+	ordering   Ordering
+	handler    handler.Handler
+	pool       *pool
+	log        *slog.Logger
+	retry      func() backoff.BackOff
+	skip       doneSet // offsets the previous owner already handled
+	floor      int64   // offsets below it lie before the claim's resolved start: taken as done, never handled
+	maxHeld    int     // WORKER_MAX_IN_FLIGHT: messages held in memory at most
+	clock      *coarseClock
+	stuckAfter time.Duration // WORKER_STUCK_AFTER; 0: never reported
 
 	ctx    context.Context // handlers' context; cancelled when the claim is given up
 	cancel context.CancelFunc
 
 	mu         sync.Mutex
-	state      atomic.Int32     // a partState; written under mu, read anywhere
-	keys       map[string]*task // last admitted task of each key with work pending
-	ring       []slot
-	head, tail uint64                      // ring[head%len] is the oldest unfinished message; tail is the next seq
+	state      atomic.Int32 // a partState; written under mu, read anywhere
+	keys       map[string]*keyState
+	offsets    *offsetTracker
 	running    atomic.Int32                // handlers inside run
 	sess       sarama.ConsumerGroupSession // the claim's session: member and generation for commits
 	marked     int64                       // next offset to consume: every offset below it is done
@@ -95,15 +100,16 @@ type partition struct {
 	released   bool // the final commit was made: commit nothing more
 
 	inFlightReported int64 // this partition's share of the in-flight gauge
-	metaDirty        bool  // done entries behind an unfinished one changed since meta
+	metaDirty        bool  // the done ranges changed since meta
 	skipped          int   // messages skipped because skip held them
 	backingOff       map[*task]*time.Timer
 	idle             chan struct{} // closed once draining and no handler runs
 	idleOnce         sync.Once
 	starved          bool          // the dispatcher holds messages the budget refused
+	doneSetFull      bool          // intake stopped because the done-set neared the metadata limit
 	freed            chan struct{} // wakes the dispatcher when budget frees up
 
-	scratch, ready []*task // admit's buffers, reused; only the dispatcher touches them
+	ready []*task // admit's buffer, reused; only the dispatcher touches it
 }
 
 // initTask fills t for message m.
@@ -120,92 +126,129 @@ func (p *partition) initTask(t *task, m *sarama.ConsumerMessage) {
 			}
 		}
 	}
-	// The key string is set by admit, which can reuse the one in p.keys.
-	t.keyed = p.ordering == OrderByPartition || (p.ordering == OrderByKey && m.Key != nil)
 	if p.hop.tier > 0 {
-		if v, ok := t.msg.Header(retry.HeaderAttempt); ok {
-			t.base, _ = strconv.Atoi(string(v))
+		var delay time.Duration // a tier always has a delay and a forwarder
+		if p.fwd != nil && p.hop.tier <= len(p.fwd.cfg.RetryTopicDelays) {
+			delay = p.fwd.cfg.RetryTopicDelays[p.hop.tier-1]
 		}
-		if v, ok := t.msg.Header(retry.HeaderNotBefore); ok {
-			if ms, err := strconv.ParseInt(string(v), 10, 64); err == nil {
-				t.notBefore = time.UnixMilli(ms)
-			}
+		th := readTierHeaders(&t.msg, delay, time.Now())
+		t.base, t.notBefore = th.attempts, th.notBefore
+		for _, problem := range th.problems {
+			p.log.Warn("retry record header corrected", p.msgAttrs(t, slog.String("problem", problem))...)
 		}
 	}
 }
 
-// admit takes in, in order, as many of ms as the in-flight budget allows,
-// starts those whose key has no earlier message pending, and returns how
-// many it took. full reports that the budget is used up; a completion will
-// then wake the dispatcher through freed. Only the dispatcher calls admit.
+// admit takes in, in order, as many of ms as the in-flight budget and the
+// done-set's room allow, starts those whose key has no earlier message
+// pending, and returns how many it took. full reports that intake must
+// wait; a completion will then wake the dispatcher through freed. Only the
+// dispatcher calls admit.
 func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	p.mu.Lock()
-	n = min(len(ms), len(p.ring)-int(p.tail-p.head))
-	p.mu.Unlock()
-	// The budget only grows meanwhile, so n messages will fit. Build their
-	// tasks outside the lock.
-	// One allocation for the batch's tasks rather than one per message.
-	slab := make([]task, n)
-	built := p.scratch[:0]
-	for i, m := range ms[:n] {
-		if m.Offset >= p.floor && !p.skip.contains(m.Offset) {
-			p.initTask(&slab[i], m)
-			built = append(built, &slab[i])
-		}
+	room := p.maxHeld - p.offsets.heldCount()
+	if p.doneSetFull = !p.doneSetRoom(); p.doneSetFull {
+		room = 0
 	}
-	tasks, ready := built, p.ready[:0]
+	p.mu.Unlock()
+	// Tasks are built outside the lock, one allocation for the batch; the
+	// budget only grows meanwhile, so those counted will fit.
+	want := 0
+	for _, m := range ms {
+		if p.handles(m.Offset) {
+			if want == room {
+				break
+			}
+			want++
+		}
+		n++
+	}
+	slab := make([]task, want)
+	now := p.clock.read()
 
 	p.mu.Lock()
-	size := uint64(len(p.ring))
-	skippedAny := false
+	ready := p.ready[:0]
+	i := 0
 	for _, m := range ms[:n] {
-		if len(tasks) == 0 || tasks[0].msg.Offset != m.Offset {
-			p.ring[p.tail%size] = slot{offset: m.Offset, done: true} // the previous owner did it
-			p.tail++
+		if !p.handles(m.Offset) {
+			p.offsets.skip(m.Offset)
 			p.skipped++
-			skippedAny = true
 			continue
 		}
-		t := tasks[0]
-		tasks = tasks[1:]
-		t.seq = p.tail
-		p.ring[t.seq%size] = slot{offset: m.Offset}
-		p.tail++
-		if !t.keyed {
-			ready = append(ready, t)
-			continue
-		}
-		key := m.Key
-		if p.ordering == OrderByPartition {
-			key = nil // one chain for the whole partition
-		}
-		if last, ok := p.keys[string(key)]; ok { // no allocation for the lookup
-			t.key = last.key
-			last.next = t
-		} else {
-			t.key = string(key)
+		t := &slab[i]
+		i++
+		p.initTask(t, m)
+		t.takenAt = now
+		t.node = p.offsets.reserve(m.Offset, t)
+		if !p.chain(t, m.Key) {
 			ready = append(ready, t)
 		}
-		p.keys[t.key] = t
 	}
 	if p.metrics != nil {
 		p.metrics.consumed += uint64(n)
 	}
-	if skippedAny {
-		p.metaDirty = true
-		p.advance()
-	}
-	if n < len(ms) && p.tail-p.head == size {
+	p.metaDirty = true
+	p.markCommittable()
+	if n < len(ms) {
 		p.starved = true
 		full = true
 	}
 	p.mu.Unlock()
 
 	p.pool.pushAll(ready)
-	clear(built)
 	clear(ready)
-	p.scratch, p.ready = built[:0], ready[:0]
+	p.ready = ready[:0]
 	return n, full
+}
+
+// handles reports whether the message at offset is to be handled: not
+// before the claim's start, and not already handled by the previous owner.
+func (p *partition) handles(offset int64) bool {
+	return offset >= p.floor && !p.skip.contains(offset)
+}
+
+// chain appends t to its key's FIFO and reports whether it must wait for an
+// earlier message. Called with p.mu held.
+func (p *partition) chain(t *task, key []byte) (waits bool) {
+	switch {
+	case p.ordering == OrderByPartition:
+		key = nil // one chain for the whole partition
+	case p.ordering != OrderByKey || key == nil:
+		return false // independent
+	}
+	ks := p.keys[string(key)] // no allocation for the lookup
+	if ks == nil {
+		ks = &keyState{}
+		p.keys[string(key)] = ks
+	}
+	t.key = ks
+	if ks.last != nil {
+		ks.last.next = t
+		waits = true
+	}
+	ks.last = t
+	return waits
+}
+
+// sweepKeys forgets idle keys once they far outnumber the busy ones, so a
+// stream of ever new keys does not grow the map without bound. Called with
+// p.mu held.
+func (p *partition) sweepKeys() {
+	if len(p.keys) < 4096 || len(p.keys) < 4*p.offsets.heldCount() {
+		return
+	}
+	for k, ks := range p.keys {
+		if ks.last == nil {
+			delete(p.keys, k)
+		}
+	}
+}
+
+// inMemory is how many messages the partition holds: taken and not done.
+func (p *partition) inMemory() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.offsets.heldCount()
 }
 
 // run delivers t to the handler and records the outcome. It returns the
@@ -264,7 +307,7 @@ func (p *partition) reportInFlight(gone bool) {
 		return
 	}
 	p.mu.Lock()
-	now := int64(p.tail - p.head)
+	now := int64(p.offsets.heldCount())
 	if gone {
 		now = 0
 	}
@@ -288,41 +331,37 @@ func (p *partition) call(ctx context.Context, t *task) (err error) {
 	return p.handler.Handle(ctx, &t.msg)
 }
 
-// complete records t as done, marks the new committable offset if t was the
+// complete records t as done, moves the committable offset if t was the
 // oldest unfinished message, and returns t's successor in its key's FIFO.
 // Called with p.mu held.
 func (p *partition) complete(t *task) *task {
-	var next *task
-	if t.keyed {
-		next = t.next
-		if next == nil {
-			delete(p.keys, t.key) // t was the last pending message of its key
-		}
-		t.next = nil
+	next := t.next
+	if ks := t.key; ks != nil && ks.last == t {
+		ks.last = nil // t was the last pending message of its key: the key is idle
 	}
-	p.ring[t.seq%uint64(len(p.ring))].done = true
-	if t.seq != p.head {
-		p.metaDirty = true
-		return next
+	t.next = nil
+	if t.stuck {
+		p.reportUnstuck(t)
+	}
+	if !p.offsets.finish(t.node) {
+		p.metaDirty = true // done behind an unfinished one
 	}
 	p.advance()
 	return next
 }
 
-// advance retires the done entries at the head of the ring, marks the
-// offset after the last one, and wakes a starved dispatcher. Called with
-// p.mu held.
+// markCommittable marks the committable offset. Called with p.mu held.
+func (p *partition) markCommittable() {
+	if c := p.offsets.committable(); c > p.marked {
+		p.marked = c
+	}
+}
+
+// advance marks the committable offset after a completion and wakes a
+// starved dispatcher: a message less is held, and the done-set may have
+// shrunk. Called with p.mu held.
 func (p *partition) advance() {
-	n := uint64(len(p.ring))
-	if p.head == p.tail || !p.ring[p.head%n].done {
-		return
-	}
-	var last int64
-	for p.head < p.tail && p.ring[p.head%n].done {
-		last = p.ring[p.head%n].offset
-		p.head++
-	}
-	p.marked = max(p.marked, last+1)
+	p.markCommittable()
 	if p.starved {
 		p.starved = false
 		select {
@@ -332,41 +371,45 @@ func (p *partition) advance() {
 	}
 }
 
+// doneSetRoom reports whether the done-set leaves room to take in more:
+// intake stops while its encoding uses more than 90% of the commit metadata
+// budget, so that it never has to drop ranges (which a restart would handle
+// again). Called with p.mu held.
+func (p *partition) doneSetRoom() bool {
+	ranges := p.offsets.doneRanges()
+	if len(ranges) < 64 { // 64 ranges of the widest encoding still fit
+		return true
+	}
+	return encodedDoneSetSize(p.offsets.committable(), ranges) <= maxDoneSetBytes*9/10
+}
+
 // refreshDoneSet records, in the metadata of the next commit, which
-// messages behind the oldest unfinished one are already done, so that no
-// later owner of the partition handles them again. Called with p.mu held.
+// messages above the committable offset are already done, so that no later
+// owner of the partition handles them again. Called with p.mu held.
 func (p *partition) refreshDoneSet() {
 	if !p.metaDirty {
 		return
 	}
 	p.metaDirty = false
-	n := uint64(len(p.ring))
-	if p.head == p.tail {
-		return
-	}
-	var ranges []offsetRange
-	open := false
-	for seq := p.head; seq < p.tail; seq++ {
-		s := p.ring[seq%n]
-		switch {
-		case s.done && open:
-			ranges[len(ranges)-1].end = s.offset + 1
-		case s.done:
-			ranges = append(ranges, offsetRange{s.offset, s.offset + 1})
-			open = true
-		default:
-			open = false
-		}
-	}
+	base := p.offsets.committable()
+	ranges := p.offsets.doneRanges()
 	// Carry forward what the previous owner finished beyond what this owner
 	// has taken in yet, or a commit now would erase it.
-	next := p.ring[(p.tail-1)%n].offset + 1
-	for _, r := range p.skip {
-		if r.end > next {
-			ranges = append(ranges, offsetRange{max(r.start, next), r.end})
+	if len(p.skip) > 0 {
+		next := max(p.offsets.last+1, base)
+		var carried []offsetRange
+		for _, r := range p.skip {
+			if r.end > next {
+				carried = append(carried, offsetRange{max(r.start, next), r.end})
+			}
+		}
+		if len(carried) > 0 {
+			ranges = append(append([]offsetRange(nil), ranges...), carried...)
 		}
 	}
-	base := p.ring[p.head%n].offset
+	if base < 0 {
+		return
+	}
 	p.meta = encodeDoneSet(base, ranges)
 	p.marked = max(p.marked, base)
 }

@@ -23,7 +23,7 @@ func setupPartition(t *testing.T, budget int, skip doneSet) *partitionBundle {
 	t.Cleanup(cancel)
 	b.p = &partition{
 		topic: "t", ordering: OrderByKey, pool: b.pool,
-		ctx: ctx, cancel: cancel, keys: map[string]*task{}, ring: make([]slot, budget),
+		ctx: ctx, cancel: cancel, keys: map[string]*keyState{}, offsets: newOffsetTracker(-2), maxHeld: budget,
 		skip: skip, marked: -2, freed: make(chan struct{}, 1), idle: make(chan struct{}),
 	}
 	return b

@@ -92,11 +92,18 @@ func (p *pool) pop() (*task, bool) {
 	return t, true
 }
 
+// maxInlineRun is how many messages of one key a goroutine runs back to
+// back while other tasks wait, before it sends the key's next message to
+// the back of the queue.
+const maxInlineRun = 16
+
 // loop runs tasks until the pool stops. A task that finishes may hand back
-// the next message of its key. That one runs on the same goroutine at once
-// when nothing else is waiting, which saves a trip through the queue; when
-// other tasks wait it goes to the back of the queue, so a key with a long
-// backlog cannot hold a goroutine while other keys and partitions starve.
+// the next message of its key. That one runs on the same goroutine at once,
+// which saves a trip through the queue, for up to maxInlineRun messages in
+// a row while other tasks wait (any number when none waits); then it goes
+// to the back of the queue, so a key with a long backlog cannot hold a
+// goroutine while other keys and partitions starve: they wait for at most
+// maxInlineRun of its messages.
 func (p *pool) loop() {
 	defer p.wg.Done()
 	for {
@@ -104,12 +111,12 @@ func (p *pool) loop() {
 		if !ok {
 			return
 		}
-		for t != nil {
+		for run := 1; t != nil; run++ {
 			next := t.part.run(t)
 			if p.stopped.Load() {
 				break // a key's next message does not start after stop either
 			}
-			if next != nil && p.waiting.Load() > 0 {
+			if next != nil && run >= maxInlineRun && p.waiting.Load() > 0 {
 				p.push(next)
 				next = nil
 			}

@@ -50,7 +50,7 @@ func (g *groupHandler) startClaim(sess sarama.ConsumerGroupSession, claim sarama
 		return false
 	}
 	p.mu.Lock()
-	p.floor, p.marked = start, start
+	p.floor, p.marked, p.offsets.start = start, start, start
 	p.mu.Unlock()
 	err = g.commits.flush(p, time.Now().Add(min(startFlushTimeout, g.w.revokeTimeout())), sess.Context().Done())
 	if err != nil {

@@ -238,7 +238,7 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	go func() { defer close(probeDone); w.health.probe(loopsCtx, c.commitClient, c.topo.consumed(), w.tracing) }()
 	gh := &groupHandler{
 		w: w, pool: pool, client: c.client, group: c.group, admin: c.admin, topo: c.topo, fwd: c.fwd, commits: commits, metrics: w.metrics,
-		stopping: ctx.Done(), stop: &stopClock{timeout: w.cfg.ShutdownTimeout},
+		stopping: ctx.Done(), stop: &stopClock{timeout: w.cfg.ShutdownTimeout}, clock: &coarseClock{},
 		base: context.WithoutCancel(ctx), exited: make(chan struct{}, 1),
 	}
 
@@ -267,6 +267,7 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 		w.log.Warn("leaving the group and closing the connections did not finish in time; not waiting for them",
 			slog.Duration("waited", closeTimeout))
 	}
+	gh.clock.stop()
 	// Handlers that ignored their cancelled context had until the drain
 	// deadline already; they are not waited for a second time.
 	if !pool.stop(max(time.Until(gh.stop.deadline()), 100*time.Millisecond)) {
@@ -300,10 +301,11 @@ func (w *Worker) startForwarder(admin sarama.ClusterAdmin, topo topology) (*forw
 	if len(topo.forwardTopics()) == 0 { // no retry tiers and no dead-letter topic
 		return nil, nil
 	}
-	if err := ensureTopics(admin, topo, w.cfg.RetryCreateTopics); err != nil {
+	limits, err := ensureTopics(admin, topo, w.cfg.RetryCreateTopics, w.log)
+	if err != nil {
 		return nil, err
 	}
-	return newForwarder(w.cfg, topo, w.sarama, w.tracing)
+	return newForwarder(w.cfg, topo, w.sarama, w.tracing, limits, w.log)
 }
 
 // logGroupErrors logs what sarama reports on the group's error channel. A

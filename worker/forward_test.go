@@ -1,0 +1,184 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/IBM/sarama"
+)
+
+// Every publish error gets one of a few fixed reasons, wrapped or not; only
+// what retrying cannot fix gets more than "other".
+func TestForwardErrorReason(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"nil", nil, ReasonOther},
+		{"MESSAGE_TOO_LARGE", sarama.ErrMessageSizeTooLarge, ReasonTooLarge},
+		{"RECORD_LIST_TOO_LARGE", sarama.ErrMessageSetSizeTooLarge, ReasonTooLarge},
+		{"producer's own limit", sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 2000 > 1000"), ReasonTooLarge},
+		{"wrapped by publish", &publishError{topic: "t.retry.1", err: sarama.ErrMessageSizeTooLarge}, ReasonTooLarge},
+		{"wrapped with %w", fmt.Errorf("publish to t: %w", sarama.ErrMessageSizeTooLarge), ReasonTooLarge},
+		{"in a sarama.ProducerError", sarama.ProducerError{Err: sarama.ErrMessageSizeTooLarge}, ReasonTooLarge},
+		{"CORRUPT_MESSAGE", sarama.ErrInvalidMessage, ReasonInvalid},
+		{"INVALID_RECORD", sarama.ErrInvalidRecord, ReasonInvalid},
+		{"INVALID_TIMESTAMP", sarama.ErrInvalidTimestamp, ReasonInvalid},
+		{"TOPIC_AUTHORIZATION_FAILED", sarama.ErrTopicAuthorizationFailed, ReasonUnauthorized},
+		{"CLUSTER_AUTHORIZATION_FAILED", sarama.ErrClusterAuthorizationFailed, ReasonUnauthorized},
+		{"joined", errors.Join(errors.New("first"), sarama.ErrTopicAuthorizationFailed), ReasonUnauthorized},
+		{"UNKNOWN_TOPIC_OR_PARTITION", sarama.ErrUnknownTopicOrPartition, ReasonUnknownTopic},
+		// Retriable, or not about the record: other.
+		{"NOT_ENOUGH_REPLICAS", sarama.ErrNotEnoughReplicas, ReasonOther},
+		{"NOT_LEADER", sarama.ErrNotLeaderForPartition, ReasonOther},
+		{"out of brokers", sarama.ErrOutOfBrokers, ReasonOther},
+		{"another configuration error", sarama.ConfigurationError("Producing headers requires Kafka at least v0.11"), ReasonOther},
+		// sarama's ErrMessageTooLarge is the consumer's (Consumer.Fetch.Max);
+		// a producer never returns it.
+		{"consumer's ErrMessageTooLarge", sarama.ErrMessageTooLarge, ReasonOther},
+		{"plain error", errors.New("message too large"), ReasonOther},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			got := forwardErrorReason(c.err)
+			if got != c.want {
+				t.Errorf("forwardErrorReason(%v) = %q, want %q", c.err, got, c.want)
+			}
+			if !slices.Contains(ForwardErrorReasons, got) {
+				t.Errorf("%q is not in ForwardErrorReasons %v", got, ForwardErrorReasons)
+			}
+		})
+	}
+
+	// The producer's refusal is a ConfigurationError recognised by its
+	// text: this pins that text to the sarama in go.mod.
+	t.Run("sarama's producer refusing a record over Producer.MaxMessageBytes", func(t *testing.T) {
+		t.Parallel()
+		broker := sarama.NewMockBroker(t, 1)
+		defer broker.Close()
+		broker.SetHandlerByMap(map[string]sarama.MockResponse{
+			"MetadataRequest": sarama.NewMockMetadataResponse(t).
+				SetBroker(broker.Addr(), broker.BrokerID()).
+				SetLeader("t", 0, broker.BrokerID()),
+		})
+		cfg := sarama.NewConfig()
+		cfg.Producer.Return.Successes = true
+		cfg.Producer.MaxMessageBytes = 1000
+		cfg.ApiVersionsRequest = false // the mock broker does not answer it as sarama's default version wants
+		p, err := sarama.NewSyncProducer([]string{broker.Addr()}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		_, _, err = p.SendMessage(&sarama.ProducerMessage{Topic: "t", Value: sarama.ByteEncoder(make([]byte, 2000))})
+		if got := forwardErrorReason(err); got != ReasonTooLarge {
+			t.Fatalf("sarama's refusal %v (%T) classified %q, want %q", err, err, got, ReasonTooLarge)
+		}
+	})
+}
+
+// The fix logged with a failed publish names the topic, the sizes and the
+// command or setting to change.
+func TestForwardErrorFix(t *testing.T) {
+	t.Parallel()
+	const topic = "orders.g.retry.1"
+	r := route{maxBytes: 2097152, limit: 1048576, sourceLimit: 2097152}
+	for _, c := range []struct {
+		name string
+		err  *publishError
+		want []string
+	}{
+		{"the broker refused a record over the topic's limit",
+			&publishError{topic: topic, size: 1572900, route: r, err: sarama.ErrMessageSizeTooLarge},
+			[]string{"record of 1572900 bytes exceeds the limit of topic " + topic + " (max.message.bytes=1048576)",
+				"kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name " + topic + " --add-config max.message.bytes=2097152"}},
+		{"the record fits, its batch did not",
+			&publishError{topic: topic, size: 1000, route: r, err: sarama.ErrMessageSizeTooLarge},
+			[]string{"fits the limit", "max.message.bytes=2097152"}},
+		{"the topic's limit is unknown, the record is larger than its source's",
+			&publishError{topic: topic, size: 3_000_000, route: route{maxBytes: 4 << 20}, err: sarama.ErrMessageSizeTooLarge},
+			[]string{"exceeds the limit of topic " + topic, "max.message.bytes=3000320"}},
+		{"the producer refused it, limit set by the user",
+			&publishError{topic: topic, size: 5000, route: route{maxBytes: 4000, userSet: true}, err: sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 5000 > 4000")},
+			[]string{"Producer.MaxMessageBytes=4000, set through WithSaramaConfig"}},
+		{"the producer refused it, limit following the source",
+			&publishError{topic: topic, size: 2097200, route: r, err: sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 2097200 > 2097152")},
+			[]string{"Producer.MaxMessageBytes=2097152, which follows its source topic's max.message.bytes"}},
+		{"unauthorized", &publishError{topic: topic, err: sarama.ErrTopicAuthorizationFailed}, []string{"kafka-acls.sh", "--topic " + topic}},
+		{"unknown topic", &publishError{topic: topic, err: sarama.ErrUnknownTopicOrPartition}, []string{"RETRY_CREATE_TOPICS=true", "--create --topic " + topic}},
+		{"invalid", &publishError{topic: topic, err: sarama.ErrInvalidRecord}, []string{"cleanup.policy=compact"}},
+	} {
+		fix := forwardErrorFix(fmt.Errorf("wrapped: %w", c.err))
+		for _, w := range c.want {
+			if !strings.Contains(fix, w) {
+				t.Errorf("%s: fix %q does not say %q", c.name, fix, w)
+			}
+		}
+	}
+	if fix := forwardErrorFix(&publishError{topic: topic, err: sarama.ErrNotEnoughReplicas}); fix != "" {
+		t.Errorf("a retriable error has nothing to fix, got %q", fix)
+	}
+	if e := (&publishError{topic: topic, err: sarama.ErrNotEnoughReplicas}); e.Error() != "publish to "+topic+": "+sarama.ErrNotEnoughReplicas.Error() {
+		t.Errorf("Error() = %q", e.Error())
+	}
+}
+
+// Which max.message.bytes a new retry or dead-letter topic gets from its
+// source, read from DescribeConfigs entries.
+func TestForwardTopicLimits(t *testing.T) {
+	t.Parallel()
+	entry := func(value string, src sarama.ConfigSource, synonyms ...*sarama.ConfigSynonym) []sarama.ConfigEntry {
+		return []sarama.ConfigEntry{
+			{Name: "retention.ms", Value: "1", Source: sarama.SourceTopic},
+			{Name: configMaxMessageBytes, Value: value, Source: src, Default: src == sarama.SourceDefault, Synonyms: synonyms},
+		}
+	}
+	brokerDefault := &sarama.ConfigSynonym{ConfigName: "message.max.bytes", ConfigValue: "1048588", Source: sarama.SourceDefault}
+	for _, c := range []struct {
+		name    string
+		entries []sarama.ConfigEntry
+		want    topicLimit
+		copied  string // "" = not set on the new topic
+	}{
+		{"set on the topic, larger than the broker's", entry("2097152", sarama.SourceTopic,
+			&sarama.ConfigSynonym{ConfigName: configMaxMessageBytes, ConfigValue: "2097152", Source: sarama.SourceTopic}, brokerDefault),
+			topicLimit{bytes: 2097152, explicit: true, inherited: 1048588}, "2097152"},
+		{"set on the topic, smaller than the broker's", entry("500000", sarama.SourceTopic, brokerDefault),
+			topicLimit{bytes: 500000, explicit: true, inherited: 1048588}, ""},
+		{"the broker's default", entry("1048588", sarama.SourceDefault),
+			topicLimit{bytes: 1048588, inherited: 1048588}, ""},
+		{"raised on the broker: new topics inherit it too", entry("8388608", sarama.SourceStaticBroker),
+			topicLimit{bytes: 8388608, inherited: 8388608}, ""},
+		{"DescribeConfigs v0: no source, not the default", entry("2097152", sarama.SourceUnknown),
+			topicLimit{bytes: 2097152, explicit: true}, "2097152"},
+	} {
+		got, ok := parseLimit(c.entries)
+		if !ok || got != c.want {
+			t.Errorf("%s: parseLimit = %+v, %v; want %+v", c.name, got, ok, c.want)
+			continue
+		}
+		if v, set := copiedLimit(got); v != c.copied || set != (c.copied != "") {
+			t.Errorf("%s: copiedLimit = %q, %v; want %q", c.name, v, set, c.copied)
+		}
+	}
+	if _, ok := parseLimit(entry("lots", sarama.SourceTopic)); ok {
+		t.Error("an unparsable max.message.bytes was taken")
+	}
+	if _, ok := parseLimit(nil); ok {
+		t.Error("a missing max.message.bytes was taken")
+	}
+	if got := producerLimit(2097152, 1048576); got != 2097152 {
+		t.Errorf("producerLimit follows a larger source: got %d", got)
+	}
+	if got := producerLimit(500000, 1048576); got != 1048576 {
+		t.Errorf("producerLimit never goes below sarama's default: got %d", got)
+	}
+	if got := producerLimit(1<<30, 1048576); got >= int(sarama.MaxRequestSize) {
+		t.Errorf("producerLimit must stay below sarama.MaxRequestSize: got %d", got)
+	}
+}

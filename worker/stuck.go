@@ -1,0 +1,86 @@
+package worker
+
+import (
+	"log/slog"
+	"time"
+)
+
+// watchHeld runs on the dispatcher's tick: it sets the partition's
+// oldest-in-flight-age gauge, logs each message that has been held longer
+// than WORKER_STUCK_AFTER (once per message; never the payload, the key only
+// at Debug), notes when intake stopped and why, and sweeps idle keys.
+func (p *partition) watchHeld() {
+	now := p.clock.read()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sweepKeys()
+	var age time.Duration
+	if oldest, ok := p.offsets.oldest(); ok && oldest.task != nil {
+		age = now - oldest.task.takenAt
+	}
+	p.all.setOldestAge(p.topic, p.id, age)
+	if p.stuckAfter <= 0 || age < p.stuckAfter {
+		return
+	}
+	p.offsets.each(func(n offsetNode) bool {
+		t := n.task
+		if t == nil {
+			return true
+		}
+		held := now - t.takenAt
+		if held < p.stuckAfter {
+			return false // taken in order: the rest are younger
+		}
+		if !t.stuck {
+			t.stuck = true
+			p.reportStuck(t, held)
+		}
+		return true
+	})
+}
+
+// reportStuck logs t as stuck. Called with p.mu held.
+func (p *partition) reportStuck(t *task, held time.Duration) {
+	behind := 0
+	for n := t.next; n != nil; n = n.next {
+		behind++
+	}
+	state := "running or queued"
+	if _, ok := p.backingOff[t]; ok {
+		state = "waiting to be retried in place or until its due time"
+	}
+	p.log.Warn("message stuck: held longer than WORKER_STUCK_AFTER; the partition's committed offset cannot pass it",
+		p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt), slog.Duration("held_for", held.Round(time.Millisecond)),
+			slog.String("state", state), slog.Int("same_key_waiting_behind", behind),
+			slog.Int("partition_messages_held", p.offsets.heldCount()),
+			slog.Int64("committed_offset_held_back_by", max(p.offsets.last-t.msg.Offset, 0)))...)
+	p.log.Debug("stuck message key", p.msgAttrs(t, slog.String("key", string(t.msg.Key)))...)
+}
+
+// reportUnstuck logs that a message reported stuck finished. Called with
+// p.mu held.
+func (p *partition) reportUnstuck(t *task) {
+	p.log.Info("stuck message finished",
+		p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt),
+			slog.Duration("held_for", (p.clock.read()-t.takenAt).Round(time.Millisecond)))...)
+}
+
+// noteIntake counts, once per episode, that intake stopped and why; the
+// dispatcher calls it when it starts holding back.
+func (p *partition) noteIntake() {
+	p.mu.Lock()
+	reason := "in_flight"
+	if p.doneSetFull {
+		reason = "done_set"
+	}
+	held, ranges := p.offsets.heldCount(), len(p.offsets.doneRanges())
+	p.mu.Unlock()
+	p.all.noteIntakeBlocked(p.topic, reason)
+	level := slog.LevelDebug
+	if reason == "done_set" {
+		level = slog.LevelWarn // rare and worth knowing: a pathological completion pattern
+	}
+	p.log.Log(p.ctx, level, "partition intake paused until its oldest message finishes",
+		logTopic(p.topic), logPartition(p.id), slog.String("reason", reason),
+		slog.Int("messages_held", held), slog.Int("done_ranges", ranges))
+}
