@@ -61,6 +61,7 @@ func (p *partition) deliver(t *task) error {
 // goes next (t.forwarding).
 func (p *partition) handle(ctx context.Context, t *task) error {
 	t.attempt++
+	t.attemptShown.Store(int32(t.attempt))
 	began := p.clock.read()
 	if t.attempt == 1 && !t.msg.Timestamp.IsZero() {
 		t.delay = clockAnchor.Add(began).Sub(t.msg.Timestamp)

@@ -94,7 +94,7 @@ func newMetrics(reg prometheus.Registerer, group string) (*metrics, error) {
 		group:         group,
 		deliveries:    r(newDeliveryCollector()).(*deliveryCollector),
 		lag:           gauge(MetricConsumerLag, "High watermark minus the committable offset, per assigned partition.", "group", "topic", "partition"),
-		inFlight:      gauge(MetricInFlight, "Messages taken from Kafka and not yet done (queued, running, backing off, or done behind an unfinished offset).", "group").With(g),
+		inFlight:      gauge(MetricInFlight, "Messages held in memory: taken from Kafka and not yet done (queued, running, backing off, or waiting for a due time).", "group").With(g),
 		assigned:      gauge(MetricAssignedPartitions, "Partitions currently assigned.", "group").With(g),
 		rebalances:    counter(MetricRebalances, "Rebalances this worker took part in.", "group").With(g),
 		commits:       counter(MetricCommits, "Offset commit requests by result.", "group", "result"),

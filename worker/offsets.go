@@ -161,8 +161,15 @@ func (o *offsetTracker) addDone(start, end int64) {
 		d[n-1].end = end
 		return
 	}
-	// Out of order: the first range ending at or after start.
-	i := sort.Search(len(d), func(i int) bool { return d[i].end >= start })
+	// Out of order, most often close to the end: the first range ending at
+	// or after start, looked for backwards a few steps, then by bisection.
+	i := len(d) - 1
+	for steps := 0; i > 0 && d[i-1].end >= start; i-- {
+		if steps++; steps == 8 {
+			i = sort.Search(i, func(i int) bool { return d[i].end >= start })
+			break
+		}
+	}
 	switch {
 	case d[i].start > end: // a range of its own before d[i]
 		o.done = append(d, offsetRange{})

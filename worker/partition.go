@@ -37,10 +37,12 @@ type task struct {
 	node    int32     // its handle in the partition's offset tracker
 	key     *keyState // its key's FIFO; nil when the message waits for nothing
 	next    *task     // next message of the same key, admitted after this one
-	attempt int       // deliveries on this hop so far
-	fail    *failure
-	takenAt time.Duration // when it was admitted, on the coarse clock
-	stuck   bool          // reported as stuck (see stuck.go)
+	attempt int       // deliveries on this hop so far; the delivering goroutine's
+	// attemptShown mirrors attempt for readers under p.mu (stuck reports).
+	attemptShown atomic.Int32
+	fail         *failure
+	takenAt      time.Duration // when it was admitted, on the coarse clock
+	stuck        bool          // reported as stuck (see stuck.go)
 
 	// From a retry tier: deliveries before this hop, and the due time.
 	base      int
@@ -109,15 +111,17 @@ type partition struct {
 	doneSetFull      bool          // intake stopped because the done-set neared the metadata limit
 	freed            chan struct{} // wakes the dispatcher when budget frees up
 
-	ready []*task // admit's buffer, reused; only the dispatcher touches it
+	scratch, ready []*task // admit's buffers, reused; only the dispatcher touches them
+	spare          []task  // the unused rest of the last chunk of tasks; only the dispatcher touches it
 }
 
 // initTask fills t for message m.
+// t is fresh (zero) memory: only what is not zero is written, field by
+// field, rather than the whole task twice.
 func (p *partition) initTask(t *task, m *sarama.ConsumerMessage) {
-	*t = task{part: p, msg: handler.Message{
-		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
-		Key: m.Key, Value: m.Value, Timestamp: m.Timestamp,
-	}}
+	t.part = p
+	t.msg.Topic, t.msg.Partition, t.msg.Offset = m.Topic, m.Partition, m.Offset
+	t.msg.Key, t.msg.Value, t.msg.Timestamp = m.Key, m.Value, m.Timestamp
 	if len(m.Headers) > 0 {
 		t.msg.Headers = make([]handler.Header, 0, len(m.Headers))
 		for _, h := range m.Headers {
@@ -151,33 +155,32 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 		room = 0
 	}
 	p.mu.Unlock()
-	// Tasks are built outside the lock, one allocation for the batch; the
-	// budget only grows meanwhile, so those counted will fit.
-	want := 0
+	// Tasks are built outside the lock; the budget only grows meanwhile, so
+	// those built will fit.
+	built := p.scratch[:0]
 	for _, m := range ms {
 		if p.handles(m.Offset) {
-			if want == room {
+			if len(built) == room {
 				break
 			}
-			want++
+			t := p.nextTask()
+			p.initTask(t, m)
+			built = append(built, t)
 		}
 		n++
 	}
-	slab := make([]task, want)
 	now := p.clock.read()
 
 	p.mu.Lock()
-	ready := p.ready[:0]
-	i := 0
+	ready, tasks := p.ready[:0], built
 	for _, m := range ms[:n] {
-		if !p.handles(m.Offset) {
-			p.offsets.skip(m.Offset)
+		if len(tasks) == 0 || tasks[0].msg.Offset != m.Offset {
+			p.offsets.skip(m.Offset) // before the start, or the previous owner did it
 			p.skipped++
 			continue
 		}
-		t := &slab[i]
-		i++
-		p.initTask(t, m)
+		t := tasks[0]
+		tasks = tasks[1:]
 		t.takenAt = now
 		t.node = p.offsets.reserve(m.Offset, t)
 		if !p.chain(t, m.Key) {
@@ -196,9 +199,28 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	p.mu.Unlock()
 
 	p.pool.pushAll(ready)
+	clear(built)
 	clear(ready)
-	p.ready = ready[:0]
+	p.scratch, p.ready = built[:0], ready[:0]
 	return n, full
+}
+
+// taskChunk is how many tasks are allocated at once: one allocation for
+// many messages, and small enough (under 32 KiB) to stay a small-object
+// allocation, which large ones (zeroed page runs, scavenged afterwards) are
+// not.
+const taskChunk = 64
+
+// nextTask returns a fresh task, carved from chunks of taskChunk. A task is
+// never reused: a handler may keep its *handler.Message. Only the
+// dispatcher calls it.
+func (p *partition) nextTask() *task {
+	if len(p.spare) == 0 {
+		p.spare = make([]task, taskChunk)
+	}
+	t := &p.spare[0]
+	p.spare = p.spare[1:]
+	return t
 }
 
 // handles reports whether the message at offset is to be handled: not

@@ -50,7 +50,7 @@ func (p *partition) reportStuck(t *task, held time.Duration) {
 		state = "waiting to be retried in place or until its due time"
 	}
 	p.log.Warn("message stuck: held longer than WORKER_STUCK_AFTER; the partition's committed offset cannot pass it",
-		p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt), slog.Duration("held_for", held.Round(time.Millisecond)),
+		p.msgAttrs(t, slog.Int("attempt", t.base+int(t.attemptShown.Load())), slog.Duration("held_for", held.Round(time.Millisecond)),
 			slog.String("state", state), slog.Int("same_key_waiting_behind", behind),
 			slog.Int("partition_messages_held", p.offsets.heldCount()),
 			slog.Int64("committed_offset_held_back_by", max(p.offsets.last-t.msg.Offset, 0)))...)
@@ -61,7 +61,7 @@ func (p *partition) reportStuck(t *task, held time.Duration) {
 // p.mu held.
 func (p *partition) reportUnstuck(t *task) {
 	p.log.Info("stuck message finished",
-		p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt),
+		p.msgAttrs(t, slog.Int("attempt", t.base+int(t.attemptShown.Load())),
 			slog.Duration("held_for", (p.clock.read()-t.takenAt).Round(time.Millisecond)))...)
 }
 
