@@ -32,11 +32,12 @@ type dispatcher struct {
 	claim sarama.ConsumerGroupClaim
 	tp    map[string][]int32
 
-	overflow []*sarama.ConsumerMessage // taken from the claim, not yet admitted
-	head     int                       // overflow[head:] is pending
-	paused   bool
-	holding  bool        // not reading: the budget is used up
-	stall    *time.Timer // runs while holding; on expiry, pause and read on
+	overflow  []*sarama.ConsumerMessage // taken from the claim, not yet admitted
+	head      int                       // overflow[head:] is pending
+	paused    bool
+	holding   bool        // not reading: the budget is used up
+	blockedBy string      // why intake stopped, while it is stopped: "in_flight" or "done_set"
+	stall     *time.Timer // runs while holding; on expiry, pause and read on
 }
 
 // run dispatches until the claim closes, done or Run's stop fires.
@@ -108,10 +109,14 @@ func (d *dispatcher) admitPending(msgs <-chan *sarama.ConsumerMessage) <-chan *s
 	}
 	if d.head == len(d.overflow) {
 		d.overflow, d.head = d.overflow[:0], 0
-		d.holding = false
+		d.holding, d.blockedBy = false, ""
 		d.stall.Stop()
 		d.resume()
 		return msgs
+	}
+	if reason := d.p.intakeReason(); reason != d.blockedBy {
+		d.blockedBy = reason
+		d.p.noteIntake(reason)
 	}
 	if d.paused {
 		return msgs // bounded by the pause; keep watching for a revocation
@@ -119,7 +124,6 @@ func (d *dispatcher) admitPending(msgs <-chan *sarama.ConsumerMessage) <-chan *s
 	if !d.holding {
 		d.holding = true
 		d.stall.Reset(stallAfter)
-		d.p.noteIntake()
 	}
 	return nil
 }

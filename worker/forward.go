@@ -69,7 +69,7 @@ func newForwarder(cfg Config, topo topology, base *sarama.Config, tr tracing, li
 			if !userSet {
 				maxBytes = producerLimit(srcLimit.bytes, def)
 			}
-			if srcLimit.bytes > maxBytes {
+			if srcLimit.bytes-recordBatchOverhead > maxBytes { // the source holds records the producer refuses
 				log.Warn("the forwarder's Producer.MaxMessageBytes is smaller than a source topic's max.message.bytes: a failing record larger than it cannot be forwarded, and its offset stays uncommitted",
 					logTopic(src), slog.Int("source_max_message_bytes", srcLimit.bytes), slog.Int("producer_max_message_bytes", maxBytes),
 					slog.Bool("set_through_WithSaramaConfig", userSet))
@@ -106,10 +106,12 @@ func newForwarder(cfg Config, topo topology, base *sarama.Config, tr tracing, li
 }
 
 // producerLimit is the Producer.MaxMessageBytes for a source topic whose
-// max.message.bytes is limit: that, never below sarama's default def, and
-// below sarama.MaxRequestSize, which sarama requires.
+// max.message.bytes is limit: what a record batch may hold there (the
+// broker counts the batch's header too), never below sarama's default def,
+// and below sarama.MaxRequestSize, which sarama requires. A source on the
+// broker's default (1048588) gets sarama's default (1048576), as before.
 func producerLimit(limit, def int) int {
-	return min(max(limit, def), int(sarama.MaxRequestSize)-1)
+	return min(max(limit-recordBatchOverhead, def), int(sarama.MaxRequestSize)-1)
 }
 
 func (f *forwarder) close() error {
@@ -181,7 +183,10 @@ func (f *forwarder) publish(ctx context.Context, msg *handler.Message, h hop, at
 	if ctx != nil {
 		f.tracing.inject(ctx, &pm.Headers)
 	}
-	r := f.routes[dest.topic]
+	r, ok := f.routes[dest.topic]
+	if !ok {
+		return fmt.Errorf("kafkaworker: no producer for %s, which is not a retry or dead-letter topic of this worker", dest.topic)
+	}
 	if _, _, err := r.producer.SendMessage(pm); err != nil {
 		return &publishError{topic: dest.topic, size: pm.ByteSize(f.version), route: r, err: err}
 	}
@@ -285,8 +290,8 @@ func (e *publishError) fix() string {
 		case r.limit == 0:
 			return fmt.Sprintf("record of %d bytes exceeds the limit of topic %s: raise it with %s", e.size, e.topic, raiseLimitCommand(e.topic, want))
 		case e.size+recordBatchOverhead <= r.limit:
-			return fmt.Sprintf("record of %d bytes fits the limit of topic %s (max.message.bytes=%d), but the batch it was sent in did not; it is retried, usually in a smaller batch. To avoid it, raise max.message.bytes of %s to the producer's Producer.MaxMessageBytes=%d: %s",
-				e.size, e.topic, r.limit, e.topic, r.maxBytes, raiseLimitCommand(e.topic, max(r.maxBytes, want)))
+			return fmt.Sprintf("record of %d bytes fits the limit of topic %s (max.message.bytes=%d), but the batch it was sent in did not; it is retried, usually in a smaller batch. To avoid it, raise max.message.bytes of %s above the producer's Producer.MaxMessageBytes=%d: %s",
+				e.size, e.topic, r.limit, e.topic, r.maxBytes, raiseLimitCommand(e.topic, max(r.maxBytes+recordBatchOverhead, want)))
 		default:
 			return fmt.Sprintf("record of %d bytes exceeds the limit of topic %s (max.message.bytes=%d): raise it with %s", e.size, e.topic, r.limit, raiseLimitCommand(e.topic, want))
 		}

@@ -1,13 +1,18 @@
 package worker
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/kafkatest"
 )
 
 // Every publish error gets one of a few fixed reasons, wrapped or not; only
@@ -25,7 +30,7 @@ func TestForwardErrorReason(t *testing.T) {
 		{"producer's own limit", sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 2000 > 1000"), ReasonTooLarge},
 		{"wrapped by publish", &publishError{topic: "t.retry.1", err: sarama.ErrMessageSizeTooLarge}, ReasonTooLarge},
 		{"wrapped with %w", fmt.Errorf("publish to t: %w", sarama.ErrMessageSizeTooLarge), ReasonTooLarge},
-		{"in a sarama.ProducerError", sarama.ProducerError{Err: sarama.ErrMessageSizeTooLarge}, ReasonTooLarge},
+		{"in a sarama.ProducerError", sarama.ProducerError{Msg: &sarama.ProducerMessage{Topic: "t"}, Err: sarama.ErrMessageSizeTooLarge}, ReasonTooLarge},
 		{"CORRUPT_MESSAGE", sarama.ErrInvalidMessage, ReasonInvalid},
 		{"INVALID_RECORD", sarama.ErrInvalidRecord, ReasonInvalid},
 		{"INVALID_TIMESTAMP", sarama.ErrInvalidTimestamp, ReasonInvalid},
@@ -87,7 +92,7 @@ func TestForwardErrorReason(t *testing.T) {
 func TestForwardErrorFix(t *testing.T) {
 	t.Parallel()
 	const topic = "orders.g.retry.1"
-	r := route{maxBytes: 2097152, limit: 1048576, sourceLimit: 2097152}
+	r := route{maxBytes: 2097152 - recordBatchOverhead, limit: 1048576, sourceLimit: 2097152}
 	for _, c := range []struct {
 		name string
 		err  *publishError
@@ -107,8 +112,8 @@ func TestForwardErrorFix(t *testing.T) {
 			&publishError{topic: topic, size: 5000, route: route{maxBytes: 4000, userSet: true}, err: sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 5000 > 4000")},
 			[]string{"Producer.MaxMessageBytes=4000, set through WithSaramaConfig"}},
 		{"the producer refused it, limit following the source",
-			&publishError{topic: topic, size: 2097200, route: r, err: sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 2097200 > 2097152")},
-			[]string{"Producer.MaxMessageBytes=2097152, which follows its source topic's max.message.bytes"}},
+			&publishError{topic: topic, size: 2097200, route: r, err: sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 2097200 > 2097091")},
+			[]string{"Producer.MaxMessageBytes=2097091, which follows its source topic's max.message.bytes"}},
 		{"unauthorized", &publishError{topic: topic, err: sarama.ErrTopicAuthorizationFailed}, []string{"kafka-acls.sh", "--topic " + topic}},
 		{"unknown topic", &publishError{topic: topic, err: sarama.ErrUnknownTopicOrPartition}, []string{"RETRY_CREATE_TOPICS=true", "--create --topic " + topic}},
 		{"invalid", &publishError{topic: topic, err: sarama.ErrInvalidRecord}, []string{"cleanup.policy=compact"}},
@@ -172,8 +177,11 @@ func TestForwardTopicLimits(t *testing.T) {
 	if _, ok := parseLimit(nil); ok {
 		t.Error("a missing max.message.bytes was taken")
 	}
-	if got := producerLimit(2097152, 1048576); got != 2097152 {
-		t.Errorf("producerLimit follows a larger source: got %d", got)
+	if got := producerLimit(2097152, 1048576); got != 2097152-61 {
+		t.Errorf("producerLimit follows a larger source, less the record batch header: got %d", got)
+	}
+	if got := producerLimit(1048588, 1048576); got != 1048576 {
+		t.Errorf("producerLimit of a source on Kafka's default is sarama's default: got %d", got)
 	}
 	if got := producerLimit(500000, 1048576); got != 1048576 {
 		t.Errorf("producerLimit never goes below sarama's default: got %d", got)
@@ -181,4 +189,79 @@ func TestForwardTopicLimits(t *testing.T) {
 	if got := producerLimit(1<<30, 1048576); got >= int(sarama.MaxRequestSize) {
 		t.Errorf("producerLimit must stay below sarama.MaxRequestSize: got %d", got)
 	}
+}
+
+// Each source's retry and dead-letter topics are published through a
+// producer whose Producer.MaxMessageBytes follows that source's
+// max.message.bytes (never below sarama's default), so a batch never grows
+// past a smaller topic's limit; a value set through WithSaramaConfig is
+// kept, and settings that cannot carry a source's records are logged.
+func TestForwarderProducerLimits(t *testing.T) {
+	t.Parallel()
+	cluster, err := kafkatest.NewCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	c := DefaultConfig()
+	c.Brokers, c.GroupID, c.Topics = cluster.Addrs(), "g", []string{"big", "small"}
+	c.RetryTopicDelays, c.DLQEnabled = []time.Duration{time.Second}, true
+	topo := newTopology(c)
+	limits := topicLimits{"big": {bytes: 4 << 20, explicit: true, inherited: 1048588}, "small": {bytes: 1048588, inherited: 1048588}}
+	def := sarama.NewConfig().Producer.MaxMessageBytes
+
+	start := func(t *testing.T, hooks ...func(*sarama.Config)) (*forwarder, string) {
+		t.Helper()
+		base, err := saramaConfig(c, hooks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		f, err := newForwarder(c, topo, base, newTracing(nil, nil), limits, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.close() })
+		return f, logs.String()
+	}
+	check := func(t *testing.T, f *forwarder, source string, want int) {
+		t.Helper()
+		for _, name := range topo.forwardTopics()[source] {
+			if got := f.routes[name].maxBytes; got != want {
+				t.Errorf("%s: Producer.MaxMessageBytes %d, want %d", name, got, want)
+			}
+		}
+	}
+
+	t.Run("following the sources", func(t *testing.T) {
+		f, logs := start(t)
+		check(t, f, "big", 4<<20-recordBatchOverhead)
+		check(t, f, "small", def)
+		if len(f.producers) != 2 || f.routes["big.g.dlq"].producer == f.routes["small.g.dlq"].producer {
+			t.Errorf("%d producers, want one per limit (2)", len(f.producers))
+		}
+		if f.routes["big.g.retry.1"].producer != f.routes["big.g.dlq"].producer {
+			t.Error("one source's topics use two producers")
+		}
+		if logs != "" {
+			t.Errorf("logged with nothing to warn about:\n%s", logs)
+		}
+	})
+	t.Run("set through WithSaramaConfig", func(t *testing.T) {
+		f, logs := start(t, func(s *sarama.Config) {
+			s.Producer.MaxMessageBytes = 3_000_000
+			s.Consumer.Fetch.Max = 2 << 20
+		})
+		check(t, f, "big", 3_000_000)
+		check(t, f, "small", 3_000_000)
+		if len(f.producers) != 1 {
+			t.Errorf("%d producers, want 1", len(f.producers))
+		}
+		for _, want := range []string{"source_max_message_bytes=4194304 producer_max_message_bytes=3000000 set_through_WithSaramaConfig=true",
+			"sarama skips a record larger than Consumer.Fetch.Max", "consumer_fetch_max=2097152"} {
+			if !strings.Contains(logs, want) {
+				t.Errorf("the warnings do not say %q:\n%s", want, logs)
+			}
+		}
+	})
 }

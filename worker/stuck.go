@@ -31,7 +31,8 @@ func (p *partition) watchHeld() {
 		if held < p.stuckAfter {
 			return false // taken in order: the rest are younger
 		}
-		if !t.stuck {
+		_, backingOff := p.backingOff[t]
+		if !t.stuck && (backingOff || t.attemptShown.Load() > 0) { // running or waiting in place, not queued behind its key
 			t.stuck = true
 			p.reportStuck(t, held)
 		}
@@ -45,7 +46,7 @@ func (p *partition) reportStuck(t *task, held time.Duration) {
 	for n := t.next; n != nil; n = n.next {
 		behind++
 	}
-	state := "running or queued"
+	state := "running"
 	if _, ok := p.backingOff[t]; ok {
 		state = "waiting to be retried in place or until its due time"
 	}
@@ -65,14 +66,22 @@ func (p *partition) reportUnstuck(t *task) {
 			slog.Duration("held_for", (p.clock.read()-t.takenAt).Round(time.Millisecond)))...)
 }
 
-// noteIntake counts, once per episode, that intake stopped and why; the
-// dispatcher calls it when it starts holding back.
-func (p *partition) noteIntake() {
+// intakeReason says why intake stopped: "done_set" when the done-set
+// neared the metadata limit, else "in_flight".
+func (p *partition) intakeReason() string {
 	p.mu.Lock()
-	reason := "in_flight"
+	defer p.mu.Unlock()
 	if p.doneSetFull {
-		reason = "done_set"
+		return "done_set"
 	}
+	return "in_flight"
+}
+
+// noteIntake counts that intake stopped for reason, once per episode and
+// reason; the dispatcher calls it when it starts holding back and when the
+// reason it holds back for changes.
+func (p *partition) noteIntake(reason string) {
+	p.mu.Lock()
 	held, ranges := p.offsets.heldCount(), len(p.offsets.doneRanges())
 	p.mu.Unlock()
 	p.all.noteIntakeBlocked(p.topic, reason)

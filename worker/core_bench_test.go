@@ -1,0 +1,561 @@
+package worker
+
+// Benchmarks of the worker's core without Kafka: a fake claim's Messages()
+// channel → dispatcher → partition admit → pool goroutines → no-op handler
+// → completion and committable offset. Built in real time (no synctest
+// bubble), as Worker.run and ConsumeClaim build the pieces, minus the Kafka
+// clients and the committer. Run them with
+//
+//	go test -run XXX -bench . -benchmem ./worker
+//
+// Everything a benchmark starts is stopped before it returns (goleak checks
+// in TestMain).
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/kafkaworker/kafkaworker/handler"
+)
+
+// benchTimeout bounds every wait of a benchmark, so that a regression that
+// loses a message fails it instead of hanging until go test's timeout.
+const benchTimeout = time.Minute
+
+// benchChunk is how many ring slots a feeder recycles at a time.
+const benchChunk = 256
+
+// benchMallocs reads the heap allocations made so far, stopping the world.
+func benchMallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
+}
+
+// benchReportMallocs reports the allocations since before per 1000 messages:
+// allocs/op rounds down to a whole number, which hides one allocation per
+// batch of messages.
+func benchReportMallocs(b *testing.B, before uint64) {
+	b.ReportMetric(float64(benchMallocs()-before)*1000/float64(b.N), "allocs/kmsg")
+}
+
+// benchSink keeps results the compiler could otherwise drop.
+var benchSink int64
+
+var benchNoop = handler.HandlerFunc(func(context.Context, *handler.Message) error { return nil })
+
+// benchRig is a groupHandler with its pool and coarse clock, built as
+// Worker.run builds them, without the Kafka clients and the committer, and
+// outside any synctest bubble.
+type benchRig struct {
+	w        *Worker
+	g        *groupHandler
+	pool     *pool
+	clock    *coarseClock
+	stopping chan struct{}
+	parts    []*benchPart
+	abort    chan struct{} // stops the feeders early (a failed benchmark)
+	feeders  sync.WaitGroup
+	fed      chan struct{} // closed once every feeder returned; nil before they start
+	stopOnce sync.Once
+}
+
+// benchPart is one claimed partition, its dispatcher and its feeder.
+type benchPart struct {
+	claim   *fakeClaim
+	sess    *fakeSession
+	end     context.CancelFunc // ends the session: its context is done
+	p       *partition
+	runDone chan struct{} // closed when the dispatcher's run returns
+	n       int64         // messages to feed: offsets 0..n-1
+	ring    []sarama.ConsumerMessage
+	waits   int // times the feeder waited to recycle a ring slot
+}
+
+// newBenchRig builds a worker with cfg adjusted by adjust, handing messages
+// to h. With pooled, the pool runs cfg.Concurrency goroutines; without, it
+// runs none and the benchmark takes the queued tasks itself. stop (also
+// registered as a cleanup) ends everything.
+func newBenchRig(b testing.TB, h handler.Handler, adjust func(*Config), pooled bool) *benchRig {
+	b.Helper()
+	cfg := DefaultConfig()
+	cfg.Brokers = []string{"fake:9092"}
+	cfg.GroupID = "g"
+	cfg.Topics = []string{"t"}
+	cfg.RetryTopicDelays = nil
+	cfg.DLQEnabled = false
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	w, err := New(cfg, h,
+		WithLogger(slog.New(slog.DiscardHandler)),
+		WithRegisterer(prometheus.NewRegistry()),
+		WithTracerProvider(noop.NewTracerProvider()),
+		WithHTTPServer(false))
+	if err != nil {
+		b.Fatal(err)
+	}
+	goroutines := 0
+	if pooled {
+		goroutines = cfg.Concurrency
+	}
+	r := &benchRig{w: w, pool: newPool(goroutines), clock: &coarseClock{}, stopping: make(chan struct{}), abort: make(chan struct{})}
+	r.g = &groupHandler{
+		w: w, pool: r.pool, group: &fakeGroup{}, admin: fakeAdmin{}, topo: newTopology(cfg), metrics: w.metrics,
+		stopping: r.stopping, stop: &stopClock{timeout: cfg.ShutdownTimeout}, clock: r.clock,
+		base: context.Background(), exited: make(chan struct{}, 1),
+	}
+	b.Cleanup(func() { r.stop(b) })
+	return r
+}
+
+// claim builds partition id of topic "t" as ConsumeClaim does, with n
+// messages to feed over keys distinct keys, without starting its dispatcher.
+// The claim's channel is as deep as sarama's (ChannelBufferSize).
+func (r *benchRig) claim(b testing.TB, id int32, n int64, keys int) *benchPart {
+	b.Helper()
+	ctx, end := context.WithCancel(context.Background())
+	sess := &fakeSession{ctx: ctx}
+	claim := &fakeClaim{topic: "t", partition: id, msgs: make(chan *sarama.ConsumerMessage, r.w.sarama.ChannelBufferSize)}
+	claim.next.Store(n) // the high watermark: everything is produced already
+	bp := &benchPart{claim: claim, sess: sess, end: end, n: n}
+	bp.p = r.g.newPartition(sess, claim)
+	if r.g.startClaim(sess, claim, bp.p) {
+		b.Fatal("startClaim asked for a restart")
+	}
+	bp.ring = benchMessages(benchRingSize(cap(claim.msgs)), "t", id, keys)
+	r.parts = append(r.parts, bp)
+	return bp
+}
+
+// benchRingSize is how many messages a feeder recycles: enough that, while the
+// dispatcher is not paused, a slot is always admitted before its reuse (the
+// claim's channel plus one dispatcher batch plus a chunk, with room to
+// spare), a power of two.
+func benchRingSize(chanCap int) int {
+	n := 1
+	for n < 2*(chanCap+maxBatch+benchChunk) {
+		n *= 2
+	}
+	return n
+}
+
+// benchMessages makes n messages of topic, partition id, each with one of
+// keys keys picked at random (fixed seed), a shared 100-byte value and a
+// timestamp; offsets are set when sent.
+func benchMessages(n int, topic string, id int32, keys int) []sarama.ConsumerMessage {
+	keyBytes := make([][]byte, keys)
+	for i := range keyBytes {
+		keyBytes[i] = fmt.Appendf(nil, "key-%06d", i)
+	}
+	value := make([]byte, 100)
+	rng := rand.New(rand.NewPCG(uint64(id), 42))
+	now := time.Now()
+	ms := make([]sarama.ConsumerMessage, n)
+	for i := range ms {
+		ms[i] = sarama.ConsumerMessage{
+			Topic: topic, Partition: id, Key: keyBytes[rng.IntN(keys)], Value: value, Timestamp: now,
+		}
+	}
+	return ms
+}
+
+// dispatch starts the claim's dispatcher, built as ConsumeClaim builds it.
+func (r *benchRig) dispatch(bp *benchPart) {
+	d := &dispatcher{g: r.g, p: bp.p, claim: bp.claim, tp: map[string][]int32{bp.claim.Topic(): {bp.claim.Partition()}}}
+	bp.runDone = make(chan struct{})
+	go func() {
+		defer close(bp.runDone)
+		d.run(bp.sess.Context().Done())
+	}()
+}
+
+// feed sends offsets 0..n-1 into the claim's channel, as sarama's partition
+// consumer would, from the partition's ring of messages. A slot is
+// rewritten only once the partition has admitted the message it held
+// (nothing reads a message after admit copies it into its task); p.mu
+// orders the dispatcher's reads before the feeder's rewrite. The send is a
+// plain one, so that the feeder's own cost stays small: abort is checked
+// once a chunk, and stop drains the channel to free a feeder blocked on it.
+func (bp *benchPart) feed(abort <-chan struct{}) {
+	ring := int64(len(bp.ring))
+	for o := int64(0); o < bp.n; o++ {
+		s := o & (ring - 1)
+		if s%benchChunk == 0 {
+			select {
+			case <-abort:
+				return
+			default:
+			}
+			if o >= ring && !bp.awaitAdmitted(o-ring+benchChunk-1, abort) {
+				return
+			}
+		}
+		m := &bp.ring[s]
+		m.Offset = o
+		bp.claim.msgs <- m
+	}
+}
+
+// awaitAdmitted waits until offset was admitted, or abort.
+func (bp *benchPart) awaitAdmitted(offset int64, abort <-chan struct{}) bool {
+	for waited := false; ; waited = true {
+		bp.p.mu.Lock()
+		last := bp.p.offsets.last
+		bp.p.mu.Unlock()
+		if last >= offset {
+			if waited {
+				bp.waits++
+			}
+			return true
+		}
+		select {
+		case <-abort:
+			return false
+		case <-time.After(10 * time.Microsecond):
+		}
+	}
+}
+
+// marked is the partition's committable offset, read under its lock.
+func (bp *benchPart) marked() int64 {
+	bp.p.mu.Lock()
+	defer bp.p.mu.Unlock()
+	return bp.p.marked
+}
+
+// startFeeders starts one feeder goroutine per partition; fed is closed once
+// all have sent everything (or were aborted).
+func (r *benchRig) startFeeders() (fed <-chan struct{}) {
+	for _, bp := range r.parts {
+		r.feeders.Go(func() { bp.feed(r.abort) })
+	}
+	r.fed = make(chan struct{})
+	go func() { r.feeders.Wait(); close(r.fed) }()
+	return r.fed
+}
+
+// awaitMarked waits until every partition's committable offset reached the
+// end of what it was fed, which means every message was handled.
+func (r *benchRig) awaitMarked(b testing.TB, fed <-chan struct{}) {
+	b.Helper()
+	timeout := time.NewTimer(benchTimeout)
+	defer timeout.Stop()
+	select {
+	case <-fed:
+	case <-timeout.C:
+		b.Fatalf("feeding did not finish within %v: %s", benchTimeout, r.state())
+	}
+	deadline := time.Now().Add(benchTimeout)
+	for _, bp := range r.parts {
+		for bp.marked() < bp.n {
+			if time.Now().After(deadline) {
+				b.Fatalf("committable offsets did not reach the end within %v: %s", benchTimeout, r.state())
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}
+}
+
+func (r *benchRig) state() string {
+	s := ""
+	for _, bp := range r.parts {
+		bp.p.mu.Lock()
+		s += fmt.Sprintf("[partition %d: fed %d, last admitted %d, held %d, marked %d] ",
+			bp.p.id, bp.n, bp.p.offsets.last, bp.p.offsets.heldCount(), bp.p.marked)
+		bp.p.mu.Unlock()
+	}
+	return s
+}
+
+// handledOK is how many messages the handler finished successfully, from
+// the partitions' own stats.
+func (r *benchRig) handledOK() uint64 {
+	var n uint64
+	for _, bp := range r.parts {
+		bp.p.mu.Lock()
+		n += bp.p.metrics.processed[resultSuccess]
+		bp.p.mu.Unlock()
+	}
+	return n
+}
+
+// stop ends everything the rig started, in the order release and
+// Worker.run do: the feeders, each claim (session ended, Messages()
+// closed) and its dispatcher, the partitions' drain, the coarse clock, the
+// pool. It may be called more than once.
+func (r *benchRig) stop(b testing.TB) {
+	r.stopOnce.Do(func() {
+		close(r.abort)
+		close(r.stopping)
+		for _, bp := range r.parts {
+			bp.end()
+			if bp.runDone != nil {
+				select {
+				case <-bp.runDone:
+				case <-time.After(benchTimeout):
+					b.Errorf("partition %d: the dispatcher did not return", bp.p.id)
+				}
+			}
+		}
+		r.drainFeeders(b) // before closing the channels they send to
+		for _, bp := range r.parts {
+			close(bp.claim.msgs)
+			if n := bp.p.drain(time.Second); n != 0 {
+				b.Errorf("partition %d: %d handlers still running at shutdown", bp.p.id, n)
+			}
+			r.g.metrics.deliveries.retire(bp.p.metrics)
+		}
+		r.clock.stop()
+		if !r.pool.stop(5 * time.Second) {
+			b.Error("pool goroutines still running at shutdown")
+		}
+	})
+}
+
+// drainFeeders waits for the feeders to return, emptying the claims'
+// channels meanwhile so that a feeder blocked in a send sees abort.
+func (r *benchRig) drainFeeders(b testing.TB) {
+	if r.fed == nil {
+		return
+	}
+	deadline := time.Now().Add(benchTimeout)
+	for {
+		for _, bp := range r.parts {
+			for len(bp.claim.msgs) > 0 {
+				<-bp.claim.msgs // only stop receives now: the dispatchers returned
+			}
+		}
+		select {
+		case <-r.fed:
+			return
+		case <-time.After(time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b.Error("feeders did not return")
+			return
+		}
+	}
+}
+
+type benchCoreCase struct {
+	name       string
+	keys       int
+	partitions int
+	ordering   Ordering
+}
+
+// BenchmarkCoreNoop feeds b.N messages, spread over the partitions, each
+// partition's claim from its own goroutine, through the dispatcher, admit,
+// the pool and a no-op handler, until every partition's committable offset
+// reached its end. ns/op and allocs/op are per message. Default config:
+// 64 handler goroutines, 1000 messages in flight per partition.
+func BenchmarkCoreNoop(b *testing.B) {
+	for _, c := range []benchCoreCase{
+		{name: "keys=1000/partitions=8", keys: 1000, partitions: 8, ordering: OrderByKey},
+		{name: "keys=1/partitions=1", keys: 1, partitions: 1, ordering: OrderByKey},
+		{name: "ordering=none/partitions=8", keys: 1000, partitions: 8, ordering: OrderNone},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchCore(b, c) })
+	}
+}
+
+func benchCore(b *testing.B, c benchCoreCase) {
+	r := newBenchRig(b, benchNoop, func(cfg *Config) { cfg.Ordering = c.ordering }, true)
+	for i := range c.partitions {
+		n := int64(b.N / c.partitions)
+		if i < b.N%c.partitions {
+			n++
+		}
+		r.dispatch(r.claim(b, int32(i), n, c.keys))
+	}
+	b.ReportAllocs()
+	mallocs := benchMallocs()
+	b.ResetTimer()
+	fed := r.startFeeders()
+	r.awaitMarked(b, fed)
+	b.StopTimer()
+	benchReportMallocs(b, mallocs)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	if n := r.handledOK(); n != uint64(b.N) {
+		b.Fatalf("handled %d messages, want %d", n, b.N)
+	}
+	waits := 0
+	for _, bp := range r.parts {
+		waits += bp.waits
+	}
+	if waits > 0 {
+		b.Logf("feeders waited %d times to recycle a message (the dispatcher ran behind)", waits)
+	}
+	r.stop(b)
+}
+
+// BenchmarkOffsetTracker measures one partition's offset bookkeeping per
+// message: a reserve, a finish and the committable offset read after it,
+// as admit and complete do.
+func BenchmarkOffsetTracker(b *testing.B) {
+	// in-order: each message finishes window messages after it was
+	// reserved, oldest first; every finish advances the committable offset.
+	for _, window := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("in-order/window=%d", window), func(b *testing.B) {
+			benchTrackerWindow(b, window, false)
+		})
+	}
+	// stuck-head: offset 0 never finishes; everything behind it finishes in
+	// order, so the done range above the committable offset grows by one
+	// offset per message and nothing is ever dropped below.
+	b.Run("stuck-head/window=1000", func(b *testing.B) { benchTrackerWindow(b, 1000, true) })
+	// shuffled: batches of 256 finish in a random order (concurrent
+	// handlers), so finishes behind an unfinished one add out-of-order
+	// done ranges that later merge; with and without a stuck head.
+	b.Run("shuffled/batch=256", func(b *testing.B) { benchTrackerShuffled(b, 256, false) })
+	b.Run("stuck-head+shuffled/batch=256", func(b *testing.B) { benchTrackerShuffled(b, 256, true) })
+}
+
+func benchTrackerWindow(b *testing.B, window int, stuck bool) {
+	o := newOffsetTracker(0)
+	next := int64(0)
+	if stuck {
+		o.reserve(next, nil) // never finished
+		next++
+	}
+	hs := make([]int32, window)
+	var sink int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if i >= window {
+			o.finish(hs[i%window])
+			sink += o.committable()
+		}
+		hs[i%window] = o.reserve(next, nil)
+		next++
+	}
+	b.StopTimer()
+	benchSink = sink + int64(len(o.doneRanges()))
+	if stuck && b.N > window {
+		if c := o.committable(); c != 0 {
+			b.Fatalf("committable %d, want 0 behind the stuck head", c)
+		}
+		if d := o.doneRanges(); len(d) != 1 || d[0] != (offsetRange{1, next - int64(window)}) {
+			b.Fatalf("done ranges %v, want [1, %d)", d, next-int64(window))
+		}
+	}
+}
+
+func benchTrackerShuffled(b *testing.B, batch int, stuck bool) {
+	o := newOffsetTracker(0)
+	next := int64(0)
+	if stuck {
+		o.reserve(next, nil)
+		next++
+	}
+	perm := rand.New(rand.NewPCG(1, 2)).Perm(batch)
+	hs := make([]int32, batch)
+	var sink int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		k := min(batch, b.N-done)
+		for j := range k {
+			hs[j] = o.reserve(next, nil)
+			next++
+		}
+		for _, j := range perm {
+			if j < k {
+				o.finish(hs[j])
+				sink += o.committable()
+			}
+		}
+		done += k
+	}
+	b.StopTimer()
+	benchSink = sink
+	want, held := next, 0
+	if stuck {
+		want, held = 0, 1
+	}
+	if c, h := o.committable(), o.heldCount(); c != want || h != held {
+		b.Fatalf("committable %d with %d held, want %d with %d", c, h, want, held)
+	}
+}
+
+// BenchmarkAdmit measures partition.admit of 256-message batches over 1000
+// keys, each batch completed before the next: "complete" completes each
+// task under the partition's lock as run does after a successful delivery;
+// "run" calls partition.run itself (no-op handler, metrics, the key's next
+// message run inline). No pool goroutine runs: the benchmark takes the
+// queued tasks from the pool's queue. Per message.
+func BenchmarkAdmit(b *testing.B) {
+	for _, mode := range []string{"complete", "run"} {
+		b.Run("keys=1000/batch=256/"+mode, func(b *testing.B) { benchAdmit(b, 1000, maxBatch, mode == "run") })
+	}
+}
+
+func benchAdmit(b *testing.B, keys, batch int, run bool) {
+	r := newBenchRig(b, benchNoop, nil, false)
+	bp := r.claim(b, 0, 0, keys)
+	p := bp.p
+	ms := make([]*sarama.ConsumerMessage, 4*batch) // 4 batches of messages, reused in turn
+	for i := range ms {
+		ms[i] = &bp.ring[i]
+	}
+	var queued []*task
+	next := int64(0)
+	b.ReportAllocs()
+	mallocs := benchMallocs()
+	b.ResetTimer()
+	for round, done := 0, 0; done < b.N; round++ {
+		k := min(batch, b.N-done)
+		in := ms[(round%4)*batch:][:k]
+		for _, m := range in {
+			m.Offset = next
+			next++
+		}
+		if n, full := p.admit(in); n != k || full {
+			b.Fatalf("admitted %d of %d (full %v)", n, k, full)
+		}
+		queued = benchTakeQueued(r.pool, queued[:0])
+		for _, t := range queued {
+			for t != nil {
+				if run {
+					t = p.run(t)
+				} else {
+					p.mu.Lock()
+					t = p.complete(t)
+					p.mu.Unlock()
+				}
+			}
+		}
+		clear(queued)
+		done += k
+	}
+	b.StopTimer()
+	benchReportMallocs(b, mallocs)
+	if m := bp.marked(); m != next {
+		b.Fatalf("marked %d, want %d", m, next)
+	}
+	r.stop(b)
+}
+
+// benchTakeQueued moves every task queued in a pool without goroutines into
+// buf, as the pool's goroutines would pop them.
+func benchTakeQueued(p *pool, buf []*task) []*task {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	buf = append(buf, p.items[p.head:]...)
+	clear(p.items)
+	p.items, p.head = p.items[:0], 0
+	p.waiting.Store(0)
+	return buf
+}

@@ -1,0 +1,673 @@
+package worker
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// Tests of offsetTracker on its own: a randomized comparison with a naive
+// model, and edge cases as tables.
+
+// otModel is the naive reference for offsetTracker: every admitted offset
+// with its state, and every offset that was never delivered (skipped over
+// between two admitted ones).
+type otModel struct {
+	start      int64
+	state      map[int64]otState // admitted offsets
+	never      map[int64]bool    // offsets passed over between admitted ones
+	last       int64             // last admitted offset, -1 before the first
+	unfinished []int64           // the unfinished admitted offsets, ascending
+	handle     map[int64]int32   // the tracker's handle of each unfinished offset
+}
+
+type otState int
+
+const (
+	otUnfinished otState = iota + 1
+	otDone
+)
+
+func newOTModel(start int64) *otModel {
+	return &otModel{start: start, state: map[int64]otState{}, never: map[int64]bool{}, last: -1, handle: map[int64]int32{}}
+}
+
+// next is the lowest offset that may be admitted next.
+func (m *otModel) next() int64 {
+	if m.last >= 0 {
+		return m.last + 1
+	}
+	return max(m.start, 0)
+}
+
+func (m *otModel) admit(offset int64, s otState) {
+	for o := m.next(); o < offset; o++ {
+		m.never[o] = true
+	}
+	m.state[offset] = s
+	m.last = offset
+	if s == otUnfinished {
+		m.unfinished = append(m.unfinished, offset)
+	}
+}
+
+func (m *otModel) finish(i int) int64 {
+	o := m.unfinished[i]
+	m.unfinished = slices.Delete(m.unfinished, i, i+1)
+	m.state[o] = otDone
+	delete(m.handle, o)
+	return o
+}
+
+// committable: the lowest unfinished admitted offset, or the one after the
+// last admitted when none is unfinished; never below the start.
+func (m *otModel) committable() int64 {
+	c := m.start
+	switch {
+	case len(m.unfinished) > 0:
+		c = m.unfinished[0]
+	case m.last >= 0:
+		c = m.last + 1
+	}
+	return max(c, m.start)
+}
+
+// isDone reports whether offset counts as done: admitted and done, or never
+// delivered.
+func (m *otModel) isDone(o int64) bool {
+	return m.state[o] == otDone || m.never[o]
+}
+
+// otCheck compares the tracker with the model. full also walks every offset
+// of [committable, last] against the model's map.
+func otCheck(t *testing.T, o *offsetTracker, m *otModel, peak int, full bool) {
+	t.Helper()
+	c := o.committable()
+	if want := m.committable(); c != want {
+		t.Fatalf("committable() = %d, model %d (unfinished %v, last %d)", c, want, otHead(m.unfinished), m.last)
+	}
+	if o.heldCount() != len(m.unfinished) {
+		t.Fatalf("heldCount() = %d, model %d", o.heldCount(), len(m.unfinished))
+	}
+	if len(o.nodes) > peak {
+		t.Fatalf("len(nodes) = %d exceeds the peak held count %d: handles not reused", len(o.nodes), peak)
+	}
+	if len(o.nodes) != o.heldCount()+len(o.free) {
+		t.Fatalf("len(nodes) = %d, held %d + free %d", len(o.nodes), o.heldCount(), len(o.free))
+	}
+	// The tracker's unfinished list is the model's, in order.
+	i := 0
+	o.each(func(n offsetNode) bool {
+		if i >= len(m.unfinished) || n.offset != m.unfinished[i] {
+			t.Fatalf("each(): unfinished #%d is %d, model %v", i, n.offset, otHead(m.unfinished[min(i, len(m.unfinished)):]))
+		}
+		i++
+		return true
+	})
+	if i != len(m.unfinished) {
+		t.Fatalf("each() listed %d unfinished, model %d", i, len(m.unfinished))
+	}
+	if n, ok := o.oldest(); ok != (len(m.unfinished) > 0) || ok && n.offset != m.unfinished[0] {
+		t.Fatalf("oldest() = %d, %v; model %v", n.offset, ok, otHead(m.unfinished))
+	}
+
+	rs := o.doneRanges()
+	if len(rs) > o.heldCount()+1 {
+		t.Fatalf("%d ranges with %d unfinished: more than held+1", len(rs), o.heldCount())
+	}
+	for k, r := range rs {
+		if r.start >= r.end {
+			t.Fatalf("range #%d %v is empty", k, r)
+		}
+		if r.start < c {
+			t.Fatalf("range #%d %v lies below committable %d", k, r, c)
+		}
+		if k > 0 && r.start <= rs[k-1].end {
+			t.Fatalf("ranges #%d %v and #%d %v overlap or touch", k-1, rs[k-1], k, r)
+		}
+	}
+	if len(m.unfinished) == 0 {
+		if len(rs) != 0 {
+			t.Fatalf("nothing unfinished, yet done ranges %v", otHead(rs))
+		}
+		return
+	}
+	// The unfinished offsets and the ranges tile [committable, last+1).
+	at, u := c, 0
+	for _, r := range rs {
+		for u < len(m.unfinished) && m.unfinished[u] < r.start {
+			if m.unfinished[u] != at {
+				t.Fatalf("offset %d is neither unfinished nor in a done range (next unfinished %d, next range %v)", at, m.unfinished[u], r)
+			}
+			at++
+			u++
+		}
+		if r.start != at {
+			t.Fatalf("offset %d is neither unfinished nor in a done range (next range %v)", at, r)
+		}
+		at = r.end
+	}
+	for ; u < len(m.unfinished); u++ {
+		if m.unfinished[u] != at {
+			t.Fatalf("offset %d: expected the unfinished %d, after ranges up to %d", at, m.unfinished[u], at)
+		}
+		at++
+	}
+	if at != m.last+1 {
+		t.Fatalf("ranges and unfinished offsets end at %d, the last admitted is %d", at, m.last)
+	}
+	if !full {
+		return
+	}
+	// The same, offset by offset against the model's map.
+	k := 0
+	for off := c; off <= m.last; off++ {
+		for k < len(rs) && rs[k].end <= off {
+			k++
+		}
+		in := k < len(rs) && rs[k].start <= off
+		switch {
+		case m.state[off] == otUnfinished && in:
+			t.Fatalf("unfinished offset %d lies in done range %v", off, rs[k])
+		case m.isDone(off) && !in:
+			t.Fatalf("offset %d is done (never delivered: %v) but in no range", off, m.never[off])
+		case !m.isDone(off) && m.state[off] != otUnfinished:
+			t.Fatalf("model: offset %d in [committable, last] is neither admitted nor passed over", off)
+		}
+	}
+}
+
+// otHead shortens a slice for a failure message.
+func otHead[T any](s []T) []T {
+	if len(s) > 8 {
+		return s[:8]
+	}
+	return s
+}
+
+func TestOffsetTrackerModel(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		seed  uint64
+		start int64
+		ops   int
+	}{
+		{1, -1, 40000},
+		{2, 0, 40000},
+		{3, 17, 40000},
+		{4, 1 << 40, 40000},
+		{5, -1, 40000},
+		{6, 3, 40000},
+		{7, 0, 40000},
+		{8, 1000, 40000},
+	} {
+		t.Run(fmt.Sprintf("seed=%d,start=%d", tc.seed, tc.start), func(t *testing.T) {
+			t.Parallel()
+			otRunModel(t, tc.seed, tc.start, tc.ops)
+		})
+	}
+}
+
+func otRunModel(t *testing.T, seed uint64, start int64, ops int) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	o := newOffsetTracker(start)
+	m := newOTModel(start)
+	peak := 0
+	// Offsets below a known start may come first: the partition skips
+	// them (they lie before its floor), and they must not pull committable
+	// below the start.
+	if start > 0 && rng.IntN(2) == 0 {
+		for off := max(0, start-1-rng.Int64N(6)); off < start; off += 1 + rng.Int64N(2) {
+			o.skip(off)
+			m.admit(off, otDone)
+			otCheck(t, o, m, peak, true)
+		}
+	}
+	// The mix drifts between phases that pile unfinished offsets up and
+	// phases that drain them, so that both deep lists with many ranges and
+	// the empty tracker are visited often. The cap keeps the model cheap.
+	const maxHeld = 300
+	pReserve := 0.5
+	var reserves, skips, finishes, advances, empties, maxRanges int
+	for step := range ops {
+		if step%500 == 0 {
+			pReserve = []float64{0.2, 0.5, 0.55, 0.7, 0.9}[rng.IntN(5)]
+		}
+		before := o.committable()
+		next := max(m.next(), start) + int64(rng.IntN(4)) // 0–3 offsets never delivered
+		if rng.IntN(4) == 0 {
+			next = max(m.next(), start) // runs without gaps, too
+		}
+		var op string
+		switch r := rng.Float64(); {
+		case len(m.unfinished) > 0 && (r >= pReserve || len(m.unfinished) >= maxHeld):
+			op = "finish"
+			i := rng.IntN(len(m.unfinished))
+			if rng.IntN(3) == 0 {
+				i = 0 // the head more often than chance
+			}
+			h := m.handle[m.unfinished[i]]
+			off := m.finish(i)
+			advanced := o.finish(h)
+			after := o.committable()
+			if advanced != (after != before) {
+				t.Fatalf("step %d: finish(%d) reported advanced=%v, committable %d -> %d", step, off, advanced, before, after)
+			}
+			if after < before {
+				t.Fatalf("step %d: committable went back from %d to %d", step, before, after)
+			}
+			finishes++
+			if advanced {
+				advances++
+			}
+		case rng.IntN(4) == 0:
+			op = "skip"
+			o.skip(next)
+			m.admit(next, otDone)
+			skips++
+		default:
+			op = "reserve"
+			h := o.reserve(next, nil)
+			m.admit(next, otUnfinished)
+			m.handle[next] = h
+			peak = max(peak, o.heldCount())
+			reserves++
+		}
+		if len(m.unfinished) == 0 {
+			empties++
+		}
+		if c := o.committable(); c < before {
+			t.Fatalf("step %d (%s): committable went back from %d to %d", step, op, before, c)
+		}
+		window := m.last - o.committable()
+		maxRanges = max(maxRanges, len(o.doneRanges()))
+		otCheck(t, o, m, peak, window <= 64 || step%128 == 0)
+		if t.Failed() {
+			t.Fatalf("step %d (%s)", step, op)
+		}
+	}
+	t.Logf("%d reserves, %d skips, %d finishes (%d advanced), empty %d times, peak %d held, %d ranges",
+		reserves, skips, finishes, advances, empties, peak, maxRanges)
+	if reserves == 0 || skips == 0 || finishes == 0 || advances == 0 || empties == 0 {
+		t.Fatalf("weak run: %d reserves, %d skips, %d finishes (%d advanced), %d times empty",
+			reserves, skips, finishes, advances, empties)
+	}
+}
+
+// otStep is one step of an edge-case script.
+type otStep struct {
+	op     string // "reserve", "skip" or "finish"
+	offset int64
+	// Expected after the step.
+	committable int64
+	ranges      []offsetRange
+	held        int
+	advanced    bool // finish only
+}
+
+func otRunScript(t *testing.T, start int64, steps []otStep) {
+	t.Helper()
+	o := newOffsetTracker(start)
+	handles := map[int64]int32{}
+	for i, s := range steps {
+		switch s.op {
+		case "reserve":
+			handles[s.offset] = o.reserve(s.offset, nil)
+		case "skip":
+			o.skip(s.offset)
+		case "finish":
+			h, ok := handles[s.offset]
+			if !ok {
+				t.Fatalf("step %d: finish %d: not reserved", i, s.offset)
+			}
+			delete(handles, s.offset)
+			if adv := o.finish(h); adv != s.advanced {
+				t.Errorf("step %d: finish %d: advanced = %v, want %v", i, s.offset, adv, s.advanced)
+			}
+		default:
+			t.Fatalf("step %d: unknown op %q", i, s.op)
+		}
+		if c := o.committable(); c != s.committable {
+			t.Errorf("step %d (%s %d): committable = %d, want %d", i, s.op, s.offset, c, s.committable)
+		}
+		if rs := o.doneRanges(); !slices.Equal(rs, s.ranges) {
+			t.Errorf("step %d (%s %d): ranges = %v, want %v", i, s.op, s.offset, rs, s.ranges)
+		}
+		if o.heldCount() != s.held {
+			t.Errorf("step %d (%s %d): held = %d, want %d", i, s.op, s.offset, o.heldCount(), s.held)
+		}
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+type otRanges = []offsetRange
+
+func TestOffsetTrackerEdgeCases(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		start int64
+		steps []otStep
+	}{
+		{"unknown start, nothing admitted", -1, nil},
+		{"unknown start, first reserve", -1, []otStep{
+			{"reserve", 5, 5, nil, 1, false},
+			{"finish", 5, 6, nil, 0, true},
+		}},
+		{"unknown start, first skip", -1, []otStep{
+			{"skip", 5, 6, nil, 0, false},
+			{"skip", 9, 10, nil, 0, false}, // a gap with nothing unfinished
+			{"reserve", 12, 12, nil, 1, false},
+		}},
+		{"known start, reserve at start", 10, []otStep{
+			{"reserve", 10, 10, nil, 1, false},
+			{"reserve", 11, 10, nil, 2, false},
+			{"finish", 10, 11, nil, 1, true},
+			{"finish", 11, 12, nil, 0, true},
+		}},
+		{"skips below the start", 10, []otStep{
+			{"skip", 7, 10, nil, 0, false},
+			{"skip", 9, 10, nil, 0, false},
+			{"reserve", 11, 11, nil, 1, false},
+			{"finish", 11, 12, nil, 0, true},
+		}},
+		{"known start 0, gap before the first", 0, []otStep{
+			{"reserve", 3, 3, nil, 1, false},
+			{"reserve", 5, 3, otRanges{{4, 5}}, 2, false},
+			{"finish", 3, 5, nil, 1, true},
+			{"finish", 5, 6, nil, 0, true},
+		}},
+		{"known start, gap before the first skip", 10, []otStep{
+			{"skip", 14, 15, nil, 0, false},
+			{"reserve", 15, 15, nil, 1, false},
+		}},
+		{"skip with nothing unfinished", 0, []otStep{
+			{"reserve", 0, 0, nil, 1, false},
+			{"finish", 0, 1, nil, 0, true},
+			{"skip", 1, 2, nil, 0, false},
+			{"skip", 4, 5, nil, 0, false},
+			{"reserve", 7, 7, nil, 1, false},
+			{"skip", 8, 7, otRanges{{8, 9}}, 1, false},
+			{"skip", 10, 7, otRanges{{8, 11}}, 1, false}, // the gap 9 joins
+		}},
+		{"skips and gaps behind an unfinished one", 0, []otStep{
+			{"reserve", 0, 0, nil, 1, false},
+			{"skip", 1, 0, otRanges{{1, 2}}, 1, false},
+			{"skip", 2, 0, otRanges{{1, 3}}, 1, false},
+			{"reserve", 3, 0, otRanges{{1, 3}}, 2, false},
+			{"skip", 5, 0, otRanges{{1, 3}, {4, 6}}, 2, false},
+			{"reserve", 9, 0, otRanges{{1, 3}, {4, 9}}, 3, false},
+			{"finish", 3, 0, otRanges{{1, 9}}, 2, false},
+			{"finish", 0, 9, nil, 1, true},
+		}},
+		{"finish the head with ranges behind", 0, []otStep{
+			{"reserve", 0, 0, nil, 1, false},
+			{"reserve", 1, 0, nil, 2, false},
+			{"reserve", 2, 0, nil, 3, false},
+			{"reserve", 3, 0, nil, 4, false},
+			{"reserve", 4, 0, nil, 5, false},
+			{"finish", 1, 0, otRanges{{1, 2}}, 4, false},
+			{"finish", 3, 0, otRanges{{1, 2}, {3, 4}}, 3, false},
+			{"finish", 0, 2, otRanges{{3, 4}}, 2, true}, // the range behind the head goes
+			{"finish", 2, 4, nil, 1, true},              // and the one behind the new head
+			{"finish", 4, 5, nil, 0, true},
+		}},
+		{"finish the head with a range up to the last admitted", 0, []otStep{
+			{"reserve", 0, 0, nil, 1, false},
+			{"skip", 1, 0, otRanges{{1, 2}}, 1, false},
+			{"skip", 3, 0, otRanges{{1, 4}}, 1, false},
+			{"finish", 0, 4, nil, 0, true},
+		}},
+		{"finish the tail", 0, []otStep{
+			{"reserve", 0, 0, nil, 1, false},
+			{"reserve", 1, 0, nil, 2, false},
+			{"reserve", 2, 0, nil, 3, false},
+			{"finish", 2, 0, otRanges{{2, 3}}, 2, false},
+			{"reserve", 3, 0, otRanges{{2, 3}}, 3, false},
+			{"finish", 3, 0, otRanges{{2, 4}}, 2, false},
+			{"reserve", 6, 0, otRanges{{2, 6}}, 3, false}, // 4 and 5 never delivered: done
+			{"finish", 6, 0, otRanges{{2, 7}}, 2, false},
+			{"reserve", 8, 0, otRanges{{2, 8}}, 3, false},
+			{"skip", 9, 0, otRanges{{2, 8}, {9, 10}}, 3, false},
+			{"finish", 1, 0, otRanges{{1, 8}, {9, 10}}, 2, false},
+			{"finish", 0, 8, otRanges{{9, 10}}, 1, true},
+			{"finish", 8, 10, nil, 0, true}, // the tail, also the head
+		}},
+		{"finish the tail and the head when they are one", 0, []otStep{
+			{"reserve", 0, 0, nil, 1, false},
+			{"reserve", 1, 0, nil, 2, false},
+			{"finish", 1, 0, otRanges{{1, 2}}, 1, false},
+			{"reserve", 7, 0, otRanges{{1, 7}}, 2, false},
+			{"finish", 0, 7, nil, 1, true},
+			{"finish", 7, 8, nil, 0, true}, // the tail, also the head
+		}},
+		{"finish the tail across a gap", 5, []otStep{
+			{"reserve", 5, 5, nil, 1, false},
+			{"reserve", 8, 5, otRanges{{6, 8}}, 2, false},
+			{"finish", 8, 5, otRanges{{6, 9}}, 1, false},
+			{"finish", 5, 9, nil, 0, true},
+		}},
+		{"handles reused", 0, []otStep{
+			{"reserve", 0, 0, nil, 1, false},
+			{"finish", 0, 1, nil, 0, true},
+			{"reserve", 1, 1, nil, 1, false},
+			{"reserve", 2, 1, nil, 2, false},
+			{"finish", 2, 1, otRanges{{2, 3}}, 1, false},
+			{"reserve", 3, 1, otRanges{{2, 3}}, 2, false},
+			{"finish", 1, 3, nil, 1, true},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if len(tc.steps) == 0 {
+				o := newOffsetTracker(tc.start)
+				if o.committable() != tc.start || o.heldCount() != 0 || len(o.doneRanges()) != 0 {
+					t.Fatalf("empty tracker: committable %d, held %d, ranges %v", o.committable(), o.heldCount(), o.doneRanges())
+				}
+				if _, ok := o.oldest(); ok {
+					t.Fatal("empty tracker has an oldest node")
+				}
+				return
+			}
+			otRunScript(t, tc.start, tc.steps)
+		})
+	}
+}
+
+// A freshly made tracker reports its start; admitting moves it.
+func TestOffsetTrackerStart(t *testing.T) {
+	t.Parallel()
+	for _, start := range []int64{-2, -1, 0, 1, 1 << 40} {
+		o := newOffsetTracker(start)
+		if got := o.committable(); got != start {
+			t.Errorf("newOffsetTracker(%d).committable() = %d", start, got)
+		}
+	}
+	// The handles stay small: len(nodes) is the peak held count.
+	o := newOffsetTracker(0)
+	for i := range int64(1000) {
+		h := o.reserve(i, nil)
+		if !o.finish(h) {
+			t.Fatalf("finishing the only unfinished offset %d did not advance", i)
+		}
+	}
+	if len(o.nodes) != 1 {
+		t.Fatalf("1000 reserve/finish pairs left %d nodes, want 1", len(o.nodes))
+	}
+}
+
+// Every order of finishing 4 offsets, with and without offsets never
+// delivered between them, against a recomputation from scratch.
+func TestOffsetTrackerFinishPermutations(t *testing.T) {
+	t.Parallel()
+	perms := otPermutations([]int{0, 1, 2, 3})
+	if len(perms) != 24 {
+		t.Fatalf("%d permutations", len(perms))
+	}
+	for _, layout := range []struct {
+		name    string
+		start   int64
+		offsets []int64
+	}{
+		{"contiguous", 0, []int64{0, 1, 2, 3}},
+		{"contiguous, unknown start", -1, []int64{0, 1, 2, 3}},
+		{"gaps", 10, []int64{10, 12, 13, 17}},
+		{"gap before the first", 3, []int64{5, 6, 8, 9}},
+	} {
+		for _, perm := range perms {
+			t.Run(fmt.Sprintf("%s/%v", layout.name, perm), func(t *testing.T) {
+				o := newOffsetTracker(layout.start)
+				handles := make([]int32, len(layout.offsets))
+				for i, off := range layout.offsets {
+					handles[i] = o.reserve(off, nil)
+				}
+				last := layout.offsets[len(layout.offsets)-1]
+				done := map[int]bool{}
+				for _, i := range perm {
+					before := o.committable()
+					adv := o.finish(handles[i])
+					done[i] = true
+					// From scratch: the lowest unfinished offset, and every
+					// offset above it up to last that is not unfinished.
+					var unfinished []int64
+					for j, off := range layout.offsets {
+						if !done[j] {
+							unfinished = append(unfinished, off)
+						}
+					}
+					wantC := last + 1
+					if len(unfinished) > 0 {
+						wantC = unfinished[0]
+					}
+					var want []offsetRange
+					for off := wantC; off <= last; off++ {
+						if slices.Contains(unfinished, off) {
+							continue
+						}
+						if n := len(want); n > 0 && want[n-1].end == off {
+							want[n-1].end++
+						} else {
+							want = append(want, offsetRange{off, off + 1})
+						}
+					}
+					c := o.committable()
+					if c != wantC {
+						t.Fatalf("after finishing %d: committable %d, want %d", layout.offsets[i], c, wantC)
+					}
+					if adv != (c != before) {
+						t.Fatalf("after finishing %d: advanced %v, committable %d -> %d", layout.offsets[i], adv, before, c)
+					}
+					if !slices.Equal(o.doneRanges(), want) {
+						t.Fatalf("after finishing %d: ranges %v, want %v", layout.offsets[i], o.doneRanges(), want)
+					}
+					if o.heldCount() != len(unfinished) {
+						t.Fatalf("after finishing %d: held %d, want %d", layout.offsets[i], o.heldCount(), len(unfinished))
+					}
+				}
+				if len(o.nodes) != len(layout.offsets) || len(o.free) != len(layout.offsets) {
+					t.Fatalf("nodes %d, free %d after finishing all", len(o.nodes), len(o.free))
+				}
+			})
+		}
+	}
+}
+
+func otPermutations(xs []int) [][]int {
+	if len(xs) <= 1 {
+		return [][]int{slices.Clone(xs)}
+	}
+	var out [][]int
+	for i := range xs {
+		rest := slices.Concat(xs[:i:i], xs[i+1:])
+		for _, p := range otPermutations(rest) {
+			out = append(out, append([]int{xs[i]}, p...))
+		}
+	}
+	return out
+}
+
+// addDone on its own, for the orders the tracker's callers produce (a range
+// after the last, adjacent to it) and the out-of-order ones finishing in
+// the middle produces.
+func TestOffsetTrackerAddDone(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		have       []offsetRange
+		start, end int64
+		want       []offsetRange
+	}{
+		{"into empty", nil, 3, 4, otRanges{{3, 4}}},
+		{"after the last, apart", otRanges{{0, 2}}, 3, 4, otRanges{{0, 2}, {3, 4}}},
+		{"touching the last", otRanges{{0, 2}}, 2, 4, otRanges{{0, 4}}},
+		{"bridging two", otRanges{{0, 2}, {5, 7}}, 2, 5, otRanges{{0, 7}}},
+		{"bridging two, overlapping both", otRanges{{0, 2}, {5, 7}}, 1, 6, otRanges{{0, 7}}},
+		{"bridging the middle two of four", otRanges{{0, 1}, {3, 4}, {6, 7}, {9, 10}}, 4, 6, otRanges{{0, 1}, {3, 7}, {9, 10}}},
+		{"touching only the left", otRanges{{0, 2}, {5, 7}}, 2, 3, otRanges{{0, 3}, {5, 7}}},
+		{"touching only the right", otRanges{{0, 2}, {5, 7}}, 4, 5, otRanges{{0, 2}, {4, 7}}},
+		{"touching only the right, the first", otRanges{{5, 7}, {9, 10}}, 3, 5, otRanges{{3, 7}, {9, 10}}},
+		{"touching neither, in the middle", otRanges{{0, 1}, {10, 11}}, 5, 6, otRanges{{0, 1}, {5, 6}, {10, 11}}},
+		{"touching neither, before all", otRanges{{5, 7}, {9, 10}}, 1, 2, otRanges{{1, 2}, {5, 7}, {9, 10}}},
+		{"contained in the first", otRanges{{0, 10}, {20, 30}}, 3, 5, otRanges{{0, 10}, {20, 30}}},
+		{"contained in the last", otRanges{{0, 2}, {5, 10}}, 6, 7, otRanges{{0, 2}, {5, 10}}},
+		{"equal to one", otRanges{{0, 2}, {5, 10}, {12, 13}}, 5, 10, otRanges{{0, 2}, {5, 10}, {12, 13}}},
+		{"overlapping the last's end", otRanges{{0, 2}, {5, 10}}, 8, 12, otRanges{{0, 2}, {5, 12}}},
+		{"spanning all", otRanges{{2, 3}, {5, 6}, {8, 9}}, 0, 20, otRanges{{0, 20}}},
+		{"spanning several in the middle", otRanges{{0, 1}, {3, 4}, {6, 7}, {9, 10}, {12, 13}}, 3, 10, otRanges{{0, 1}, {3, 10}, {12, 13}}},
+		{"from inside one to a gap", otRanges{{0, 3}, {5, 6}, {8, 9}}, 1, 7, otRanges{{0, 7}, {8, 9}}},
+	} {
+		for _, spare := range []int{0, 4} { // with and without room to grow in place
+			t.Run(fmt.Sprintf("%s/spare=%d", tc.name, spare), func(t *testing.T) {
+				have := make([]offsetRange, len(tc.have), len(tc.have)+spare)
+				copy(have, tc.have)
+				o := &offsetTracker{done: have}
+				o.addDone(tc.start, tc.end)
+				if !slices.Equal(o.done, tc.want) {
+					t.Fatalf("%v + [%d,%d) = %v, want %v", tc.have, tc.start, tc.end, o.done, tc.want)
+				}
+			})
+		}
+	}
+}
+
+// addDone against a bitmap, with random ranges in random order.
+func TestOffsetTrackerAddDoneRandom(t *testing.T) {
+	t.Parallel()
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(seed, 42))
+			for round := range 2000 {
+				const width = 64
+				var bits [width]bool
+				o := &offsetTracker{}
+				for range 1 + rng.IntN(12) {
+					s := rng.Int64N(width - 1)
+					e := s + 1 + rng.Int64N(min(6, width-s-1)+1)
+					e = min(e, width)
+					o.addDone(s, e)
+					for i := s; i < e; i++ {
+						bits[i] = true
+					}
+					var want []offsetRange
+					for i := range int64(width) {
+						if !bits[i] {
+							continue
+						}
+						if n := len(want); n > 0 && want[n-1].end == i {
+							want[n-1].end++
+						} else {
+							want = append(want, offsetRange{i, i + 1})
+						}
+					}
+					if !slices.Equal(o.done, want) {
+						t.Fatalf("round %d: after adding [%d,%d): %v, want %v", round, s, e, o.done, want)
+					}
+				}
+			}
+		})
+	}
+}
