@@ -217,8 +217,8 @@ func otRunModel(t *testing.T, seed uint64, start int64, ops int) {
 	// Offsets below a known start may come first: the partition skips
 	// them (they lie before its floor), and they must not pull committable
 	// below the start.
-	if start > 0 && rng.IntN(2) == 0 {
-		for off := max(0, start-1-rng.Int64N(6)); off < start; off += 1 + rng.Int64N(2) {
+	if start > 0 {
+		for off := max(0, start-2-rng.Int64N(5)); off < start; off += 1 + rng.Int64N(2) {
 			o.skip(off)
 			m.admit(off, otDone)
 			otCheck(t, o, m, peak, true)
