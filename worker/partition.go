@@ -113,6 +113,8 @@ type partition struct {
 
 	scratch, ready []*task // admit's buffers, reused; only the dispatcher touches them
 	spare          []task  // the unused rest of the last chunk of tasks; only the dispatcher touches it
+	free           []*task // done tasks, for the dispatcher to reuse; guarded by mu
+	reuse          []*task // takeFree's buffer; only the dispatcher touches it
 }
 
 // initTask fills t for message m.
@@ -154,6 +156,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	if p.doneSetFull = !p.doneSetRoom(); p.doneSetFull {
 		room = 0
 	}
+	reuse := p.takeFree(min(room, len(ms)))
 	p.mu.Unlock()
 	// Tasks are built outside the lock; the budget only grows meanwhile, so
 	// those built will fit.
@@ -163,7 +166,13 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 			if len(built) == room {
 				break
 			}
-			t := p.nextTask()
+			var t *task
+			if len(reuse) > 0 {
+				t, reuse = reuse[len(reuse)-1], reuse[:len(reuse)-1]
+				*t = task{} // done and unreferenced since (see complete)
+			} else {
+				t = p.nextTask()
+			}
 			p.initTask(t, m)
 			built = append(built, t)
 		}
@@ -196,6 +205,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 		p.starved = true
 		full = true
 	}
+	p.free = append(p.free, reuse...) // taken but not needed
 	p.mu.Unlock()
 
 	p.pool.pushAll(ready)
@@ -211,9 +221,21 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 // not.
 const taskChunk = 64
 
-// nextTask returns a fresh task, carved from chunks of taskChunk. A task is
-// never reused: a handler may keep its *handler.Message. Only the
-// dispatcher calls it.
+// takeFree moves up to n tasks from the free list into the dispatcher's
+// reuse buffer and returns them. Called with p.mu held.
+func (p *partition) takeFree(n int) []*task {
+	n = min(n, len(p.free))
+	reuse := append(p.reuse[:0], p.free[len(p.free)-n:]...)
+	clear(p.free[len(p.free)-n:])
+	p.free = p.free[:len(p.free)-n]
+	p.reuse = reuse[:0]
+	return reuse
+}
+
+// nextTask returns a fresh task, carved from chunks of taskChunk. Tasks are
+// reused once done (see complete), so a partition allocates about as many
+// as it holds at its peak; the handler owns the *handler.Message only until
+// Handle returns, as its documentation says. Only the dispatcher calls it.
 func (p *partition) nextTask() *task {
 	if len(p.spare) == 0 {
 		p.spare = make([]task, taskChunk)
@@ -369,6 +391,11 @@ func (p *partition) complete(t *task) *task {
 		p.metaDirty = true // done behind an unfinished one
 	}
 	p.advance()
+	// Nothing refers to t any more: not its key (ks.last moved on or is
+	// nil), its predecessor (whose next was cleared when it completed), the
+	// tracker, the pool's queue or a retry timer, and run no longer touches
+	// it. The dispatcher may reuse it.
+	p.free = append(p.free, t)
 	return next
 }
 
