@@ -2,6 +2,7 @@ package worker
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -24,22 +25,35 @@ func newDeliveryStats(group, topic string, mu *sync.Mutex) *deliveryStats {
 	return &deliveryStats{group: group, topic: topic, mu: mu}
 }
 
-// localHist is a histogram over durationBuckets, not safe for concurrent use.
+// localHist is a histogram over durationBuckets, not safe for concurrent
+// use. It counts in whole nanoseconds (no float work per observation); the
+// collector converts to seconds when Prometheus scrapes.
 type localHist struct {
 	counts [numBuckets + 1]uint64 // per bucket, the last for +Inf
 	count  uint64
-	sum    float64
+	sumNs  int64
 }
 
-func (h *localHist) observe(v float64) {
+// durationBounds are durationBuckets as durations.
+var durationBounds = func() (b [numBuckets]time.Duration) {
+	for i, s := range durationBuckets {
+		b[i] = time.Duration(s * float64(time.Second))
+	}
+	return b
+}()
+
+func (h *localHist) observe(d time.Duration) {
 	i := 0
-	for i < numBuckets && v > durationBuckets[i] { // most land in the first few buckets
+	for i < numBuckets && d > durationBounds[i] { // most land in the first few buckets
 		i++
 	}
 	h.counts[i]++
 	h.count++
-	h.sum += v
+	h.sumNs += int64(d)
 }
+
+// sum is the observations' total in seconds.
+func (h *localHist) sum() float64 { return time.Duration(h.sumNs).Seconds() }
 
 // histTotal is a histogram's running total.
 type histTotal struct {
@@ -53,7 +67,7 @@ func (h *histTotal) add(src *localHist) {
 		h.buckets = make([]uint64, len(durationBuckets))
 	}
 	h.count += src.count
-	h.sum += src.sum
+	h.sum += src.sum()
 	var cum uint64
 	for i := range durationBuckets {
 		cum += src.counts[i]

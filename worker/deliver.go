@@ -122,9 +122,9 @@ func (p *partition) record(t *task) {
 	}
 	t.noted = false
 	p.metrics.processed[t.outcome]++
-	p.metrics.duration[t.outcome].observe(t.took.Seconds())
+	p.metrics.duration[t.outcome].observe(t.took)
 	if t.delay != 0 {
-		p.metrics.delay.observe(t.delay.Seconds())
+		p.metrics.delay.observe(t.delay)
 		t.delay = 0
 	}
 }

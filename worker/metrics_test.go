@@ -1,6 +1,9 @@
 package worker
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestNumBucketsMatches(t *testing.T) {
 	t.Parallel()
@@ -12,7 +15,7 @@ func TestNumBucketsMatches(t *testing.T) {
 func TestLocalHistogramBuckets(t *testing.T) {
 	t.Parallel()
 	var h localHist
-	for _, v := range []float64{0.001, 0.005, 0.006, 11} {
+	for _, v := range []time.Duration{time.Millisecond, 5 * time.Millisecond, 6 * time.Millisecond, 11 * time.Second} {
 		h.observe(v)
 	}
 	var tot histTotal
@@ -20,5 +23,8 @@ func TestLocalHistogramBuckets(t *testing.T) {
 	// Bounds are inclusive: 0.005 falls in the first bucket, with 0.001.
 	if tot.count != 4 || tot.buckets[0] != 2 || tot.buckets[1] != 3 || tot.buckets[numBuckets-1] != 3 {
 		t.Fatalf("cumulative buckets %v count %d", tot.buckets, tot.count)
+	}
+	if want := 11.012; tot.sum < want-1e-9 || tot.sum > want+1e-9 {
+		t.Fatalf("sum %v s, want %v", tot.sum, want)
 	}
 }
