@@ -48,6 +48,11 @@ type Cluster struct {
 	// set it, so records larger than the default 1 MiB can be produced
 	// there, and batches never exceed what the topic accepts.
 	batchMax sync.Map
+	// clientOpts are the TLS and SASL options of every client this Cluster
+	// opens (WithTLS, WithSASL).
+	clientOpts []kgo.Opt
+	pki        *certs // nil without WithTLS
+	pkiMu      sync.Mutex
 
 	closeOnce sync.Once
 }
@@ -64,6 +69,8 @@ type options struct {
 	brokers           int
 	minSessionTimeout time.Duration
 	kfakeOpts         []kfake.Opt
+	sasl              []saslUser
+	tls, mutualTLS    bool
 }
 
 // WithBrokers sets how many brokers the cluster runs (default 1). More than
@@ -93,20 +100,25 @@ func NewCluster(opts ...Option) (*Cluster, error) {
 	if o.brokers < 1 {
 		return nil, fmt.Errorf("kafkatest: WithBrokers(%d): a cluster needs at least one broker", o.brokers)
 	}
+	secK, secC, pki, err := o.security()
+	if err != nil {
+		return nil, err
+	}
 	kopts := append([]kfake.Opt{
 		kfake.NumBrokers(o.brokers),
 		kfake.GroupMinSessionTimeout(o.minSessionTimeout),
-	}, o.kfakeOpts...)
+	}, secK...)
+	kopts = append(kopts, o.kfakeOpts...)
 	fake, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: start broker: %w", err)
 	}
-	c, err := connect(fake.ListenAddrs())
+	c, err := connect(fake.ListenAddrs(), secC...)
 	if err != nil {
 		fake.Close()
 		return nil, err
 	}
-	c.fake = fake
+	c.fake, c.pki = fake, pki
 	return c, nil
 }
 
@@ -129,13 +141,13 @@ func FromEnv(opts ...Option) (*Cluster, error) {
 	return NewCluster(opts...)
 }
 
-func connect(addrs []string) (*Cluster, error) {
-	c := &Cluster{addrs: addrs}
-	client, err := kgo.NewClient(
+func connect(addrs []string, security ...kgo.Opt) (*Cluster, error) {
+	c := &Cluster{addrs: addrs, clientOpts: security}
+	client, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(addrs...),
 		// Topics appear and grow during tests: never serve stale metadata long.
-		kgo.MetadataMinAge(10*time.Millisecond),
-		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.MetadataMinAge(10 * time.Millisecond),
+		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.ProducerBatchMaxBytesFn(func(topic string) int32 {
 			if v, ok := c.batchMax.Load(topic); ok {
 				return v.(int32)
@@ -144,7 +156,7 @@ func connect(addrs []string) (*Cluster, error) {
 		}),
 		kgo.MaxBufferedRecords(100_000),
 		kgo.RecordPartitioner(partitioner()),
-	)
+	}, security...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: client: %w", err)
 	}
@@ -168,6 +180,7 @@ func (c *Cluster) Close() {
 		if c.fake != nil {
 			c.fake.Close()
 		}
+		c.removeFiles()
 	})
 }
 
@@ -502,8 +515,8 @@ func (c *Cluster) ReadAll(ctx context.Context, topic string) ([]ReadRecord, erro
 	if len(parts) == 0 {
 		return nil, nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.addrs...), kgo.FetchMaxWait(100*time.Millisecond),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.addrs...), kgo.FetchMaxWait(100 * time.Millisecond),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts})}, c.clientOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: read %q: %w", topic, err)
 	}

@@ -79,6 +79,38 @@ type Config struct {
 	// restart within the session timeout does not rebalance. KAFKA_INSTANCE_ID.
 	InstanceID string `env:"KAFKA_INSTANCE_ID"`
 
+	// TLSEnabled connects to the brokers over TLS. KAFKA_TLS_ENABLED,
+	// default false; any other KAFKA_TLS_* variable implies it.
+	TLSEnabled bool `env:"KAFKA_TLS_ENABLED"`
+	// TLSCAFile is a PEM bundle of the CAs to trust for the brokers'
+	// certificates. KAFKA_TLS_CA_FILE; empty means the system roots.
+	TLSCAFile string `env:"KAFKA_TLS_CA_FILE"`
+	// TLSCertFile and TLSKeyFile are this client's certificate and key, in
+	// PEM, for mutual TLS: both or neither. KAFKA_TLS_CERT_FILE,
+	// KAFKA_TLS_KEY_FILE.
+	TLSCertFile string `env:"KAFKA_TLS_CERT_FILE"`
+	TLSKeyFile  string `env:"KAFKA_TLS_KEY_FILE"`
+	// TLSServerName overrides the name sent (SNI) and verified in the
+	// brokers' certificates; default the host of each broker address.
+	// KAFKA_TLS_SERVER_NAME.
+	TLSServerName string `env:"KAFKA_TLS_SERVER_NAME"`
+	// TLSInsecureSkipVerify accepts any broker certificate: for
+	// development only; Run logs a WARN. KAFKA_TLS_INSECURE_SKIP_VERIFY.
+	TLSInsecureSkipVerify bool `env:"KAFKA_TLS_INSECURE_SKIP_VERIFY"`
+	// SASLMechanism is PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER
+	// (tokens from WithTokenProvider). KAFKA_SASL_MECHANISM; empty means
+	// no SASL.
+	SASLMechanism string `env:"KAFKA_SASL_MECHANISM"`
+	// SASLUsername and SASLPassword are the SASL credentials.
+	// KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD. The password is never
+	// logged or printed: LogValue and String show [set].
+	SASLUsername string `env:"KAFKA_SASL_USERNAME"`
+	SASLPassword string `env:"KAFKA_SASL_PASSWORD"`
+	// SASLPasswordFile is a file holding the password (one trailing line
+	// break is dropped), e.g. a mounted secret; set it or SASLPassword, not
+	// both. KAFKA_SASL_PASSWORD_FILE.
+	SASLPasswordFile string `env:"KAFKA_SASL_PASSWORD_FILE"`
+
 	// MetricsAddr is where the worker serves /metrics, /healthz and /readyz,
 	// e.g. ":9090". METRICS_ADDR; empty (the default) serves nothing.
 	MetricsAddr string `env:"METRICS_ADDR"`
@@ -189,6 +221,9 @@ func configFrom(environ map[string]string) (Config, error) {
 	}
 	c.Brokers = trimList(c.Brokers)
 	c.Topics = trimList(c.Topics)
+	if v, ok := environ["KAFKA_TLS_ENABLED"]; ok && c.tlsOn() && !c.TLSEnabled && strings.TrimSpace(v) != "" {
+		problems = append(problems, fmt.Sprintf("KAFKA_TLS_ENABLED: %q, but other KAFKA_TLS_* variables are set, which turn TLS on: unset one or the other", v))
+	}
 
 	if err := c.Validate(); err != nil {
 		var ve *ValidationError
@@ -197,8 +232,9 @@ func configFrom(environ map[string]string) (Config, error) {
 		}
 		// A variable that did not parse already has its problem; what
 		// Validate says of the zero value left behind would only mislead.
+		parsed := slices.Clone(problems) // only parse problems, not the ones appended below
 		for _, v := range ve.Problems {
-			if !slices.ContainsFunc(problems, func(p string) bool { return strings.HasPrefix(p, varName(v)+":") }) {
+			if !slices.ContainsFunc(parsed, func(p string) bool { return strings.HasPrefix(p, varName(v)+":") }) {
 				problems = append(problems, v)
 			}
 		}
@@ -300,7 +336,11 @@ func (e *ValidationError) Error() string {
 
 // Validate checks every field and returns a *ValidationError listing all
 // problems at once, or nil.
-func (c Config) Validate() error {
+func (c Config) Validate() error { return c.validate(true) }
+
+// validate is Validate; hasTokenProvider says whether New was given
+// WithTokenProvider (Validate, which sees no options, assumes so).
+func (c Config) validate(hasTokenProvider bool) error {
 	var p []string
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
 
@@ -390,6 +430,7 @@ func (c Config) Validate() error {
 	if c.RetryBackoffInitial > 0 && c.RetryBackoffMax > 0 && c.RetryBackoffMax < c.RetryBackoffInitial {
 		add("RETRY_BACKOFF_MAX: %v is below RETRY_BACKOFF_INITIAL (%v)", c.RetryBackoffMax, c.RetryBackoffInitial)
 	}
+	c.validateSecurity(add, hasTokenProvider)
 	if len(p) == 0 {
 		return nil
 	}
@@ -426,6 +467,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("commit_interval", c.CommitInterval), slog.Duration("stuck_after", c.StuckAfter), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("retry_local_attempts", c.RetryLocalAttempts), slog.Any("retry_topic_delays", c.RetryTopicDelays),
 		slog.Bool("dlq_enabled", c.DLQEnabled), slog.String("metrics_addr", c.MetricsAddr),
+		slog.GroupAttrs("security", c.logSecurity()...),
 	)
 }
 

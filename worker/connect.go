@@ -61,6 +61,15 @@ func (w *Worker) awaitBroker(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			// A refused certificate or login is not cured by waiting: fail now.
+			if ferr := w.authFailure(addr, err, func() bool {
+				anon := *w.sarama
+				anon.Net.SASL.Enable = false
+				return probeBroker(ctx, &anon, addr, timeout) == nil
+			}); ferr != nil {
+				w.log.Error("Kafka broker refused the connection's credentials", slog.String("broker", addr), slog.Any("error", ferr))
+				return ferr
+			}
 			last = fmt.Errorf("%s: %w", addr, err)
 			w.log.Warn("Kafka broker did not answer", slog.String("broker", addr), slog.Int("attempt", attempt), slog.Any("error", err))
 		}

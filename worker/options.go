@@ -78,3 +78,11 @@ func WithMiddleware(m ...middleware.Middleware) Option {
 func WithHTTPServer(enabled bool) Option {
 	return func(w *Worker) { w.httpServer = enabled }
 }
+
+// WithTokenProvider supplies the OAUTHBEARER tokens for
+// KAFKA_SASL_MECHANISM=OAUTHBEARER; sarama asks it for a token on every new
+// connection. New fails, naming this option, when the mechanism is set
+// without it.
+func WithTokenProvider(p sarama.AccessTokenProvider) Option {
+	return func(w *Worker) { w.tokenProvider = p }
+}

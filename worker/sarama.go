@@ -11,6 +11,12 @@ import (
 // saramaConfig turns a validated Config into a sarama.Config, applies the
 // WithSaramaConfig hooks, and checks what the worker relies on.
 func saramaConfig(c Config, hooks []func(*sarama.Config)) (*sarama.Config, error) {
+	return saramaConfigWith(c, nil, hooks)
+}
+
+// saramaConfigWith is saramaConfig with the WithTokenProvider option, for
+// KAFKA_SASL_MECHANISM=OAUTHBEARER.
+func saramaConfigWith(c Config, tp sarama.AccessTokenProvider, hooks []func(*sarama.Config)) (*sarama.Config, error) {
 	s := sarama.NewConfig()
 	s.ClientID = c.ClientID
 	if c.Version != "" {
@@ -49,6 +55,11 @@ func saramaConfig(c Config, hooks []func(*sarama.Config)) (*sarama.Config, error
 	// handled successfully, every CommitInterval and on release.
 	s.Consumer.Offsets.AutoCommit.Enable = false
 	s.Consumer.Return.Errors = true
+	// TLS and SASL (KAFKA_TLS_*, KAFKA_SASL_*), before the hooks, so
+	// WithSaramaConfig can still adjust them.
+	if err := applySecurity(c, s, tp); err != nil {
+		return nil, fmt.Errorf("kafkaworker: %w", err)
+	}
 
 	for _, hook := range hooks {
 		if hook != nil {

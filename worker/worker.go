@@ -61,6 +61,7 @@ type Worker struct {
 	tracing        tracing
 	middleware     []middleware.Middleware
 	httpServer     bool
+	tokenProvider  sarama.AccessTokenProvider
 	health         health
 	started        atomic.Bool
 }
@@ -71,16 +72,16 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 	if h == nil {
 		return nil, errors.New("kafkaworker: New: handler is nil: pass a handler.Handler, e.g. handler.HandlerFunc(fn)")
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	w := &Worker{cfg: cfg, handler: h, log: slog.Default(), registerer: prometheus.DefaultRegisterer, httpServer: true}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(w)
 		}
 	}
-	s, err := saramaConfig(cfg, w.saramaHooks)
+	if err := cfg.validate(w.tokenProvider != nil); err != nil {
+		return nil, err
+	}
+	s, err := saramaConfigWith(cfg, w.tokenProvider, w.saramaHooks)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +119,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopHTTP() // last: the endpoints answer throughout the drain
+	w.warnInsecure()
 	c, err := w.connect(ctx)
 	if err != nil {
 		if ctx.Err() != nil { // stopped while connecting: a stop like any other
