@@ -618,6 +618,15 @@ func TestOffsetTrackerAddDone(t *testing.T) {
 		{"spanning all", otRanges{{2, 3}, {5, 6}, {8, 9}}, 0, 20, otRanges{{0, 20}}},
 		{"spanning several in the middle", otRanges{{0, 1}, {3, 4}, {6, 7}, {9, 10}, {12, 13}}, 3, 10, otRanges{{0, 1}, {3, 10}, {12, 13}}},
 		{"from inside one to a gap", otRanges{{0, 3}, {5, 6}, {8, 9}}, 1, 7, otRanges{{0, 7}, {8, 9}}},
+		// Far from the end: past the few steps searched backwards.
+		{"far back, apart", otSpaced(20), 3, 4, slices.Concat(otSpaced(1), otRanges{{3, 4}}, otSpaced(20)[1:])},
+		{"far back, bridging", otSpaced(20), 11, 20, slices.Concat(otSpaced(2), otRanges{{10, 21}}, otSpaced(20)[5:])},
+		{"far back, touching the first", otSpaced(20), 1, 2, slices.Concat(otRanges{{0, 2}}, otSpaced(20)[1:])},
+		{"far back, before the first", otSpaced(20)[1:], 0, 1, slices.Concat(otRanges{{0, 1}}, otSpaced(20)[1:])},
+		{"far back, contained", otSpaced(20), 30, 31, otSpaced(20)},
+		{"touching both, 6 back", otSpaced(20), 66, 70, slices.Concat(otSpaced(13), otRanges{{65, 71}}, otSpaced(20)[15:])},
+		{"7 steps back: no bisection", otSpaced(20), 58, 59, slices.Concat(otSpaced(12), otRanges{{58, 59}}, otSpaced(20)[12:])},
+		{"8 steps back: bisection", otSpaced(20), 53, 54, slices.Concat(otSpaced(11), otRanges{{53, 54}}, otSpaced(20)[11:])},
 	} {
 		for _, spare := range []int{0, 4} { // with and without room to grow in place
 			t.Run(fmt.Sprintf("%s/spare=%d", tc.name, spare), func(t *testing.T) {
@@ -633,6 +642,15 @@ func TestOffsetTrackerAddDone(t *testing.T) {
 	}
 }
 
+// otSpaced is n ranges of one offset each, 5 apart: [0,1), [5,6), ...
+func otSpaced(n int) []offsetRange {
+	out := make([]offsetRange, n)
+	for i := range out {
+		out[i] = offsetRange{int64(5 * i), int64(5*i + 1)}
+	}
+	return out
+}
+
 // addDone against a bitmap, with random ranges in random order.
 func TestOffsetTrackerAddDoneRandom(t *testing.T) {
 	t.Parallel()
@@ -641,13 +659,17 @@ func TestOffsetTrackerAddDoneRandom(t *testing.T) {
 			t.Parallel()
 			rng := rand.New(rand.NewPCG(seed, 42))
 			for round := range 2000 {
-				const width = 64
-				var bits [width]bool
+				// Narrow rounds merge a lot; wide ones keep many ranges, so
+				// that the search for the place goes far back.
+				width, adds := 64, 1+rng.IntN(12)
+				if round%4 == 0 {
+					width, adds = 1024, 1+rng.IntN(200)
+				}
+				bits := make([]bool, width)
 				o := &offsetTracker{}
-				for range 1 + rng.IntN(12) {
-					s := rng.Int64N(width - 1)
-					e := s + 1 + rng.Int64N(min(6, width-s-1)+1)
-					e = min(e, width)
+				for range adds {
+					s := rng.Int64N(int64(width) - 1)
+					e := min(s+1+rng.Int64N(6), int64(width))
 					o.addDone(s, e)
 					for i := s; i < e; i++ {
 						bits[i] = true

@@ -109,6 +109,7 @@ type partition struct {
 	idleOnce         sync.Once
 	starved          bool          // the dispatcher holds messages the budget refused
 	doneSetFull      bool          // intake stopped because the done-set neared the metadata limit
+	doneSetTruncated bool          // a commit had to leave ranges out (logged once)
 	freed            chan struct{} // wakes the dispatcher when budget frees up
 
 	scratch, ready []*task // admit's buffers, reused; only the dispatcher touches them
@@ -151,11 +152,15 @@ func (p *partition) initTask(t *task, m *sarama.ConsumerMessage) {
 // wait; a completion will then wake the dispatcher through freed. Only the
 // dispatcher calls admit.
 func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
+	all := ms
 	p.mu.Lock()
 	room := p.maxHeld - p.offsets.heldCount()
-	if p.doneSetFull = !p.doneSetRoom(); p.doneSetFull {
-		room = 0
+	// Each message taken in may add a done range (a gap before it, or a
+	// skipped offset): take no more than the done-set has room for.
+	if fit := p.doneSetRoom(ms); fit < len(ms) {
+		ms = ms[:fit]
 	}
+	p.doneSetFull = len(ms) == 0
 	reuse := p.takeFree(min(room, len(ms)))
 	p.mu.Unlock()
 	// Tasks are built outside the lock; the budget only grows meanwhile, so
@@ -201,9 +206,14 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	}
 	p.metaDirty = true
 	p.markCommittable()
-	if n < len(ms) {
-		p.starved = true
+	if n < len(ms) || p.doneSetFull {
 		full = true
+		p.starved = true
+		if p.maxHeld > p.offsets.heldCount() && (!p.doneSetFull || p.doneSetRoom(all[:1]) > 0) {
+			// Completions since the room was counted freed some without a
+			// starved dispatcher to wake: wake it now, or it would wait.
+			p.wake()
+		}
 	}
 	p.free = append(p.free, reuse...) // taken but not needed
 	p.mu.Unlock()
@@ -412,24 +422,41 @@ func (p *partition) markCommittable() {
 func (p *partition) advance() {
 	p.markCommittable()
 	if p.starved {
-		p.starved = false
-		select {
-		case p.freed <- struct{}{}:
-		default:
-		}
+		p.wake()
 	}
 }
 
-// doneSetRoom reports whether the done-set leaves room to take in more:
-// intake stops while its encoding uses more than 90% of the commit metadata
-// budget, so that it never has to drop ranges (which a restart would handle
-// again). Called with p.mu held.
-func (p *partition) doneSetRoom() bool {
-	ranges := p.offsets.doneRanges()
-	if len(ranges) < 64 { // 64 ranges of the widest encoding still fit
-		return true
+// wake tells a starved dispatcher that it may take in more. Called with
+// p.mu held.
+func (p *partition) wake() {
+	p.starved = false
+	select {
+	case p.freed <- struct{}{}:
+	default:
 	}
-	return encodedDoneSetSize(p.offsets.committable(), ranges) <= maxDoneSetBytes*9/10
+}
+
+// doneSetRoom returns how many of ms may be taken in without the done-set
+// outgrowing its share of the commit metadata: intake stops while its
+// encoding would use more than 90% of the budget, each message counted as
+// adding a range of the widest encoding the batch can give, so that ranges
+// never have to be dropped (a restart would handle those messages again)
+// through intake. Called with p.mu held.
+func (p *partition) doneSetRoom(ms []*sarama.ConsumerMessage) int {
+	ranges := p.offsets.doneRanges()
+	if len(ranges)+len(ms) < 64 || len(ms) == 0 { // 64 ranges of the widest encoding still fit
+		return len(ms)
+	}
+	base := p.offsets.committable()
+	used := encodedDoneSetSize(base, ranges)
+	left := maxDoneSetBytes*9/10 - used
+	if left <= 0 {
+		return 0
+	}
+	span := uint64(max(ms[len(ms)-1].Offset-base, 0))
+	perRange := 2 * uvarintLen(span) // a gap and a length, each at most the span
+	fit := left * 3 / 4 / perRange   // base64 carries 3 bytes in 4
+	return min(len(ms), fit)
 }
 
 // refreshDoneSet records, in the metadata of the next commit, which
@@ -458,6 +485,15 @@ func (p *partition) refreshDoneSet() {
 	}
 	if base < 0 {
 		return
+	}
+	if size := encodedDoneSetSize(base, ranges); size > maxDoneSetBytes && !p.doneSetTruncated {
+		// Intake stopped at 90%, but messages already held can still split
+		// the ranges further when they finish out of order.
+		p.doneSetTruncated = true
+		p.log.Warn("the record of finished offsets outgrew the commit metadata; the highest ranges are left out, "+
+			"and those messages will be handled again if the partition changes owner before its oldest message finishes",
+			logTopic(p.topic), logPartition(p.id), slog.Int64("committed", base), slog.Int("done_ranges", len(ranges)),
+			slog.Int("encoded_bytes", size), slog.Int("limit_bytes", maxDoneSetBytes))
 	}
 	p.meta = encodeDoneSet(base, ranges)
 	p.marked = max(p.marked, base)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 
 	"github.com/IBM/sarama"
@@ -22,7 +23,7 @@ func setupPartition(t *testing.T, budget int, skip doneSet) *partitionBundle {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	b.p = &partition{
-		topic: "t", ordering: OrderByKey, pool: b.pool,
+		topic: "t", ordering: OrderByKey, pool: b.pool, log: slog.New(slog.DiscardHandler),
 		ctx: ctx, cancel: cancel, keys: map[string]*keyState{}, offsets: newOffsetTracker(-2), maxHeld: budget,
 		skip: skip, marked: -2, freed: make(chan struct{}, 1), idle: make(chan struct{}),
 	}
