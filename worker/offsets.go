@@ -78,13 +78,12 @@ func (o *offsetTracker) skip(offset int64) {
 
 // admitted records offset as the last admitted, counting the offsets
 // skipped since the previous one as done.
+// (A gap matters only behind an unfinished offset: with none, the
+// committable offset moves past it anyway.)
 func (o *offsetTracker) admitted(offset int64) {
 	prev := o.last
-	if prev < 0 {
-		prev = o.start - 1
-	}
 	o.last = offset
-	if prev >= 0 && offset > prev+1 && o.head != noNode {
+	if o.head != noNode && offset > prev+1 { // something unfinished: prev >= 0
 		o.addDone(prev+1, offset)
 	}
 }
