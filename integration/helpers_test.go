@@ -38,6 +38,12 @@ type testBundle struct {
 // given partitions.
 func setup(t *testing.T, partitions int32) *testBundle {
 	t.Helper()
+	return setupWithConfig(t, partitions, nil)
+}
+
+// setupWithConfig is setup with topic configs on the source topic.
+func setupWithConfig(t *testing.T, partitions int32, configs map[string]string) *testBundle {
+	t.Helper()
 	skipShort(t)
 	c, err := kafkatest.FromEnv()
 	if err != nil {
@@ -45,7 +51,7 @@ func setup(t *testing.T, partitions int32) *testBundle {
 	}
 	t.Cleanup(c.Close)
 	b := &testBundle{cluster: c, topic: uniqueName(t, "topic"), group: uniqueName(t, "group")}
-	if err := c.CreateTopic(ctx(t), b.topic, partitions); err != nil {
+	if err := c.CreateTopicWithConfig(ctx(t), b.topic, partitions, configs); err != nil {
 		t.Fatal(err)
 	}
 	return b

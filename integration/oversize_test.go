@@ -36,22 +36,6 @@ const (
 	limitConfig     = "max.message.bytes" // the topic config
 )
 
-// setupWithConfig is setup with topic configs on the source topic.
-func setupWithConfig(t *testing.T, partitions int32, configs map[string]string) *testBundle {
-	t.Helper()
-	skipShort(t)
-	c, err := kafkatest.FromEnv()
-	if err != nil {
-		t.Fatalf("cluster: %v", err)
-	}
-	t.Cleanup(c.Close)
-	b := &testBundle{cluster: c, topic: uniqueName(t, "topic"), group: uniqueName(t, "group")}
-	if err := c.CreateTopicWithConfig(ctx(t), b.topic, partitions, configs); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // bigValue is a record value of n incompressible bytes, so that a record
 // that arrives truncated or altered is noticed.
 func bigValue(n int) []byte {

@@ -186,14 +186,7 @@ func (c *Cluster) Close() {
 
 // CreateTopic creates topic with the given number of partitions.
 func (c *Cluster) CreateTopic(ctx context.Context, topic string, partitions int32) error {
-	resp, err := c.admin.CreateTopic(ctx, partitions, 1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		return fmt.Errorf("kafkatest: create topic %q: %w", topic, err)
-	}
-	return nil
+	return c.CreateTopicWithConfig(ctx, topic, partitions, nil)
 }
 
 // CreateTopicWithConfig creates topic with the given number of partitions
@@ -219,6 +212,9 @@ func (c *Cluster) CreateTopicWithConfig(ctx context.Context, topic string, parti
 	}
 	if err != nil {
 		c.batchMax.Delete(topic)
+		if len(configs) == 0 {
+			return fmt.Errorf("kafkatest: create topic %q: %w", topic, err)
+		}
 		return fmt.Errorf("kafkatest: create topic %q with %v: %w", topic, configs, err)
 	}
 	return nil

@@ -14,7 +14,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -22,8 +21,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/kafkaworker/kafkaworker/handler"
 )
@@ -88,23 +85,7 @@ type benchPart struct {
 // registered as a cleanup) ends everything.
 func newBenchRig(b testing.TB, h handler.Handler, adjust func(*Config), pooled bool) *benchRig {
 	b.Helper()
-	cfg := DefaultConfig()
-	cfg.Brokers = []string{"fake:9092"}
-	cfg.GroupID = "g"
-	cfg.Topics = []string{"t"}
-	cfg.RetryTopicDelays = nil
-	cfg.DLQEnabled = false
-	if adjust != nil {
-		adjust(&cfg)
-	}
-	w, err := New(cfg, h,
-		WithLogger(slog.New(slog.DiscardHandler)),
-		WithRegisterer(prometheus.NewRegistry()),
-		WithTracerProvider(noop.NewTracerProvider()),
-		WithHTTPServer(false))
-	if err != nil {
-		b.Fatal(err)
-	}
+	w, cfg := newFakeWorker(b, h, []string{"t"}, adjust)
 	goroutines := 0
 	if pooled {
 		goroutines = cfg.Concurrency

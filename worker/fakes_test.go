@@ -277,17 +277,15 @@ type rig struct {
 	unblock  []func() // opens whatever the test's handlers block on
 }
 
-// newRig builds a worker with cfg adjusted by adjust, handing messages to h,
-// with a pool of cfg.Concurrency goroutines. Call it inside the bubble when
-// the test uses synctest: the pool's goroutines and channels belong to it.
-// A cleanup stops everything, so that a failed test ends with its failure
-// rather than with goroutines left blocked in the bubble.
-func newRig(t *testing.T, h handler.Handler, adjust func(*Config)) *rig {
-	t.Helper()
+// newFakeWorker builds a Worker for fake claims on topics, with no retry
+// topics, metrics on a registry of its own, tracing off and no HTTP server;
+// adjust changes the configuration first.
+func newFakeWorker(tb testing.TB, h handler.Handler, topics []string, adjust func(*Config)) (*Worker, Config) {
+	tb.Helper()
 	cfg := DefaultConfig()
 	cfg.Brokers = []string{"fake:9092"}
 	cfg.GroupID = "g"
-	cfg.Topics = []string{"t", "u"}
+	cfg.Topics = topics
 	cfg.RetryTopicDelays = nil
 	cfg.DLQEnabled = false
 	if adjust != nil {
@@ -299,8 +297,19 @@ func newRig(t *testing.T, h handler.Handler, adjust func(*Config)) *rig {
 		WithTracerProvider(noop.NewTracerProvider()),
 		WithHTTPServer(false))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return w, cfg
+}
+
+// newRig builds a worker with cfg adjusted by adjust, handing messages to h,
+// with a pool of cfg.Concurrency goroutines. Call it inside the bubble when
+// the test uses synctest: the pool's goroutines and channels belong to it.
+// A cleanup stops everything, so that a failed test ends with its failure
+// rather than with goroutines left blocked in the bubble.
+func newRig(t *testing.T, h handler.Handler, adjust func(*Config)) *rig {
+	t.Helper()
+	w, cfg := newFakeWorker(t, h, []string{"t", "u"}, adjust)
 	r := &rig{w: w, group: &fakeGroup{}, pool: newPool(cfg.Concurrency), stopping: newLatch()}
 	r.g = &groupHandler{
 		w: w, pool: r.pool, group: r.group, admin: fakeAdmin{}, topo: newTopology(cfg), metrics: w.metrics,
