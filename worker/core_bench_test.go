@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +45,15 @@ func benchMallocs() uint64 {
 // batch of messages.
 func benchReportMallocs(b *testing.B, before uint64) {
 	b.ReportMetric(float64(benchMallocs()-before)*1000/float64(b.N), "allocs/kmsg")
+}
+
+// benchCPU reads the process's CPU time so far (user and system, all
+// threads): per message, it is less sensitive than ns/op to what else
+// the machine runs.
+func benchCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchSink keeps results the compiler could otherwise drop.
@@ -363,9 +373,11 @@ func benchCore(b *testing.B, c benchCoreCase) {
 	b.ReportAllocs()
 	mallocs := benchMallocs()
 	b.ResetTimer()
+	cpu := benchCPU()
 	fed := r.startFeeders()
 	r.awaitMarked(b, fed)
 	b.StopTimer()
+	b.ReportMetric(float64(benchCPU()-cpu)/float64(b.N), "cpu-ns/msg")
 	benchReportMallocs(b, mallocs)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	if n := r.handledOK(); n != uint64(b.N) {

@@ -69,6 +69,12 @@ func encodedDoneSetSize(base int64, ranges []offsetRange) int {
 		raw += uvarintLen(uint64(r.start-prev)) + uvarintLen(uint64(r.end-r.start))
 		prev = r.end
 	}
+	return encodedSizeFor(base, raw)
+}
+
+// encodedSizeFor is the length of a done-set at base whose ranges take raw
+// bytes as uvarints.
+func encodedSizeFor(base int64, raw int) int {
 	return len(doneSetPrefix) + len(strconv.FormatInt(base, 10)) + 1 + base64.RawURLEncoding.EncodedLen(raw)
 }
 

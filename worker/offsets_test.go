@@ -113,8 +113,11 @@ func otCheck(t *testing.T, o *offsetTracker, m *otModel, peak int, full bool) {
 	}
 
 	rs := o.doneRanges()
-	if len(rs) > o.heldCount()+1 {
-		t.Fatalf("%d ranges with %d unfinished: more than held+1", len(rs), o.heldCount())
+	if len(rs) > o.heldCount() {
+		t.Fatalf("%d ranges with %d unfinished: more than held", len(rs), o.heldCount())
+	}
+	if o.rangeCount() != len(rs) {
+		t.Fatalf("rangeCount() = %d, doneRanges() has %d: %v", o.rangeCount(), len(rs), otHead(rs))
 	}
 	for k, r := range rs {
 		if r.start >= r.end {
@@ -560,8 +563,8 @@ func TestOffsetTrackerFinishPermutations(t *testing.T) {
 					if adv != (c != before) {
 						t.Fatalf("after finishing %d: advanced %v, committable %d -> %d", layout.offsets[i], adv, before, c)
 					}
-					if !slices.Equal(o.doneRanges(), want) {
-						t.Fatalf("after finishing %d: ranges %v, want %v", layout.offsets[i], o.doneRanges(), want)
+					if !slices.Equal(o.doneRanges(), want) || o.rangeCount() != len(want) {
+						t.Fatalf("after finishing %d: ranges %v (count %d), want %v", layout.offsets[i], o.doneRanges(), o.rangeCount(), want)
 					}
 					if o.heldCount() != len(unfinished) {
 						t.Fatalf("after finishing %d: held %d, want %d", layout.offsets[i], o.heldCount(), len(unfinished))
@@ -587,109 +590,4 @@ func otPermutations(xs []int) [][]int {
 		}
 	}
 	return out
-}
-
-// addDone on its own, for the orders the tracker's callers produce (a range
-// after the last, adjacent to it) and the out-of-order ones finishing in
-// the middle produces.
-func TestOffsetTrackerAddDone(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name       string
-		have       []offsetRange
-		start, end int64
-		want       []offsetRange
-	}{
-		{"into empty", nil, 3, 4, otRanges{{3, 4}}},
-		{"after the last, apart", otRanges{{0, 2}}, 3, 4, otRanges{{0, 2}, {3, 4}}},
-		{"touching the last", otRanges{{0, 2}}, 2, 4, otRanges{{0, 4}}},
-		{"bridging two", otRanges{{0, 2}, {5, 7}}, 2, 5, otRanges{{0, 7}}},
-		{"bridging two, overlapping both", otRanges{{0, 2}, {5, 7}}, 1, 6, otRanges{{0, 7}}},
-		{"bridging the middle two of four", otRanges{{0, 1}, {3, 4}, {6, 7}, {9, 10}}, 4, 6, otRanges{{0, 1}, {3, 7}, {9, 10}}},
-		{"touching only the left", otRanges{{0, 2}, {5, 7}}, 2, 3, otRanges{{0, 3}, {5, 7}}},
-		{"touching only the right", otRanges{{0, 2}, {5, 7}}, 4, 5, otRanges{{0, 2}, {4, 7}}},
-		{"touching only the right, the first", otRanges{{5, 7}, {9, 10}}, 3, 5, otRanges{{3, 7}, {9, 10}}},
-		{"touching neither, in the middle", otRanges{{0, 1}, {10, 11}}, 5, 6, otRanges{{0, 1}, {5, 6}, {10, 11}}},
-		{"touching neither, before all", otRanges{{5, 7}, {9, 10}}, 1, 2, otRanges{{1, 2}, {5, 7}, {9, 10}}},
-		{"contained in the first", otRanges{{0, 10}, {20, 30}}, 3, 5, otRanges{{0, 10}, {20, 30}}},
-		{"contained in the last", otRanges{{0, 2}, {5, 10}}, 6, 7, otRanges{{0, 2}, {5, 10}}},
-		{"equal to one", otRanges{{0, 2}, {5, 10}, {12, 13}}, 5, 10, otRanges{{0, 2}, {5, 10}, {12, 13}}},
-		{"overlapping the last's end", otRanges{{0, 2}, {5, 10}}, 8, 12, otRanges{{0, 2}, {5, 12}}},
-		{"spanning all", otRanges{{2, 3}, {5, 6}, {8, 9}}, 0, 20, otRanges{{0, 20}}},
-		{"spanning several in the middle", otRanges{{0, 1}, {3, 4}, {6, 7}, {9, 10}, {12, 13}}, 3, 10, otRanges{{0, 1}, {3, 10}, {12, 13}}},
-		{"from inside one to a gap", otRanges{{0, 3}, {5, 6}, {8, 9}}, 1, 7, otRanges{{0, 7}, {8, 9}}},
-		// Far from the end: past the few steps searched backwards.
-		{"far back, apart", otSpaced(20), 3, 4, slices.Concat(otSpaced(1), otRanges{{3, 4}}, otSpaced(20)[1:])},
-		{"far back, bridging", otSpaced(20), 11, 20, slices.Concat(otSpaced(2), otRanges{{10, 21}}, otSpaced(20)[5:])},
-		{"far back, touching the first", otSpaced(20), 1, 2, slices.Concat(otRanges{{0, 2}}, otSpaced(20)[1:])},
-		{"far back, before the first", otSpaced(20)[1:], 0, 1, slices.Concat(otRanges{{0, 1}}, otSpaced(20)[1:])},
-		{"far back, contained", otSpaced(20), 30, 31, otSpaced(20)},
-		{"touching both, 6 back", otSpaced(20), 66, 70, slices.Concat(otSpaced(13), otRanges{{65, 71}}, otSpaced(20)[15:])},
-		{"7 steps back: no bisection", otSpaced(20), 58, 59, slices.Concat(otSpaced(12), otRanges{{58, 59}}, otSpaced(20)[12:])},
-		{"8 steps back: bisection", otSpaced(20), 53, 54, slices.Concat(otSpaced(11), otRanges{{53, 54}}, otSpaced(20)[11:])},
-	} {
-		for _, spare := range []int{0, 4} { // with and without room to grow in place
-			t.Run(fmt.Sprintf("%s/spare=%d", tc.name, spare), func(t *testing.T) {
-				have := make([]offsetRange, len(tc.have), len(tc.have)+spare)
-				copy(have, tc.have)
-				o := &offsetTracker{done: have}
-				o.addDone(tc.start, tc.end)
-				if !slices.Equal(o.done, tc.want) {
-					t.Fatalf("%v + [%d,%d) = %v, want %v", tc.have, tc.start, tc.end, o.done, tc.want)
-				}
-			})
-		}
-	}
-}
-
-// otSpaced is n ranges of one offset each, 5 apart: [0,1), [5,6), ...
-func otSpaced(n int) []offsetRange {
-	out := make([]offsetRange, n)
-	for i := range out {
-		out[i] = offsetRange{int64(5 * i), int64(5*i + 1)}
-	}
-	return out
-}
-
-// addDone against a bitmap, with random ranges in random order.
-func TestOffsetTrackerAddDoneRandom(t *testing.T) {
-	t.Parallel()
-	for seed := uint64(1); seed <= 4; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			t.Parallel()
-			rng := rand.New(rand.NewPCG(seed, 42))
-			for round := range 2000 {
-				// Narrow rounds merge a lot; wide ones keep many ranges, so
-				// that the search for the place goes far back.
-				width, adds := 64, 1+rng.IntN(12)
-				if round%4 == 0 {
-					width, adds = 1024, 1+rng.IntN(200)
-				}
-				bits := make([]bool, width)
-				o := &offsetTracker{}
-				for range adds {
-					s := rng.Int64N(int64(width) - 1)
-					e := min(s+1+rng.Int64N(6), int64(width))
-					o.addDone(s, e)
-					for i := s; i < e; i++ {
-						bits[i] = true
-					}
-					var want []offsetRange
-					for i := range int64(width) {
-						if !bits[i] {
-							continue
-						}
-						if n := len(want); n > 0 && want[n-1].end == i {
-							want[n-1].end++
-						} else {
-							want = append(want, offsetRange{i, i + 1})
-						}
-					}
-					if !slices.Equal(o.done, want) {
-						t.Fatalf("round %d: after adding [%d,%d): %v, want %v", round, s, e, o.done, want)
-					}
-				}
-			}
-		})
-	}
 }

@@ -443,19 +443,24 @@ func (p *partition) wake() {
 // never have to be dropped (a restart would handle those messages again)
 // through intake. Called with p.mu held.
 func (p *partition) doneSetRoom(ms []*sarama.ConsumerMessage) int {
-	ranges := p.offsets.doneRanges()
-	if len(ranges)+len(ms) < 64 || len(ms) == 0 { // 64 ranges of the widest encoding still fit
+	ranges := p.offsets.rangeCount()
+	if ranges+len(ms) < 64 || len(ms) == 0 { // 64 ranges of the widest encoding still fit
 		return len(ms)
 	}
 	base := p.offsets.committable()
-	used := encodedDoneSetSize(base, ranges)
-	left := maxDoneSetBytes*9/10 - used
+	span := uint64(max(ms[len(ms)-1].Offset-base, 0))
+	perRange := 2 * uvarintLen(span) // a gap and a length, each at most the span
+	limit := maxDoneSetBytes * 9 / 10
+	// Every range held now at its widest too: when even that fits, so does
+	// the exact size, and the unfinished list need not be walked.
+	if encodedSizeFor(base, (ranges+len(ms))*perRange) <= limit {
+		return len(ms)
+	}
+	left := limit - encodedDoneSetSize(base, p.offsets.doneRanges())
 	if left <= 0 {
 		return 0
 	}
-	span := uint64(max(ms[len(ms)-1].Offset-base, 0))
-	perRange := 2 * uvarintLen(span) // a gap and a length, each at most the span
-	fit := left * 3 / 4 / perRange   // base64 carries 3 bytes in 4
+	fit := left * 3 / 4 / perRange // base64 carries 3 bytes in 4
 	return min(len(ms), fit)
 }
 

@@ -82,7 +82,7 @@ func (p *partition) intakeReason() string {
 // reason it holds back for changes.
 func (p *partition) noteIntake(reason string) {
 	p.mu.Lock()
-	held, ranges := p.offsets.heldCount(), len(p.offsets.doneRanges())
+	held, ranges := p.offsets.heldCount(), p.offsets.rangeCount()
 	p.mu.Unlock()
 	p.all.noteIntakeBlocked(p.topic, reason)
 	level := slog.LevelDebug
