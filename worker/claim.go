@@ -101,7 +101,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 		keys:   make(map[string]*keyState), offsets: newOffsetTracker(claim.InitialOffset()), maxHeld: cfg.MaxInFlight,
 		clock: g.clock, stuckAfter: cfg.StuckAfter,
 		backingOff: make(map[*task]*time.Timer),
-		idle:       make(chan struct{}), freed: make(chan struct{}, 1),
+		runExit:    make(chan struct{}, 1), freed: make(chan struct{}, 1),
 	}
 	p.metrics = g.metrics.forPartition(topic, &p.mu)
 	return p

@@ -504,6 +504,7 @@ func benchAdmit(b *testing.B, keys, batch int, run bool) {
 		ms[i] = &bp.ring[i]
 	}
 	var queued []*task
+	var slot runSlot
 	next := int64(0)
 	b.ReportAllocs()
 	mallocs := benchMallocs()
@@ -522,7 +523,7 @@ func benchAdmit(b *testing.B, keys, batch int, run bool) {
 		for _, t := range queued {
 			for t != nil {
 				if run {
-					t = p.run(t)
+					t = p.run(t, &slot)
 				} else {
 					p.mu.Lock()
 					t = p.complete(t)

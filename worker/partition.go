@@ -89,11 +89,11 @@ type partition struct {
 	ctx    context.Context // handlers' context; cancelled when the claim is given up
 	cancel context.CancelFunc
 
+	keys map[string]*keyState // the dispatcher's own: see keyOf
+
 	mu         sync.Mutex
 	state      atomic.Int32 // a partState; written under mu, read anywhere
-	keys       map[string]*keyState
 	offsets    *offsetTracker
-	running    atomic.Int32                // handlers inside run
 	sess       sarama.ConsumerGroupSession // the claim's session: member and generation for commits
 	marked     int64                       // next offset to consume: every offset below it is done
 	meta       string                      // done-set of what finished at or above marked
@@ -105,8 +105,7 @@ type partition struct {
 	metaDirty        bool  // the done ranges changed since meta
 	skipped          int   // messages skipped because skip held them
 	backingOff       map[*task]*time.Timer
-	idle             chan struct{} // closed once draining and no handler runs
-	idleOnce         sync.Once
+	runExit          chan struct{} // signalled when a handler returns while draining
 	starved          bool          // the dispatcher holds messages the budget refused
 	doneSetFull      bool          // intake stopped because the done-set neared the metadata limit
 	doneSetTruncated bool          // a commit had to leave ranges out (logged once)
@@ -179,6 +178,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 				t = p.nextTask()
 			}
 			p.initTask(t, m)
+			t.key = p.keyOf(m.Key)
 			built = append(built, t)
 		}
 		n++
@@ -197,7 +197,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 		tasks = tasks[1:]
 		t.takenAt = now
 		t.node = p.offsets.reserve(m.Offset, t)
-		if !p.chain(t, m.Key) {
+		if !p.chain(t) {
 			ready = append(ready, t)
 		}
 	}
@@ -261,21 +261,32 @@ func (p *partition) handles(offset int64) bool {
 	return offset >= p.floor && !p.skip.contains(offset)
 }
 
-// chain appends t to its key's FIFO and reports whether it must wait for an
-// earlier message. Called with p.mu held.
-func (p *partition) chain(t *task, key []byte) (waits bool) {
+// keyOf returns the FIFO of the messages with key, or nil when a message
+// with it waits for nothing. The map is the dispatcher's own (only admit
+// and sweepKeys, both on the dispatcher, touch it), so the lookup needs no
+// lock; the FIFOs' contents are guarded by mu (see chain).
+func (p *partition) keyOf(key []byte) *keyState {
 	switch {
 	case p.ordering == OrderByPartition:
 		key = nil // one chain for the whole partition
 	case p.ordering != OrderByKey || key == nil:
-		return false // independent
+		return nil // independent
 	}
 	ks := p.keys[string(key)] // no allocation for the lookup
 	if ks == nil {
 		ks = &keyState{}
 		p.keys[string(key)] = ks
 	}
-	t.key = ks
+	return ks
+}
+
+// chain appends t to its key's FIFO (t.key, from keyOf) and reports whether
+// it must wait for an earlier message. Called with p.mu held.
+func (p *partition) chain(t *task) (waits bool) {
+	ks := t.key
+	if ks == nil {
+		return false
+	}
 	if ks.last != nil {
 		ks.last.next = t
 		waits = true
@@ -307,12 +318,15 @@ func (p *partition) inMemory() int {
 
 // run delivers t to the handler and records the outcome. It returns the
 // next task of t's key when that may start now, for the caller to run.
-func (p *partition) run(t *task) *task {
-	// Counted before the state is read, so that drain, which sets the state
-	// first and then reads the count, cannot miss a handler about to start.
-	p.running.Add(1)
+// slot is the calling goroutine's: it names p while a handler runs, which is
+// how drain counts them.
+func (p *partition) run(t *task, slot *runSlot) *task {
+	// Published before the state is read, so that drain, which sets the
+	// state first and then reads the slots, cannot miss a handler about to
+	// start.
+	slot.part.Store(partID(p))
 	if p.loadState() != partRunning || p.notDue(t) {
-		p.finishRun()
+		p.finishRun(slot)
 		return nil
 	}
 
@@ -331,21 +345,23 @@ func (p *partition) run(t *task) *task {
 		p.scheduleRetry(t, err)
 	}
 	p.mu.Unlock()
-	p.finishRun()
+	p.finishRun(slot)
 	if state != partRunning {
 		return nil
 	}
 	return next
 }
 
-// finishRun ends a run and, once draining, tells drain when none is left.
-func (p *partition) finishRun() {
-	if p.running.Add(-1) == 0 && p.loadState() != partRunning {
-		p.closeIdle()
+// finishRun ends a run and, once draining, tells drain to count again.
+func (p *partition) finishRun(slot *runSlot) {
+	slot.part.Store(0)
+	if p.loadState() != partRunning {
+		select {
+		case p.runExit <- struct{}{}:
+		default: // drain has one wake-up pending already
+		}
 	}
 }
-
-func (p *partition) closeIdle() { p.idleOnce.Do(func() { close(p.idle) }) }
 
 func (p *partition) loadState() partState { return partState(p.state.Load()) }
 
@@ -521,21 +537,20 @@ func (p *partition) drain(timeout time.Duration) int {
 		delete(p.backingOff, t)
 	}
 	p.mu.Unlock()
-	if p.running.Load() == 0 {
-		p.closeIdle()
-	}
-
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	select {
-	case <-p.idle:
-	case <-timer.C:
+	for waiting := true; waiting && p.pool.runningIn(p) > 0; {
+		select {
+		case <-p.runExit:
+		case <-timer.C:
+			waiting = false
+		}
 	}
 
 	p.mu.Lock()
 	p.refreshDoneSet()
 	p.setState(partFenced)
-	abandoned := int(p.running.Load())
+	abandoned := p.pool.runningIn(p)
 	p.mu.Unlock()
 	p.cancel()
 	return abandoned

@@ -25,7 +25,7 @@ func setupPartition(t *testing.T, budget int, skip doneSet) *partitionBundle {
 	b.p = &partition{
 		topic: "t", ordering: OrderByKey, pool: b.pool, log: slog.New(slog.DiscardHandler),
 		ctx: ctx, cancel: cancel, keys: map[string]*keyState{}, offsets: newOffsetTracker(-2), maxHeld: budget,
-		skip: skip, marked: -2, freed: make(chan struct{}, 1), idle: make(chan struct{}),
+		skip: skip, marked: -2, freed: make(chan struct{}, 1), runExit: make(chan struct{}, 1),
 	}
 	return b
 }

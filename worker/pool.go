@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // pool runs handler goroutines, shared by all partitions of a worker. Tasks
@@ -22,16 +23,46 @@ type pool struct {
 	waiting atomic.Int64 // len(items) - head, readable without the lock
 	stopped atomic.Bool  // set by stop: nothing more starts
 	wg      sync.WaitGroup
+
+	// slots has one entry per goroutine: the partition whose handler it is
+	// running, so that a partition can count its running handlers (see
+	// partition.run) without a counter every goroutine writes.
+	slots []runSlot
 }
 
+// runSlot is what one pool goroutine is running: a partition's identity
+// (its address, see partID), or 0. It is an integer rather than a pointer
+// so that its two writes per message need no GC write barrier; each slot
+// fills a cache line of its own.
+type runSlot struct {
+	part atomic.Uintptr
+	_    [56]byte
+}
+
+// partID is part's identity in a runSlot. Go's heap objects do not move,
+// and whoever compares holds part, so the address cannot be reused
+// meanwhile.
+func partID(part *partition) uintptr { return uintptr(unsafe.Pointer(part)) }
+
 func newPool(concurrency int) *pool {
-	p := &pool{}
+	p := &pool{slots: make([]runSlot, concurrency)}
 	p.cond.L = &p.mu
 	p.wg.Add(concurrency)
-	for range concurrency {
-		go p.loop()
+	for i := range concurrency {
+		go p.loop(&p.slots[i])
 	}
 	return p
+}
+
+// runningIn counts the goroutines running a handler of part.
+func (p *pool) runningIn(part *partition) int {
+	n, id := 0, partID(part)
+	for i := range p.slots {
+		if p.slots[i].part.Load() == id {
+			n++
+		}
+	}
+	return n
 }
 
 // push hands a task to the first free goroutine.
@@ -104,7 +135,7 @@ const maxInlineRun = 16
 // to the back of the queue, so a key with a long backlog cannot hold a
 // goroutine while other keys and partitions starve: they wait for at most
 // maxInlineRun of its messages.
-func (p *pool) loop() {
+func (p *pool) loop(slot *runSlot) {
 	defer p.wg.Done()
 	for {
 		t, ok := p.pop()
@@ -112,7 +143,7 @@ func (p *pool) loop() {
 			return
 		}
 		for run := 1; t != nil; run++ {
-			next := t.part.run(t)
+			next := t.part.run(t, slot)
 			if p.stopped.Load() {
 				break // a key's next message does not start after stop either
 			}
