@@ -325,6 +325,7 @@ func (p *partition) run(t *task, slot *runSlot) *task {
 	// state first and then reads the slots, cannot miss a handler about to
 	// start.
 	slot.part.Store(partID(p))
+	slot.runs.Add(1)
 	if p.loadState() != partRunning || p.notDue(t) {
 		p.finishRun(slot)
 		return nil

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +29,17 @@ type pool struct {
 	// running, so that a partition can count its running handlers (see
 	// partition.run) without a counter every goroutine writes.
 	slots []runSlot
+
+	// Waking goroutines for a batch (see pushAll).
+	wakeAtOnce int         // how many idle goroutines a batch wakes at once
+	seen       []uint64    // each slot's runs at the last look; guarded by mu
+	nudgeArmed atomic.Bool // the nudge timer runs
+	nudgeTimer *time.Timer
 }
+
+// nudgeAfter is how long the tasks of a batch wait for the goroutines
+// already awake before idle ones are woken for them (see pushAll).
+const nudgeAfter = time.Millisecond
 
 // runSlot is what one pool goroutine is running: a partition's identity
 // (its address, see partID), or 0. It is an integer rather than a pointer
@@ -36,7 +47,8 @@ type pool struct {
 // fills a cache line of its own.
 type runSlot struct {
 	part atomic.Uintptr
-	_    [56]byte
+	runs atomic.Uint64 // runs started: the nudge tells a long one by it
+	_    [48]byte
 }
 
 // partID is part's identity in a runSlot. Go's heap objects do not move,
@@ -45,8 +57,13 @@ type runSlot struct {
 func partID(part *partition) uintptr { return uintptr(unsafe.Pointer(part)) }
 
 func newPool(concurrency int) *pool {
-	p := &pool{slots: make([]runSlot, concurrency)}
+	p := &pool{
+		slots: make([]runSlot, concurrency), seen: make([]uint64, concurrency),
+		wakeAtOnce: max(1, runtime.GOMAXPROCS(0)),
+	}
 	p.cond.L = &p.mu
+	p.nudgeTimer = time.AfterFunc(time.Hour, p.nudge)
+	p.nudgeTimer.Stop()
 	p.wg.Add(concurrency)
 	for i := range concurrency {
 		go p.loop(&p.slots[i])
@@ -79,6 +96,15 @@ func (p *pool) push(t *task) {
 }
 
 // pushAll hands several tasks over under one lock.
+//
+// It wakes at most wakeAtOnce (GOMAXPROCS) idle goroutines, not one per
+// task: with short handlers a few awake goroutines empty the queue at full
+// speed, and waking one per task would cost a park and a wake-up per
+// message and make them fight for the locks. When it leaves tasks to the
+// goroutines already awake, it arms the nudge, which wakes idle goroutines
+// for every waiting task once a handler has run for nudgeAfter: handlers
+// that block or take long get the whole pool's concurrency within a
+// millisecond or two.
 func (p *pool) pushAll(ts []*task) {
 	if len(ts) == 0 {
 		return
@@ -90,11 +116,57 @@ func (p *pool) pushAll(ts []*task) {
 	}
 	p.items = append(p.items, ts...)
 	p.waiting.Add(int64(len(ts)))
-	wake := min(len(ts), p.idle) // waking more would only make them fight for the lock
+	need := min(len(ts), p.idle)
+	wake := min(need, p.wakeAtOnce)
+	arm := wake < need && !p.nudgeArmed.Load()
+	if arm {
+		p.nudgeArmed.Store(true)
+		p.longRuns() // note where each goroutine is now
+	}
 	p.mu.Unlock()
 	for range wake {
 		p.cond.Signal()
 	}
+	if arm {
+		p.nudgeTimer.Reset(nudgeAfter)
+	}
+}
+
+// nudge runs nudgeAfter after pushAll left tasks to the awake goroutines,
+// and again every nudgeAfter while tasks wait and goroutines idle. If a
+// goroutine is still in the handler it was in at the last look, handlers
+// are slow enough for concurrency to pay: it wakes an idle goroutine for
+// each waiting task.
+func (p *pool) nudge() {
+	p.mu.Lock()
+	need := min(len(p.items)-p.head, p.idle)
+	slow := p.longRuns()
+	again := need > 0 && !slow && !p.closed
+	if !again {
+		p.nudgeArmed.Store(false)
+	}
+	p.mu.Unlock()
+	if again {
+		p.nudgeTimer.Reset(nudgeAfter)
+		return
+	}
+	for range need {
+		p.cond.Signal()
+	}
+}
+
+// longRuns reports whether a goroutine is in the same run as at the last
+// call, and notes where each is now. Called with mu held.
+func (p *pool) longRuns() bool {
+	long := false
+	for i := range p.slots {
+		runs := p.slots[i].runs.Load()
+		if p.slots[i].part.Load() != 0 && runs == p.seen[i] {
+			long = true
+		}
+		p.seen[i] = runs
+	}
+	return long
 }
 
 func (p *pool) pop() (*task, bool) {
@@ -161,6 +233,7 @@ func (p *pool) loop(slot *runSlot) {
 // handler that ignored its cancelled context.
 func (p *pool) stop(grace time.Duration) bool {
 	p.stopped.Store(true)
+	p.nudgeTimer.Stop()
 	p.mu.Lock()
 	p.closed = true
 	clear(p.items)

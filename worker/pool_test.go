@@ -2,7 +2,10 @@ package worker
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -272,5 +275,82 @@ func TestPoolStop(t *testing.T) {
 			}
 			c.p.drain(0)
 		})
+	})
+}
+
+// admitKeys admits one message of each key into c's partition as one batch
+// (one pushAll), and fails unless all fit.
+func admitKeys(t *testing.T, c *claimed, n int) {
+	t.Helper()
+	ms := make([]*sarama.ConsumerMessage, n)
+	for i := range ms {
+		ms[i] = c.claim.message(fmt.Sprintf("k%d", i))
+	}
+	if got, _ := c.p.admit(ms); got != n {
+		t.Fatalf("admitted %d of %d", got, n)
+	}
+}
+
+// A batch wakes at most wakeAtOnce idle goroutines; when their handlers
+// block, the nudge wakes one for every waiting message within two
+// nudgeAfter periods, so blocking handlers still get the pool's whole
+// concurrency.
+func TestPoolBlockingBatchReachesFullConcurrency(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const batch = 20
+		release := newLatch()
+		var running atomic.Int32
+		rec := newRecorder(func(context.Context, *handler.Message) {
+			running.Add(1)
+			<-release.done()
+		})
+		r := newRig(t, rec, func(c *Config) { c.Concurrency, c.MaxInFlight = 32, batch })
+		r.pool.wakeAtOnce = 2
+		r.atCleanup(release.open)
+		c := r.claim("t", 0)
+		synctest.Wait() // every pool goroutine idle
+		admitKeys(t, c, batch)
+		synctest.Wait()
+		if n := running.Load(); n != 2 {
+			t.Fatalf("%d handlers started at once, want wakeAtOnce = 2", n)
+		}
+		time.Sleep(2 * nudgeAfter)
+		synctest.Wait()
+		if n := running.Load(); n != batch {
+			t.Fatalf("%d handlers running after 2×nudgeAfter with blocked handlers, want all %d", n, batch)
+		}
+		release.open()
+		synctest.Wait()
+		rec.checkOncePerOffsetInKeyOrder(t, "t", batch)
+		r.shutdown(t, c)
+	})
+}
+
+// With handlers that return at once, the goroutines a batch woke run the
+// whole batch: no goroutine is woken per message, which would cost a park
+// and a wake-up each. (Each handler yields, so that any other goroutine
+// woken would get to take messages.)
+func TestPoolShortHandlersDoNotWakeEveryGoroutine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const batch = 200
+		rec := newRecorder(func(context.Context, *handler.Message) { runtime.Gosched() })
+		r := newRig(t, rec, func(c *Config) { c.Concurrency, c.MaxInFlight = 32, batch })
+		r.pool.wakeAtOnce = 2
+		c := r.claim("t", 0)
+		synctest.Wait() // every pool goroutine idle
+		admitKeys(t, c, batch)
+		synctest.Wait()
+		runs := rec.snapshot()
+		if len(runs) != batch {
+			t.Fatalf("ran %d messages, want %d", len(runs), batch)
+		}
+		gids := map[uint64]bool{}
+		for _, x := range runs {
+			gids[x.gid] = true
+		}
+		if len(gids) > 2 {
+			t.Fatalf("%d goroutines ran a batch of short handlers, want at most wakeAtOnce = 2", len(gids))
+		}
+		r.shutdown(t, c)
 	})
 }
