@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -15,6 +16,10 @@ import (
 // from the monotonic clock relative to it, and wall-clock instants derived
 // from it are exact to the millisecond that Kafka timestamps carry.
 var clockAnchor = time.Now()
+
+// clockAnchorUnix is clockAnchor in Unix nanoseconds: a wall-clock instant
+// from the coarse clock is clockAnchorUnix plus its reading, in integers.
+var clockAnchorUnix = clockAnchor.UnixNano()
 
 // This file holds what happens to one message once it runs: the delivery
 // to the handler, its outcome in the metrics, the retry in place and the
@@ -63,8 +68,8 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 	t.attempt++
 	t.attemptShown.Store(int32(t.attempt))
 	began := p.clock.read()
-	if t.attempt == 1 && !t.msg.Timestamp.IsZero() {
-		t.delay = clockAnchor.Add(began).Sub(t.msg.Timestamp)
+	if t.attempt == 1 {
+		t.delay, t.hasDelay = messageDelay(began, t.msg.Timestamp)
 	}
 	err := p.call(ctx, t)
 	t.took = p.clock.read() - began
@@ -123,9 +128,9 @@ func (p *partition) record(t *task) {
 	t.noted = false
 	p.metrics.processed[t.outcome]++
 	p.metrics.duration[t.outcome].observe(t.took)
-	if t.delay != 0 {
+	if t.hasDelay {
 		p.metrics.delay.observe(t.delay)
-		t.delay = 0
+		t.hasDelay = false
 	}
 }
 
@@ -173,6 +178,28 @@ func (p *partition) retryDue(t *task) {
 	if ok {
 		p.pool.push(t)
 	}
+}
+
+// maxTimestampMs bounds the Kafka timestamps (milliseconds) whose delay is
+// measured: beyond it (about the years 1678 and 2262) nanoseconds overflow.
+const maxTimestampMs = math.MaxInt64 / int64(time.Millisecond)
+
+// messageDelay is the processing delay of a message with timestamp ts whose
+// first delivery began at began (coarse clock), in integer arithmetic: the
+// wall clock at began less the timestamp. A timestamp ahead of this
+// machine's clock (the producer's clock runs ahead) counts as no delay;
+// ok is false for no timestamp or one too far out to be real (garbage), which
+// is not measured.
+func messageDelay(began time.Duration, ts time.Time) (d time.Duration, ok bool) {
+	if ts.IsZero() {
+		return 0, false
+	}
+	ms := ts.UnixMilli()
+	if ms > maxTimestampMs || ms < -maxTimestampMs {
+		return 0, false
+	}
+	d = time.Duration(clockAnchorUnix + int64(began) - ms*int64(time.Millisecond) - int64(ts.Nanosecond()%int(time.Millisecond)))
+	return max(d, 0), true
 }
 
 // note marks the delivery's outcome for record.

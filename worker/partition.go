@@ -48,10 +48,12 @@ type task struct {
 	base      int
 	notBefore time.Time
 
-	took    time.Duration // the last delivery's handler time
-	delay   time.Duration // timestamp to the first delivery's start, until recorded
-	outcome result        // the last delivery's outcome, when noted
-	noted   bool          // outcome and took wait to be recorded
+	took  time.Duration // the last delivery's handler time
+	delay time.Duration // timestamp to the first delivery's start, until recorded
+	// hasDelay says delay waits to be recorded.
+	hasDelay bool
+	outcome  result // the last delivery's outcome, when noted
+	noted    bool   // outcome and took wait to be recorded
 }
 
 // keyState is one key's FIFO: its last admitted message still pending.
