@@ -74,6 +74,7 @@ type metrics struct {
 	generation    atomic.Int32           // highest generation seen, to count rebalances
 	oldestAge     *prometheus.GaugeVec   // per partition: age of the oldest unfinished message
 	intakeBlocked *prometheus.CounterVec // per partition and reason: times intake stopped
+	board         *statusBoard           // what the status page shows; this worker's own
 }
 
 func newMetrics(reg prometheus.Registerer, group string) (*metrics, error) {
@@ -92,6 +93,7 @@ func newMetrics(reg prometheus.Registerer, group string) (*metrics, error) {
 	}
 	m := &metrics{
 		group:         group,
+		board:         newStatusBoard(),
 		deliveries:    r(newDeliveryCollector()).(*deliveryCollector),
 		lag:           gauge(MetricConsumerLag, "High watermark minus the committable offset, per assigned partition.", "group", "topic", "partition"),
 		inFlight:      gauge(MetricInFlight, "Messages held in memory: taken from Kafka and not yet done (queued, running, backing off, or waiting for a due time).", "group").With(g),
@@ -186,6 +188,7 @@ func (m *metrics) dropLag(topic string, partition int32) {
 	if m != nil {
 		m.lag.DeleteLabelValues(m.group, topic, strconv.Itoa(int(partition)))
 		m.oldestAge.DeleteLabelValues(m.group, topic, strconv.Itoa(int(partition)))
+		m.board.dropPartition(topic, partition) // a released partition leaves the status page too
 	}
 }
 
