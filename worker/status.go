@@ -94,8 +94,10 @@ type PartitionStatus struct {
 	Partition int32  `json:"partition"`
 	// Tier is the retry tier the topic is (1-based); 0 for a source topic.
 	Tier int `json:"tier"`
-	// CommittedOffset is the offset the coordinator acknowledged for this
-	// member; null while nothing was committed.
+	// CommittedOffset is where the group resumes the partition: the offset
+	// the coordinator last acknowledged from this member, or before its
+	// first commit the offset the claim started at; null when that is not
+	// known (a sentinel).
 	CommittedOffset *int64 `json:"committed_offset"`
 	// EndOffset is the partition's high watermark as last fetched.
 	EndOffset int64 `json:"end_offset"`
