@@ -121,8 +121,9 @@ type PartitionStatus struct {
 	// "done_set"), empty while it runs.
 	Paused        bool   `json:"paused"`
 	IntakeBlocked string `json:"intake_blocked,omitempty"`
-	// NextDue is the earliest due time of the messages held by a retry tier
-	// partition; null when none waits.
+	// NextDue is the earliest due time of the messages a retry tier
+	// partition holds waiting for it (those not queued behind an earlier
+	// message of their key); null when none waits.
 	NextDue *time.Time `json:"next_due"`
 	// SampledAt is when these numbers were read.
 	SampledAt time.Time `json:"sampled_at"`

@@ -57,16 +57,18 @@ func (p *partition) statusSample(hwm int64) (s PartitionStatus, member string, g
 	return s, member, gen
 }
 
-// nextDue returns the earliest due time of the messages held, or nil.
-// Called with p.mu held, on a retry tier's partition only.
+// nextDue returns the earliest due time of the messages scheduled to wait
+// for it, or nil. Only tasks in backingOff are read: their notBefore is
+// written by the delivering goroutine before they are put there and after
+// they are taken out, both under p.mu. Called with p.mu held, on a retry
+// tier's partition only.
 func (p *partition) nextDue() *time.Time {
 	var next time.Time
-	p.offsets.each(func(n offsetNode) bool {
-		if t := n.task; t != nil && !t.notBefore.IsZero() && (next.IsZero() || t.notBefore.Before(next)) {
+	for t := range p.backingOff {
+		if !t.notBefore.IsZero() && (next.IsZero() || t.notBefore.Before(next)) {
 			next = t.notBefore
 		}
-		return true
-	})
+	}
 	if next.IsZero() {
 		return nil
 	}
