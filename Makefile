@@ -32,3 +32,10 @@ bench: ## Side by side with raw sarama on the embedded broker, Markdown tables; 
 .PHONY: short
 short: ## Unit tests only, fast: the integration suite skips under -short, saying why
 	$(GO) test -race -count=1 -short $(PKGS)
+
+# SCREENSHOT is where make screenshot writes the status page's PNG.
+SCREENSHOT ?= status.png
+
+.PHONY: screenshot
+screenshot: ## The status page in headless Chromium during a run, saved as a PNG (SCREENSHOT=status.png)
+	$(GO) test -count=1 -run 'TestStatusPageInBrowser$$' -v ./integration -screenshot=$(abspath $(SCREENSHOT))

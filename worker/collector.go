@@ -110,10 +110,10 @@ type deliveryCollector struct {
 
 func newDeliveryCollector() *deliveryCollector {
 	return &deliveryCollector{
-		consumed:  prometheus.NewDesc(MetricMessagesConsumed, "Messages taken from Kafka.", []string{"group", "topic"}, nil),
-		processed: prometheus.NewDesc(MetricMessagesProcessed, "Deliveries to the handler by outcome: success, error (retried in place), retry (sent to a retry topic), dead_letter.", []string{"group", "topic", "result"}, nil),
-		duration:  prometheus.NewDesc(MetricProcessingDuration, "Time the handler took per delivery, by outcome.", []string{"group", "topic", "result"}, nil),
-		delay:     prometheus.NewDesc(MetricProcessingDelay, "Time from the message's timestamp to the start of its first delivery on this topic.", []string{"group", "topic"}, nil),
+		consumed:  metricDesc(MetricMessagesConsumed), // from the metric table (metrics.go)
+		processed: metricDesc(MetricMessagesProcessed),
+		duration:  metricDesc(MetricProcessingDuration),
+		delay:     metricDesc(MetricProcessingDelay),
 		live:      map[*deliveryStats]struct{}{},
 		retired:   map[topicKey]*topicTotals{},
 	}
@@ -167,7 +167,7 @@ func (c *deliveryCollector) Collect(ch chan<- prometheus.Metric) {
 
 	for k, t := range totals {
 		ch <- prometheus.MustNewConstMetric(c.consumed, prometheus.CounterValue, float64(t.consumed), k.group, k.topic)
-		for r, label := range ResultLabels {
+		for r, label := range resultLabels {
 			ch <- prometheus.MustNewConstMetric(c.processed, prometheus.CounterValue, float64(t.processed[r]), k.group, k.topic, label)
 			ch <- constHistogram(c.duration, t.duration[r], k.group, k.topic, label)
 		}

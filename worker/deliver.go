@@ -82,6 +82,7 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 	}
 	now := time.Now()
 	dest := p.fwd.next(p.hop, t.attempt, err, now)
+	p.all.noteFailure(p, t, err, dest, now) // the status page's failure list (status_sample.go)
 	if dest == nil {
 		t.note(resultError)
 		return err // retry in place

@@ -145,4 +145,5 @@ func (d *dispatcher) reportLag() {
 	if from >= 0 {
 		d.g.metrics.setLag(d.p.topic, d.p.id, hwm-from)
 	}
+	d.sampleStatus(hwm) // the status page's partition row (status_sample.go)
 }

@@ -30,6 +30,7 @@ func (w *Worker) Handler() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slogPrinter{w.log}}))
 	mux.HandleFunc("/healthz", probeHandler(w.health.live, "ok", "a background loop is wedged"))
 	mux.HandleFunc("/readyz", probeHandler(w.health.ready, "ready", "not in a group session or cannot reach the brokers"))
+	w.mountStatus(mux) // /status and /status.json (status_http.go)
 	return mux
 }
 

@@ -210,6 +210,10 @@ type summaryInput struct {
 	handledIn, stoppedIn time.Duration
 }
 
+// nameWidth is the width of the summary's name column: the longest name,
+// "every message handled or DLQ", and a space.
+const nameWidth = 29
+
 // summary prints every check and what was measured, and returns how many
 // checks failed. Call it after Run has returned: no handler runs any more.
 func (t *tracker) summary(w io.Writer, in summaryInput) (failed int) {
@@ -221,10 +225,10 @@ func (t *tracker) summary(w io.Writer, in summaryInput) (failed int) {
 		if !ok {
 			status, failed = "FAIL", failed+1
 		}
-		fmt.Fprintf(w, "  %s  %-27s %s\n", status, name, fmt.Sprintf(format, args...))
+		fmt.Fprintf(w, "  %s  %-*s %s\n", status, nameWidth, name, fmt.Sprintf(format, args...))
 	}
 	info := func(name, format string, args ...any) {
-		fmt.Fprintf(w, "        %-27s %s\n", name, fmt.Sprintf(format, args...))
+		fmt.Fprintf(w, "        %-*s %s\n", nameWidth, name, fmt.Sprintf(format, args...))
 	}
 
 	// Every produced message must have ended exactly once: handled, or in

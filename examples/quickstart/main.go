@@ -24,6 +24,14 @@
 //	go run ./examples/quickstart -messages 100000 -keys 2000 -concurrency 64
 //	go run ./examples/quickstart -flaky 0 -poison 0   # no failures
 //
+// The worker is configured from the environment in both modes
+// (worker.ConfigFromEnv: WORKER_*, RETRY_*, DLQ_*, METRICS_ADDR are
+// honoured); the quickstart overrides only WORKER_ORDERING (its order check
+// needs key ordering) and, when -concurrency is given, WORKER_CONCURRENCY,
+// and says so. It prints the live status page's URL (/status on
+// METRICS_ADDR, or on a port the kernel picks); -linger 10m keeps serving
+// it after the summary.
+//
 // Live progress goes to stderr once a second; the summary goes to stdout.
 // The exit status is non-zero when any check fails. examples/retry shows
 // the retry topics and the dead-letter topic message by message.
@@ -63,7 +71,9 @@ func main() {
 	flag.IntVar(&o.flakyOneIn, "flaky", 100, "about one message in this many fails once and is retried in place (0: none)")
 	flag.IntVar(&o.poisonOneIn, "poison", 1000, "about one message in this many fails for good and is dead-lettered (0: none)")
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up if not every message is handled by then")
+	flag.DurationVar(&o.linger, "linger", 0, "after the summary, keep serving the status page and metrics this long (e.g. 10m; Ctrl-C ends it)")
 	flag.Parse()
+	flag.Visit(func(f *flag.Flag) { o.set = append(o.set, f.Name) })
 	if o.messages < 1 || o.keys < 1 || o.partitions < 1 || o.concurrency < 1 || o.flakyOneIn < 0 || o.poisonOneIn < 0 {
 		fmt.Fprintln(os.Stderr, "quickstart: -messages, -keys, -partitions and -concurrency must be at least 1; -flaky and -poison at least 0")
 		os.Exit(2)
@@ -78,7 +88,8 @@ func main() {
 type options struct {
 	messages, keys, partitions, concurrency int
 	flakyOneIn, poisonOneIn                 int
-	timeout                                 time.Duration
+	timeout, linger                         time.Duration
+	set                                     []string // the flags given on the command line
 }
 
 func run(o options) error {
@@ -147,26 +158,30 @@ func run(o options) error {
 	})
 
 	cfg := env.config
-	cfg.Concurrency = o.concurrency
-	cfg.Ordering = worker.OrderByKey // the default, spelled out
+	applyOverrides(&cfg, o)
 	// The worker's Prometheus metrics, on a registry of our own that the
-	// summary reads too. The endpoints are served on a port the kernel picks
-	// (a service would set METRICS_ADDR=:9090 and let the worker serve them).
+	// summary reads too. The endpoints, with the live status page, are
+	// served on METRICS_ADDR, or on a port the kernel picks.
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(cfg, h, worker.WithLogger(logger), worker.WithRegisterer(reg), worker.WithHTTPServer(false))
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := cfg.MetricsAddr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	fmt.Fprintf(os.Stderr, "metrics: http://%s/metrics (also /healthz, /readyz) while the demo runs\n", ln.Addr())
-	fmt.Fprintf(os.Stderr, "consuming with group %s: concurrency %d, ordering by %s; about 1 message in %d fails once, 1 in %d for good\n",
-		cfg.GroupID, cfg.Concurrency, cfg.Ordering, o.flakyOneIn, o.poisonOneIn)
+	fmt.Fprintf(os.Stderr, "status:  http://%s/status (live page; -linger 10m keeps it up after the summary)\n", hostPort(ln.Addr()))
+	fmt.Fprintf(os.Stderr, "metrics: http://%s/metrics (also /status.json, /healthz, /readyz)\n", hostPort(ln.Addr()))
+	fmt.Fprintf(os.Stderr, "consuming with group %s: concurrency %d, ordering by %s; %s\n",
+		cfg.GroupID, cfg.Concurrency, cfg.Ordering, failureRates(o))
 
 	// Run blocks until its context is cancelled, so it gets a goroutine and
 	// a context of its own; Ctrl-C cancels it too.
@@ -236,6 +251,7 @@ func run(o options) error {
 		logs: logs.counts(), metrics: readMetrics(reg), concurrency: cfg.Concurrency,
 		handledIn: handledIn, stoppedIn: stoppedIn,
 	})
+	linger(o.linger, ln.Addr())
 	switch {
 	case why != nil:
 		return why

@@ -62,54 +62,42 @@ func setup(ctx context.Context, o options) (*demoEnv, error) {
 }
 
 // useEmbeddedBroker starts a broker inside this process and configures the
-// worker in code: DefaultConfig, then the three required fields.
+// worker from the environment like a deployment (see configFromEnv), with
+// KAFKA_BROKERS pointing at the embedded broker: WORKER_*, RETRY_*, DLQ_*
+// and the rest are honoured here too.
 func (env *demoEnv) useEmbeddedBroker() error {
 	c, err := kafkatest.NewCluster()
 	if err != nil {
 		return err
 	}
 	env.cluster = c
-	env.topic = "quickstart-orders"
-	env.config = worker.DefaultConfig()
-	env.config.Brokers = c.Addrs()
-	env.config.GroupID = "quickstart"
-	env.config.Topics = []string{env.topic}
-	// Fast in-place retries, so the demo's failing messages do not hold
-	// their keys up long. The quickstart's handler never fails a message
-	// more than once, so the retry topics stay empty; their delays are
-	// short anyway (defaults: 10s,1m,10m), so a handler you change to fail
-	// more often is retried from them within seconds, not minutes.
-	env.config.RetryBackoffInitial = 20 * time.Millisecond
-	env.config.RetryBackoffMax = 200 * time.Millisecond
-	env.config.RetryTopicDelays = []time.Duration{time.Second, 5 * time.Second}
+	cfg, err := configFromEnv(map[string]string{
+		"KAFKA_BROKERS": strings.Join(c.Addrs(), ","), "KAFKA_GROUP_ID": "quickstart", "KAFKA_TOPICS": "quickstart-orders",
+	})
+	if err != nil {
+		c.Close()
+		return err
+	}
+	env.config, env.topic = cfg, cfg.Topics[0]
 	fmt.Fprintf(os.Stderr, "started an embedded Kafka broker on %s (set KAFKA_BROKERS to use a real cluster)\n", strings.Join(c.Addrs(), ","))
 	return nil
 }
 
 // useRealCluster connects to the cluster in KAFKA_BROKERS and configures the
-// worker the way a production deployment does: from the environment, with
-// worker.ConfigFromEnv (which also reads KAFKA_VERSION, WORKER_* and the
-// rest; see worker.Config).
+// worker the way a production deployment does (see configFromEnv).
 //
 // KAFKA_GROUP_ID and KAFKA_TOPICS get run-unique defaults when unset: a new
 // group has no committed offsets, so it starts at the beginning of the topic,
 // and a new topic holds only this run's messages, so the checks are exact and
 // the demo can be rerun against the same cluster as often as you like. (Each
 // run leaves a small topic behind, with its two retry topics and its
-// dead-letter topic; delete quickstart-orders-* when done.) The RETRY_*
-// settings default to the fast ones the embedded run uses.
+// dead-letter topic; delete quickstart-orders-* when done.)
 func (env *demoEnv) useRealCluster() error {
-	setDefault("KAFKA_GROUP_ID", "quickstart-"+env.runID)
-	setDefault("KAFKA_TOPICS", "quickstart-orders-"+env.runID)
-	setDefault("RETRY_BACKOFF_INITIAL", "20ms")
-	setDefault("RETRY_BACKOFF_MAX", "200ms")
-	setDefault("RETRY_TOPIC_DELAYS", "1s,5s")
-	cfg, err := worker.ConfigFromEnv()
+	cfg, err := configFromEnv(map[string]string{
+		"KAFKA_GROUP_ID": "quickstart-" + env.runID, "KAFKA_TOPICS": "quickstart-orders-" + env.runID,
+	})
 	if err != nil {
 		return err
-	}
-	if len(cfg.Topics) != 1 {
-		return fmt.Errorf("KAFKA_TOPICS=%q: the quickstart produces to and consumes one topic; name just one", os.Getenv("KAFKA_TOPICS"))
 	}
 	c, err := kafkatest.Connect(cfg.Brokers)
 	if err != nil {
@@ -118,6 +106,26 @@ func (env *demoEnv) useRealCluster() error {
 	env.cluster, env.config, env.topic = c, cfg, cfg.Topics[0]
 	fmt.Fprintf(os.Stderr, "using the Kafka cluster at %s\n", strings.Join(cfg.Brokers, ","))
 	return nil
+}
+
+// configFromEnv reads the worker's configuration with worker.ConfigFromEnv
+// (KAFKA_*, WORKER_*, RETRY_*, DLQ_*, METRICS_ADDR; see worker.Config),
+// after setting the unset variables among defaults. The RETRY_* settings
+// default to fast ones, so the demo's failing messages do not hold their
+// keys up long (the worker's defaults are 100ms, 5s and 10s,1m,10m).
+func configFromEnv(defaults map[string]string) (worker.Config, error) {
+	defaults["RETRY_BACKOFF_INITIAL"], defaults["RETRY_BACKOFF_MAX"], defaults["RETRY_TOPIC_DELAYS"] = "20ms", "200ms", "1s,5s"
+	for name, value := range defaults {
+		setDefault(name, value)
+	}
+	cfg, err := worker.ConfigFromEnv()
+	if err != nil {
+		return cfg, err
+	}
+	if len(cfg.Topics) != 1 {
+		return cfg, fmt.Errorf("KAFKA_TOPICS=%q: the quickstart produces to and consumes one topic; name just one", os.Getenv("KAFKA_TOPICS"))
+	}
+	return cfg, nil
 }
 
 func setDefault(name, value string) {

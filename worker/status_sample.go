@@ -1,0 +1,188 @@
+package worker
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// This file holds the status page's two hooks into the message path, both
+// off the success path: sampleStatus on the dispatcher's lag tick, and
+// noteFailure on the failure branch of a delivery.
+
+// sampleStatus records the partition's state for the status page; the
+// dispatcher calls it from reportLag, on its tick, with the high watermark
+// it just read. It also adds a point to the throughput history when a
+// second has passed.
+func (d *dispatcher) sampleStatus(hwm int64) {
+	m := d.g.metrics
+	if m == nil || m.board == nil {
+		return
+	}
+	s, member, gen := d.p.statusSample(hwm)
+	s.Paused, s.IntakeBlocked = d.paused, d.blockedBy
+	m.board.putPartition(s, member, gen)
+	m.board.noteRate(time.Now(), m.processedTotals)
+}
+
+// statusSample reads the partition's numbers under its lock.
+func (p *partition) statusSample(hwm int64) (s PartitionStatus, member string, gen int32) {
+	now := p.clock.read()
+	s = PartitionStatus{Topic: p.topic, Partition: p.id, Tier: p.hop.tier, EndOffset: hwm, SampledAt: time.Now().UTC()}
+	if p.sess != nil {
+		member, gen = p.sess.MemberID(), p.sess.GenerationID()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.committed >= 0 {
+		c := p.committed
+		s.CommittedOffset = &c
+	}
+	if from := max(p.marked, p.offsets.committable()); from >= 0 {
+		s.Lag = max(hwm-from, 0)
+	}
+	s.Held, s.InFlight = p.offsets.heldCount(), int(p.running.Load())
+	if oldest, ok := p.offsets.oldest(); ok {
+		off := oldest.offset
+		s.OldestOffset = &off
+		if oldest.task != nil {
+			age := now - oldest.task.takenAt
+			s.OldestAgeSeconds = age.Seconds()
+			s.Stuck = p.stuckAfter > 0 && age >= p.stuckAfter
+		}
+	}
+	if p.hop.tier > 0 {
+		s.NextDue = p.nextDue()
+	}
+	return s, member, gen
+}
+
+// nextDue returns the earliest due time of the messages scheduled to wait
+// for it, or nil. Only tasks in backingOff are read: their notBefore is
+// written by the delivering goroutine before they are put there and after
+// they are taken out, both under p.mu. Called with p.mu held, on a retry
+// tier's partition only.
+func (p *partition) nextDue() *time.Time {
+	var next time.Time
+	for t := range p.backingOff {
+		if !t.notBefore.IsZero() && (next.IsZero() || t.notBefore.Before(next)) {
+			next = t.notBefore
+		}
+	}
+	if next.IsZero() {
+		return nil
+	}
+	next = next.UTC()
+	return &next
+}
+
+// noteFailure records a failed delivery of t for the status page; dest is
+// where it goes next, nil for a retry in place. Only the failure branch of
+// handle calls it.
+func (m *metrics) noteFailure(p *partition, t *task, err error, dest *destination, at time.Time) {
+	if m == nil || m.board == nil {
+		return
+	}
+	m.board.addFailure(failureOf(p, t, err, dest, at))
+}
+
+// processedTotals sums this worker's deliveries by outcome.
+func (m *metrics) processedTotals() [numResults]uint64 {
+	_, processed := m.deliveries.groupTotals(m.group)
+	return processed
+}
+
+// Status returns the worker's state as /status.json shows it. It costs
+// about what a Prometheus scrape does, and is safe to call at any time,
+// also before Run and after it returned.
+func (w *Worker) Status() Status {
+	now := time.Now()
+	parts, member, gen := w.metrics.board.partitions()
+	consumed, processed := w.metrics.deliveries.groupTotals(w.cfg.GroupID)
+	w.metrics.board.noteRate(now, func() [numResults]uint64 { return processed })
+	module, goVersion, saramaVersion := versions()
+	st := Status{
+		GeneratedAt: now.UTC(),
+		Worker: WorkerStatus{
+			Group: w.cfg.GroupID, MemberID: member, Generation: gen, ClientID: w.cfg.ClientID,
+			Version: module, GoVersion: goVersion, SaramaVersion: saramaVersion,
+			StartedAt: w.metrics.board.started.UTC(), UptimeSeconds: now.Sub(w.metrics.board.started).Seconds(),
+			StuckAfterSeconds: w.cfg.StuckAfter.Seconds(),
+		},
+		Throughput: ThroughputStatus{Consumed: consumed, Totals: countsOf(processed),
+			WindowSeconds: int(rateWindow.Seconds()), Rates: w.metrics.board.rateSeries()},
+		Partitions: parts,
+		RetryTiers: w.tierStatus(parts),
+		Failures:   w.metrics.board.recentFailures(),
+		Config:     configEntries(w.cfg),
+	}
+	st.Worker.Ready, st.Worker.ReadyReason = w.health.readiness(now)
+	st.Worker.Healthy, st.Worker.HealthyReason = w.health.liveness(now)
+	return st
+}
+
+// tierStatus adds up the sampled tier partitions, tier by tier.
+func (w *Worker) tierStatus(parts []PartitionStatus) []TierStatus {
+	out := []TierStatus{}
+	for _, src := range w.cfg.Topics {
+		for n, delay := range w.cfg.RetryTopicDelays {
+			ts := TierStatus{Source: src, Tier: n + 1, Topic: w.cfg.RetryTopic(src, n+1), DelaySeconds: delay.Seconds()}
+			for _, p := range parts {
+				if p.Topic != ts.Topic {
+					continue
+				}
+				ts.AssignedPartitions++
+				ts.Waiting += p.Lag
+				ts.Held += p.Held
+				if p.NextDue != nil && (ts.NextDue == nil || p.NextDue.Before(*ts.NextDue)) {
+					ts.NextDue = p.NextDue
+				}
+			}
+			out = append(out, ts)
+		}
+	}
+	return out
+}
+
+// configEntries flattens Config.LogValue, the allow-list, in its order.
+func configEntries(c Config) []ConfigEntry {
+	var out []ConfigEntry
+	var walk func(prefix string, attrs []slog.Attr)
+	walk = func(prefix string, attrs []slog.Attr) {
+		for _, a := range attrs {
+			v := a.Value.Resolve()
+			if v.Kind() == slog.KindGroup {
+				walk(prefix+a.Key+".", v.Group())
+				continue
+			}
+			out = append(out, ConfigEntry{Name: prefix + a.Key, Value: fmt.Sprint(v.Any())})
+		}
+	}
+	walk("", c.LogValue().Group())
+	return out
+}
+
+// readiness is ready() with the reason when not.
+func (h *health) readiness(now time.Time) (bool, string) {
+	last := h.reachable.Load()
+	switch {
+	case !h.joined.Load():
+		return false, "not in a group session"
+	case last == 0:
+		return false, "the brokers have not been reached yet"
+	case now.UnixNano()-last >= int64(3*probeInterval):
+		return false, fmt.Sprintf("the brokers were last reached %s ago", time.Duration(now.UnixNano()-last).Round(time.Second))
+	}
+	return true, ""
+}
+
+// liveness is live() with the reason when not.
+func (h *health) liveness(now time.Time) (bool, string) {
+	names := [...]string{loopCommitter: "committer", loopProbe: "broker probe"}
+	for i := range h.loops {
+		if last := h.loops[i].Load(); last != 0 && now.UnixNano()-last > int64(wedgedAfter) {
+			return false, fmt.Sprintf("the %s loop is wedged: no progress for %s", names[i], time.Duration(now.UnixNano()-last).Round(time.Second))
+		}
+	}
+	return true, ""
+}
