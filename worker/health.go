@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -35,20 +36,40 @@ func (h *health) beat(loop int) { h.loops[loop].Store(time.Now().UnixNano()) }
 
 // live reports whether every loop that ever beat did so recently.
 func (h *health) live() bool {
-	now := time.Now().UnixNano()
+	ok, _ := h.liveness(time.Now())
+	return ok
+}
+
+// liveness is live() with the reason when not, for the status page.
+func (h *health) liveness(now time.Time) (bool, string) {
+	names := [...]string{loopCommitter: "committer", loopProbe: "broker probe"}
 	for i := range h.loops {
-		if last := h.loops[i].Load(); last != 0 && now-last > int64(wedgedAfter) {
-			return false
+		if last := h.loops[i].Load(); last != 0 && now.UnixNano()-last > int64(wedgedAfter) {
+			return false, fmt.Sprintf("the %s loop is wedged: no progress for %s", names[i], time.Duration(now.UnixNano()-last).Round(time.Second))
 		}
 	}
-	return true
+	return true, ""
 }
 
 // ready reports whether the worker is in a group session and reached the
 // brokers within the last few probes.
 func (h *health) ready() bool {
+	ok, _ := h.readiness(time.Now())
+	return ok
+}
+
+// readiness is ready() with the reason when not, for the status page.
+func (h *health) readiness(now time.Time) (bool, string) {
 	last := h.reachable.Load()
-	return h.joined.Load() && last != 0 && time.Now().UnixNano()-last < int64(3*probeInterval)
+	switch {
+	case !h.joined.Load():
+		return false, "not in a group session"
+	case last == 0:
+		return false, "the brokers have not been reached yet"
+	case now.UnixNano()-last >= int64(3*probeInterval):
+		return false, fmt.Sprintf("the brokers were last reached %s ago", time.Duration(now.UnixNano()-last).Round(time.Second))
+	}
+	return true, ""
 }
 
 // probe refreshes the metadata of topics every probeInterval until ctx is

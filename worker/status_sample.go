@@ -41,7 +41,7 @@ func (p *partition) statusSample(hwm int64) (s PartitionStatus, member string, g
 	if from := max(p.marked, p.offsets.committable()); from >= 0 {
 		s.Lag = max(hwm-from, 0)
 	}
-	s.Held, s.InFlight = p.offsets.heldCount(), int(p.running.Load())
+	s.Held, s.InFlight = p.offsets.heldCount(), p.pool.runningIn(p)
 	if oldest, ok := p.offsets.oldest(); ok {
 		off := oldest.offset
 		s.OldestOffset = &off
@@ -160,29 +160,4 @@ func configEntries(c Config) []ConfigEntry {
 	}
 	walk("", c.LogValue().Group())
 	return out
-}
-
-// readiness is ready() with the reason when not.
-func (h *health) readiness(now time.Time) (bool, string) {
-	last := h.reachable.Load()
-	switch {
-	case !h.joined.Load():
-		return false, "not in a group session"
-	case last == 0:
-		return false, "the brokers have not been reached yet"
-	case now.UnixNano()-last >= int64(3*probeInterval):
-		return false, fmt.Sprintf("the brokers were last reached %s ago", time.Duration(now.UnixNano()-last).Round(time.Second))
-	}
-	return true, ""
-}
-
-// liveness is live() with the reason when not.
-func (h *health) liveness(now time.Time) (bool, string) {
-	names := [...]string{loopCommitter: "committer", loopProbe: "broker probe"}
-	for i := range h.loops {
-		if last := h.loops[i].Load(); last != 0 && now.UnixNano()-last > int64(wedgedAfter) {
-			return false, fmt.Sprintf("the %s loop is wedged: no progress for %s", names[i], time.Duration(now.UnixNano()-last).Round(time.Second))
-		}
-	}
-	return true, ""
 }
