@@ -58,8 +58,11 @@ replicas.`,
 				return lineMessage(args[0], line, n, keySep, hs, partition)
 			}
 			sent, err := produceLines(cmd, p, build, verbose)
+			if err != nil {
+				return fmt.Errorf("%w (%d record(s) produced before it)", err, sent)
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "produced %d record(s) to %s\n", sent, args[0])
-			return err
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&keySep, "key-separator", "", "split each line into KEY and VALUE at the first occurrence of this string")
