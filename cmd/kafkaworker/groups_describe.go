@@ -32,10 +32,10 @@ type partLag struct {
 	// DoneAhead is how many offsets at or above the commit a worker
 	// finished already (the done-set in the commit metadata): a restart
 	// skips them. DoneRanges lists them as [start, end) ranges.
-	DoneAhead  int64              `json:"done_ahead"`
+	DoneAhead  int64                `json:"done_ahead"`
 	DoneRanges []worker.OffsetRange `json:"done_ranges"`
-	DoneError  string             `json:"done_error,omitempty"` // a done-set that does not parse: everything is handled again
-	Member     string             `json:"member,omitempty"`     // client id of the member assigned the partition
+	DoneError  string               `json:"done_error,omitempty"` // a done-set that does not parse: everything is handled again
+	Member     string               `json:"member,omitempty"`     // client id of the member assigned the partition
 }
 
 // topicTotals sums a topic's partitions.
@@ -160,6 +160,16 @@ func (c *conn) topicLag(topic string, commits map[int32]*sarama.OffsetFetchRespo
 		rows = append(rows, r)
 	}
 	return rows, nil
+}
+
+// doneAhead is the size of the done-set above the commit b carries, 0 when
+// it has none or it does not parse.
+func doneAhead(b *sarama.OffsetFetchResponseBlock) int64 {
+	done, err := worker.DecodeDoneSet(b.Metadata)
+	if err != nil {
+		return 0
+	}
+	return done.Above(b.Offset).Count()
 }
 
 func totals(topic string, rows []partLag) topicTotals {
