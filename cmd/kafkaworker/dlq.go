@@ -99,45 +99,44 @@ type deadLetter struct {
 	info retry.Info
 }
 
+// errNotDLQ is scanDLQ's error when no record read carries kw-* headers.
+var errNotDLQ = errors.New("not a kafkaworker dead-letter topic")
+
 // scanDLQ reads the dead-letter topic from start to its current end and
 // hands fn every dead letter the selector matches, in offset order within
 // each partition. A record without kw-* headers (not written by a worker)
-// is skipped with a warning on warn; when every record lacks them the topic
-// is not a worker's dead-letter topic and scanDLQ fails saying so. after,
-// when not nil, is called for every record read, once fn has seen it.
+// is skipped, and one warning line on warn counts them; when every record
+// lacks them the topic is not a worker's dead-letter topic and scanDLQ
+// fails with errNotDLQ, naming the first. after, when not nil, is called for
+// every record read, once fn has seen it.
 func scanDLQ(ctx context.Context, c *conn, s *selector, spec readSpec, warn io.Writer, after func(*sarama.ConsumerMessage) error, fn func(deadLetter) error) (seen, matched int, err error) {
-	foreign := 0
+	foreign, first := 0, ""
 	err = c.read(ctx, spec, func(m *sarama.ConsumerMessage) error {
 		seen++
-		if err := scanOne(s, m, &foreign, &matched, warn, fn); err != nil {
-			return err
+		info, ok := retry.ReadInfo(headersOf(m))
+		switch {
+		case !ok:
+			if foreign++; first == "" {
+				first = offsetText(m.Topic, m.Partition, m.Offset)
+			}
+		case s.match(info, m.Key):
+			matched++
+			if err := fn(deadLetter{m, info}); err != nil {
+				return err
+			}
 		}
 		if after != nil {
 			return after(m)
 		}
 		return nil
 	})
-	if err == nil && seen > 0 && foreign == seen {
-		err = fmt.Errorf("none of the %d record(s) read from %s carries kw-* headers: it is not a kafkaworker dead-letter topic (check --dlq-topic, or --topic and --group)", seen, spec.topic)
+	switch {
+	case seen > 0 && foreign == seen:
+		return seen, matched, fmt.Errorf("none of the %d record(s) read from %s carries kw-* headers (the first: %s): %w (check --dlq-topic, or --topic and --group)", seen, spec.topic, first, errNotDLQ)
+	case foreign > 0:
+		fmt.Fprintf(warn, "kafkaworker: warning: skipped %d record(s) without kw-* headers (not dead-lettered by a kafkaworker worker), the first %s\n", foreign, first)
 	}
 	return seen, matched, err
-}
-
-// scanOne is scanDLQ's work on one record.
-func scanOne(s *selector, m *sarama.ConsumerMessage, foreign, matched *int, warn io.Writer, fn func(deadLetter) error) error {
-	info, ok := retry.ReadInfo(headersOf(m))
-	if !ok {
-		if *foreign++; *foreign <= 10 {
-			fmt.Fprintf(warn, "kafkaworker: warning: %s has no kw-* headers (not dead-lettered by a kafkaworker worker): skipped\n",
-				offsetText(m.Topic, m.Partition, m.Offset))
-		}
-		return nil
-	}
-	if !s.match(info, m.Key) {
-		return nil
-	}
-	*matched++
-	return fn(deadLetter{m, info})
 }
 
 // deadLetterJSON is a dead letter in dlq list's JSON output.

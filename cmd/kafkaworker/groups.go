@@ -128,6 +128,9 @@ func (c *conn) describeGroup(group string) (*sarama.GroupDescription, []member, 
 // topic and partition, only partitions with a commit.
 func (c *conn) committedOffsets(group string) (map[string]map[int32]*sarama.OffsetFetchResponseBlock, error) {
 	resp, err := c.admin.ListConsumerGroupOffsets(group, nil)
+	if errors.Is(err, sarama.ErrGroupIDNotFound) {
+		return map[string]map[int32]*sarama.OffsetFetchResponseBlock{}, nil // never committed
+	}
 	if err != nil {
 		return nil, fmt.Errorf("committed offsets of group %q: %w", group, err)
 	}

@@ -122,6 +122,9 @@ func (r *replayer) run() error {
 		defer func() { _ = p.Close() }()
 	}
 	seen, matched, err := scanDLQ(r.cmd.Context(), r.c, &r.o.sel, r.spec, r.cmd.ErrOrStderr(), r.advance, r.add)
+	if errors.Is(err, errNotDLQ) {
+		return err // nothing was sent; leave no replay group behind
+	}
 	if !r.o.dryRun {
 		// Ctrl-C stops reading; what was read is still sent and committed.
 		if ferr := r.flush(); ferr != nil {
