@@ -53,10 +53,11 @@ func parseTime(flag, s string, now time.Time) (time.Time, error) {
 // partitions lists topic's partitions, or the one asked for (-1 for all),
 // failing with a clear error when the topic or partition does not exist.
 func (c *conn) partitions(topic string, only int32) ([]int32, error) {
-	if err := c.client.RefreshMetadata(topic); err != nil && !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
-		return nil, fmt.Errorf("metadata of topic %q: %w", topic, err)
+	err := c.client.RefreshMetadata(topic)
+	var parts []int32
+	if err == nil {
+		parts, err = c.client.Partitions(topic)
 	}
-	parts, err := c.client.Partitions(topic)
 	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) || (err == nil && len(parts) == 0) {
 		return nil, fmt.Errorf("topic %q does not exist: see kafkaworker topics list", topic)
 	}

@@ -93,6 +93,9 @@ func (g *globals) saramaConfig() (worker.Config, *sarama.Config, error) {
 	// A command is interactive: fail within seconds, not sarama's 30s.
 	s.Net.DialTimeout = 10 * time.Second
 	s.Metadata.Retry.Max = 2
+	s.Metadata.Retry.Backoff = 100 * time.Millisecond
+	// Reading stops at the end offsets: do not wait long for more.
+	s.Consumer.MaxWaitTime = 100 * time.Millisecond
 	return cfg, s, nil
 }
 
