@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"time"
 
@@ -179,6 +180,16 @@ func row(d deadLetter, values bool) []string {
 		cells = append(cells, printable(d.msg.Value))
 	}
 	return append(cells, oneLineText(dash(d.info.Error)))
+}
+
+// sortDeadLetters orders dead letters by DLQ partition, then offset (they
+// are read from all partitions at once).
+func sortDeadLetters(ds []deadLetter) []deadLetter {
+	sort.Slice(ds, func(i, j int) bool {
+		a, b := ds[i].msg, ds[j].msg
+		return a.Partition < b.Partition || (a.Partition == b.Partition && a.Offset < b.Offset)
+	})
+	return ds
 }
 
 func timeText(t time.Time) string {

@@ -59,13 +59,17 @@ func listDeadLetters(cmd *cobra.Command, c *conn, sel *selector, spec readSpec, 
 		header = append(header, "VALUE")
 	}
 	t := table{header: append(header, "ERROR")}
+	var found []deadLetter
 	seen, matched, err := scanDLQ(cmd.Context(), c, sel, spec, cmd.ErrOrStderr(), nil, func(d deadLetter) error {
 		if asJSON {
 			return printJSON(w, toJSON(d, values))
 		}
-		t.rows = append(t.rows, row(d, values))
+		found = append(found, d)
 		return nil
 	})
+	for _, d := range sortDeadLetters(found) {
+		t.rows = append(t.rows, row(d, values))
+	}
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -38,6 +39,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			err = errors.New("interrupted")
+		}
 		fmt.Fprintln(stderr, "kafkaworker: "+oneLine(err))
 		return 1
 	}
@@ -45,15 +49,24 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // oneLine folds a multi-line error (a configuration error lists one problem
-// per line) into one line.
+// per line) into one line, without the "kafkaworker: " prefixes the worker
+// package puts on its errors (the command prints one).
 func oneLine(err error) string {
-	msg := strings.TrimPrefix(err.Error(), "kafkaworker: ")
-	var parts []string
+	msg := strings.ReplaceAll(err.Error(), "kafkaworker: ", "")
+	var b strings.Builder
 	for _, l := range strings.Split(msg, "\n") {
 		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "- "))
-		if l != "" {
-			parts = append(parts, l)
+		if l == "" {
+			continue
 		}
+		if b.Len() > 0 {
+			if strings.HasSuffix(b.String(), ":") {
+				b.WriteString(" ")
+			} else {
+				b.WriteString("; ")
+			}
+		}
+		b.WriteString(l)
 	}
-	return strings.Join(parts, "; ")
+	return b.String()
 }

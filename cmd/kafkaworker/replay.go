@@ -24,6 +24,7 @@ type replayOpts struct {
 	group  string
 	rate   string
 	dryRun bool
+	f      format
 }
 
 func dlqReplayCmd(g *globals) *cobra.Command {
@@ -46,12 +47,17 @@ pass a new --replay-group. The producer is idempotent; progress is committed
 after every batch of 100 records, so only a crash (not Ctrl-C) in the middle of
 a batch can send part of it again.
 
---dry-run prints what would be sent and commits nothing.`,
+--dry-run prints what would be sent and commits nothing. With --format json a
+dry run prints one JSON object per dead letter (as dlq list's, with "to"), and
+a replay one summary object.`,
 		Example: `  kafkaworker dlq replay --topic orders --group orders-worker --error-type '*net.OpError' --dry-run
   kafkaworker dlq replay --topic orders --group orders-worker --error-type '*net.OpError' --rate 50/s
   kafkaworker dlq replay --dlq-topic orders.orders-worker.dlq --since 2026-01-02T15:00:00Z --to orders.reprocess`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := o.f.json(); err != nil {
+				return err
+			}
 			c, err := g.connect(producerConfig(false))
 			if err != nil {
 				return err
@@ -69,6 +75,7 @@ a batch can send part of it again.
 	cmd.Flags().StringVar(&o.group, "replay-group", "", "consumer group that records the replay's progress (default kafkaworker-replay.<dlq topic>)")
 	cmd.Flags().StringVar(&o.rate, "rate", "", "send at most this many records per second, e.g. 50/s")
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what would be sent; send and commit nothing")
+	o.f.register(cmd)
 	return cmd
 }
 

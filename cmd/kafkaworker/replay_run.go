@@ -22,7 +22,7 @@ type replayer struct {
 	pace   pacer
 	prod   sarama.SyncProducer // nil on a dry run
 	known  map[string]bool     // target topics checked to exist
-	dry    table
+	dry    []plannedReplay     // what a dry run would send
 	bar    *progress
 	sent   int
 	batch  []*sarama.ProducerMessage
@@ -40,7 +40,7 @@ func newReplayer(cmd *cobra.Command, c *conn, o *replayOpts) (*replayer, error) 
 		return nil, err
 	}
 	r := &replayer{cmd: cmd, c: c, o: o, topic: topic, group: o.group, known: map[string]bool{},
-		pos: map[int32]int64{}, dry: table{header: []string{"DLQ", "ORIGINAL", "TO", "KEY", "ERROR TYPE", "FAILED AT"}}}
+		pos: map[int32]int64{}}
 	if rate > 0 {
 		r.pace.interval = time.Duration(float64(time.Second) / rate)
 	}
@@ -155,9 +155,7 @@ func (r *replayer) add(d deadLetter) error {
 		return fmt.Errorf("%s came from %s: %w", offsetText(d.msg.Topic, d.msg.Partition, d.msg.Offset), d.info.OriginalTopic, err)
 	}
 	if r.o.dryRun {
-		r.dry.add(fmt.Sprintf("%d@%d", d.msg.Partition, d.msg.Offset),
-			offsetText(d.info.OriginalTopic, d.info.OriginalPartition, d.info.OriginalOffset),
-			to, printable(d.msg.Key), dash(d.info.ErrorType), timeText(d.info.FailedAt))
+		r.dry = append(r.dry, plannedReplay{d, to})
 		return nil
 	}
 	if err := r.pace.wait(r.cmd); err != nil {
@@ -208,26 +206,84 @@ func (r *replayer) flush() error {
 	return nil
 }
 
+// replaySummary is a replay's outcome, printed as JSON with --format json.
+type replaySummary struct {
+	DLQTopic    string `json:"dlq_topic"`
+	ReplayGroup string `json:"replay_group"`
+	Read        int    `json:"read"`
+	Matched     int    `json:"matched"`
+	Sent        int    `json:"sent"`
+}
+
 func (r *replayer) report(seen, matched int) {
 	w := r.cmd.OutOrStdout()
+	if asJSON, _ := r.o.f.json(); asJSON {
+		if r.o.dryRun {
+			r.printPlanJSON()
+			return
+		}
+		_ = printJSON(w, replaySummary{r.topic, r.group, seen, matched, r.sent})
+		return
+	}
 	target := "their original topics"
 	if r.o.to != "" {
 		target = r.o.to
 	}
-	if r.o.dryRun {
-		if matched > 0 {
-			_ = r.dry.print(w, 0)
-			fmt.Fprintln(w)
-		}
+	switch {
+	case r.o.dryRun:
+		r.printPlan()
 		fmt.Fprintf(w, "dry run: would replay %d of %d dead letter(s) read from %s to %s; nothing sent, nothing committed\n", matched, seen, r.topic, target)
-		return
-	}
-	if seen == 0 {
+	case seen == 0:
 		fmt.Fprintf(w, "replayed 0 dead letters: group %s has replayed %s up to its end already (to replay with other filters, pass a new --replay-group)\n", r.group, r.topic)
+	default:
+		fmt.Fprintf(w, "replayed %d dead letter(s) from %s to %s (%d read, %d skipped by the filters); progress saved in group %s\n",
+			r.sent, r.topic, target, seen, seen-matched, r.group)
+	}
+}
+
+// plannedReplay is a dead letter a dry run would send, and where.
+type plannedReplay struct {
+	d  deadLetter
+	to string
+}
+
+func (r *replayer) sortedPlan() []plannedReplay {
+	byMsg := map[*sarama.ConsumerMessage]string{}
+	var ds []deadLetter
+	for _, p := range r.dry {
+		byMsg[p.d.msg] = p.to
+		ds = append(ds, p.d)
+	}
+	out := make([]plannedReplay, 0, len(ds))
+	for _, d := range sortDeadLetters(ds) {
+		out = append(out, plannedReplay{d, byMsg[d.msg]})
+	}
+	return out
+}
+
+func (r *replayer) printPlan() {
+	if len(r.dry) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "replayed %d dead letter(s) from %s to %s (%d read, %d skipped by the filters); progress saved in group %s\n",
-		r.sent, r.topic, target, seen, seen-matched, r.group)
+	t := table{header: []string{"DLQ", "ORIGINAL", "TO", "KEY", "ERROR TYPE", "FAILED AT"}}
+	for _, p := range r.sortedPlan() {
+		d := p.d
+		t.add(fmt.Sprintf("%d@%d", d.msg.Partition, d.msg.Offset),
+			offsetText(d.info.OriginalTopic, d.info.OriginalPartition, d.info.OriginalOffset),
+			p.to, printable(d.msg.Key), dash(d.info.ErrorType), timeText(d.info.FailedAt))
+	}
+	_ = t.print(r.cmd.OutOrStdout(), 0)
+	fmt.Fprintln(r.cmd.OutOrStdout())
+}
+
+func (r *replayer) printPlanJSON() {
+	type planned struct {
+		deadLetterJSON
+		To string `json:"to"`
+	}
+	for _, p := range r.sortedPlan() {
+		_ = printJSON(r.cmd.OutOrStdout(), planned{toJSON(p.d, false), p.to})
+	}
 }
 
 // commitOffsets commits offsets for group on topic, as a client outside the

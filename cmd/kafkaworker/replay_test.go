@@ -29,8 +29,15 @@ func TestReplayEndToEnd(t *testing.T) {
 	if strings.Count(dry.stdout, "*main.xError") != 5 || !strings.Contains(dry.stdout, "would replay 5 of 11") {
 		t.Errorf("dry run:\n%s", dry.stdout)
 	}
+	planned := strings.Split(strings.TrimSpace(e.ok(append(args, "--dry-run", "-o", "json")...).stdout), "\n")
+	if len(planned) != 5 || !strings.Contains(planned[0], `"to":"orders"`) || !strings.Contains(planned[0], `"error_type":"*main.xError"`) {
+		t.Errorf("dry run -o json: %q", planned)
+	}
 	if after, _ := e.cluster.EndOffsets(e.ctx, "orders"); sum(after) != sum(before) {
 		t.Fatal("a dry run sent records")
+	}
+	if committed, _ := e.cluster.CommittedOffsets(e.ctx, "kafkaworker-replay.orders.g.dlq", "orders.g.dlq"); len(committed) != 0 {
+		t.Fatalf("a dry run committed %v", committed)
 	}
 
 	d.fixed.Store(true)
