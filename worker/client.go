@@ -85,8 +85,12 @@ func SaramaClientConfig(c Config, tp sarama.AccessTokenProvider) (*sarama.Config
 	if c.saslMechanism() == SASLOAuthBearer && tp == nil {
 		return nil, fmt.Errorf("kafkaworker: KAFKA_SASL_MECHANISM=%s needs a token provider, and none was given: use PLAIN or SCRAM credentials here", SASLOAuthBearer)
 	}
-	if c.RebalanceStrategy == "" { // a Config filled in code with only the connection settings
+	// A Config filled in code may hold only the connection settings.
+	if c.RebalanceStrategy == "" {
 		c.RebalanceStrategy = DefaultRebalanceStrategy
+	}
+	if c.ClientID == "" {
+		c.ClientID = DefaultConfig().ClientID
 	}
 	return saramaConfigWith(c, tp, nil)
 }

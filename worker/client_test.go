@@ -67,6 +67,13 @@ func TestSaramaClientConfigUsesTheWorkersSecurity(t *testing.T) {
 	}
 }
 
+func TestSaramaClientConfigFromAConfigInCode(t *testing.T) {
+	s, err := SaramaClientConfig(Config{Brokers: []string{"a:9092"}}, nil)
+	if err != nil || s.ClientID != "kafkaworker" || s.Net.TLS.Enable || s.Net.SASL.Enable {
+		t.Errorf("zero Config: %v, %v", s, err)
+	}
+}
+
 func TestDecodeDoneSet(t *testing.T) {
 	meta := encodeDoneSet(100, []offsetRange{{101, 104}, {105, 110}})
 	set, err := DecodeDoneSet(meta)

@@ -69,7 +69,12 @@ func (c *conn) read(ctx context.Context, spec readSpec, fn func(*sarama.Consumer
 		case err := <-errs:
 			return err
 		case <-done:
-			return nil
+			select { // a partition that failed and finished last
+			case err := <-errs:
+				return err
+			default:
+				return nil
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -104,7 +104,7 @@ func TestReplayResumes(t *testing.T) {
 	d := deadLetterTen(t, e)
 	d.fixed.Store(true)
 	before, _ := e.cluster.EndOffsets(e.ctx, "orders")
-	args := []string{"dlq", "replay", "--dlq-topic", "orders.g.dlq", "--rate", "10/s", "--brokers", e.cluster.Addrs()[0]}
+	args := []string{"dlq", "replay", "--dlq-topic", "orders.g.dlq", "--rate", "5/s", "--brokers", e.cluster.Addrs()[0]}
 
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
