@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/kafkaworker/kafkaworker/handler"
@@ -30,13 +32,20 @@ func TestGroupsDescribeWorkerLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := e.workerConfig("g", "orders")
-	cfg.DLQEnabled = false
+	cfg.DLQEnabled = false // a failing message is retried in place, forever
+	release := make(chan struct{})
+	var failedAfterRelease atomic.Int32
 	w := e.startWorker(cfg, func(ctx context.Context, m *handler.Message) error {
-		if strings.HasPrefix(string(m.Key), "slow-") {
-			<-ctx.Done() // held until the worker stops
+		if !strings.HasPrefix(string(m.Key), "slow-") {
+			return nil
+		}
+		select {
+		case <-release: // from now on it fails at once, and stays unfinished
+			failedAfterRelease.Add(1)
+			return errors.New("still broken")
+		case <-ctx.Done():
 			return ctx.Err()
 		}
-		return nil
 	})
 
 	var d groupDescription
@@ -48,6 +57,10 @@ func TestGroupsDescribeWorkerLeftovers(t *testing.T) {
 	if d.State != "Stable" || len(d.Members) != 1 || d.Members[0].ClientID != "test-worker" || assignmentText(d.Members[0].Assignment) != "orders:0,1" {
 		t.Errorf("running group: state %s, members %+v", d.State, d.Members)
 	}
+	// Stop the worker with no handler blocked: the slow keys fail and are
+	// retried in place, so offsets 0 and 4 stay unfinished.
+	close(release)
+	eventually(t, "both held keys to fail after the release", func() bool { return failedAfterRelease.Load() >= 2 })
 	w.stop(t)
 
 	r := e.ok("groups", "describe", "g", "-o", "json")

@@ -33,6 +33,7 @@ func (c *conn) read(ctx context.Context, spec readSpec, fn func(*sarama.Consumer
 		return fmt.Errorf("consumer: %w", err)
 	}
 	defer func() { _ = consumer.Close() }()
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -69,11 +70,13 @@ func (c *conn) read(ctx context.Context, spec readSpec, fn func(*sarama.Consumer
 		case err := <-errs:
 			return err
 		case <-done:
-			select { // a partition that failed and finished last
+			// Every partition stopped: at its end, on an error, or because
+			// the caller's context is done (which must not look like the end).
+			select {
 			case err := <-errs:
 				return err
 			default:
-				return nil
+				return parent.Err()
 			}
 		case <-ctx.Done():
 			return ctx.Err()

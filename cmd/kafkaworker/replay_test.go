@@ -117,7 +117,7 @@ func TestReplayResumes(t *testing.T) {
 	})
 	cancel()
 	if code := <-done; code == 0 || !strings.Contains(errb.String(), "interrupted after sending") || !strings.Contains(errb.String(), "run the same command to resume") {
-		t.Fatalf("interrupted replay: exit %d, stderr %q", code, errb.String())
+		t.Fatalf("interrupted replay: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
 	}
 	mid, _ := e.cluster.EndOffsets(e.ctx, "orders")
 	first := sum(mid) - sum(before)
