@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // package puts on its errors (the command prints one).
 func oneLine(err error) string {
 	msg := strings.ReplaceAll(err.Error(), "kafkaworker: ", "")
+	msg = strings.Replace(msg, "Did you mean this?", "did you mean:", 1) // cobra's suggestion
 	var b strings.Builder
 	for _, l := range strings.Split(msg, "\n") {
 		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "- "))

@@ -109,8 +109,12 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 			return nil
 		}
 		if len(args) < len(names) {
-			return fmt.Errorf("%s: missing %s: see %s --help", cmd.CommandPath(), strings.Join(names[len(args):], " "), cmd.CommandPath())
+			return fmt.Errorf("missing %s: see %s --help", strings.Join(names[len(args):], " "), cmd.CommandPath())
 		}
-		return fmt.Errorf("%s: takes %d argument(s) (%s), got %d: see %s --help", cmd.CommandPath(), len(names), strings.Join(names, " "), len(args), cmd.CommandPath())
+		extra := strings.Join(args[len(names):], " ")
+		if len(names) == 0 {
+			return fmt.Errorf("unexpected argument %q: %s takes none; see %s --help", extra, cmd.CommandPath(), cmd.CommandPath())
+		}
+		return fmt.Errorf("unexpected argument %q: %s takes %s; see %s --help", extra, cmd.CommandPath(), strings.Join(names, " "), cmd.CommandPath())
 	}
 }

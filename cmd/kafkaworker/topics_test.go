@@ -72,7 +72,9 @@ func TestTopicsDescribe(t *testing.T) {
 func TestTopicsBadInput(t *testing.T) {
 	e := newEnv(t)
 	e.fails([]string{"topics", "describe", "nope"}, `topic "nope" does not exist`)
-	e.fails([]string{"topics", "describe"}, "missing TOPIC")
+	e.fails([]string{"topics", "describe"}, "missing TOPIC: see kafkaworker topics describe --help")
+	e.fails([]string{"topics", "list", "extra"}, `unexpected argument "extra"`)
+	e.fails([]string{"topcs", "list"}, `unknown command "topcs"`, "did you mean: topics")
 	e.fails([]string{"topics", "create", "x", "--partitions", "2"}, "replication-factor")
 	e.fails([]string{"topics", "create", "x", "--partitions", "2", "--replication-factor", "1", "--config", "oops"}, `--config "oops"`)
 	e.fails([]string{"topics", "list", "-o", "yaml"}, `--format "yaml"`)
