@@ -1,0 +1,150 @@
+package worker
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/IBM/sarama"
+)
+
+// Helpers for tools that talk to the same cluster as a worker without being
+// one (the kafkaworker command, scripts, tests): they read the worker's
+// connection settings, build a sarama configuration from them through the
+// code path the worker itself uses, and decode what the worker leaves in
+// its commits.
+
+// clientVars are the variables ClientConfigFromEnv reads: the connection
+// settings and the naming templates. Every other variable (the group, the
+// topics, WORKER_*, ...) belongs to a running worker and is ignored, so a
+// tool run with a worker's environment, or with KAFKA_BROKERS alone, works.
+var clientVars = []string{
+	"KAFKA_BROKERS", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_CLIENT_ID", "KAFKA_VERSION",
+	"RETRY_TOPIC_TEMPLATE", "DLQ_TOPIC_TEMPLATE",
+}
+
+// clientPlaceholder fills the settings a worker requires and a client does
+// not, so validation looks at the connection settings only.
+const clientPlaceholder = "kafkaworker-client"
+
+// ClientConfigFromEnv reads the connection settings from the process
+// environment: KAFKA_BROKERS (or KAFKA_BOOTSTRAP_SERVERS), KAFKA_CLIENT_ID,
+// KAFKA_VERSION, every KAFKA_TLS_* and KAFKA_SASL_* variable, and the
+// RETRY_TOPIC_TEMPLATE and DLQ_TOPIC_TEMPLATE names. They are parsed and
+// validated exactly as ConfigFromEnv does (TLS files are read, SASL settings
+// checked), and the error names every offending variable.
+//
+// brokers, when not empty, replaces KAFKA_BROKERS and KAFKA_BOOTSTRAP_SERVERS
+// (a command's --brokers flag). GroupID and Topics of the result are empty;
+// the caller sets them if it needs DLQTopic or RetryTopic.
+func ClientConfigFromEnv(brokers []string) (Config, error) {
+	environ := map[string]string{}
+	for k, v := range envMap(os.Environ()) {
+		if isClientVar(k) {
+			environ[k] = v
+		}
+	}
+	if len(brokers) > 0 {
+		delete(environ, "KAFKA_BOOTSTRAP_SERVERS")
+		environ["KAFKA_BROKERS"] = strings.Join(brokers, ",")
+	}
+	environ["KAFKA_GROUP_ID"] = clientPlaceholder
+	environ["KAFKA_TOPICS"] = clientPlaceholder
+	c, err := configFrom(environ)
+	if err != nil {
+		return Config{}, err
+	}
+	c.GroupID, c.Topics = "", nil
+	return c, nil
+}
+
+func isClientVar(name string) bool {
+	if strings.HasPrefix(name, "KAFKA_TLS_") || strings.HasPrefix(name, "KAFKA_SASL_") {
+		return true
+	}
+	for _, v := range clientVars {
+		if v == name {
+			return true
+		}
+	}
+	return false
+}
+
+// SaramaClientConfig returns the sarama configuration for a plain client of
+// the cluster c names (an admin, a producer, a consumer outside any worker):
+// client id, protocol version, and the TLS and SASL settings, built by the
+// same code as the worker's own configuration. Automatic topic creation is
+// off, as in the worker, so a mistyped topic name is an error rather than a
+// new topic. tp supplies OAUTHBEARER tokens and may be nil otherwise; with
+// KAFKA_SASL_MECHANISM=OAUTHBEARER and a nil tp it fails naming the setting.
+//
+// The caller adjusts what its own use needs (Producer.Return.Successes,
+// Producer.Idempotent, ...) and sarama validates again when the client is
+// created.
+func SaramaClientConfig(c Config, tp sarama.AccessTokenProvider) (*sarama.Config, error) {
+	if c.saslMechanism() == SASLOAuthBearer && tp == nil {
+		return nil, fmt.Errorf("kafkaworker: KAFKA_SASL_MECHANISM=%s needs a token provider, and none was given: use PLAIN or SCRAM credentials here", SASLOAuthBearer)
+	}
+	// A Config filled in code may hold only the connection settings.
+	if c.RebalanceStrategy == "" {
+		c.RebalanceStrategy = DefaultRebalanceStrategy
+	}
+	if c.ClientID == "" {
+		c.ClientID = DefaultConfig().ClientID
+	}
+	return saramaConfigWith(c, tp, nil)
+}
+
+// OffsetRange is the half-open range of offsets [Start, End).
+type OffsetRange struct{ Start, End int64 }
+
+// Len is the number of offsets in r.
+func (r OffsetRange) Len() int64 { return r.End - r.Start }
+
+// DoneSet lists, ascending and disjoint, the offsets a worker handled
+// successfully above the offset it committed: a worker that takes the
+// partition over skips them instead of handling them again.
+type DoneSet []OffsetRange
+
+// DecodeDoneSet parses the done-set a worker keeps in a commit's metadata
+// string. Empty metadata, or metadata another tool wrote, is an empty set
+// and no error; metadata in the worker's format that does not parse is an
+// error (a worker then handles everything above the commit again).
+func DecodeDoneSet(metadata string) (DoneSet, error) {
+	set, err := decodeDoneSet(metadata)
+	if err != nil {
+		return nil, err
+	}
+	out := make(DoneSet, len(set))
+	for i, r := range set {
+		out[i] = OffsetRange{Start: r.start, End: r.end}
+	}
+	return out, nil
+}
+
+// IsDoneSet reports whether metadata is in the worker's done-set format,
+// whether or not it parses.
+func IsDoneSet(metadata string) bool { return strings.HasPrefix(metadata, doneSetPrefix) }
+
+// Above returns the part of s at or above committed, which is what a worker
+// resuming at committed skips: a done-set may be older than the offset
+// committed beside it, and what lies below the commit is ignored.
+func (s DoneSet) Above(committed int64) DoneSet {
+	var out DoneSet
+	for _, r := range s {
+		if r.End <= committed {
+			continue
+		}
+		out = append(out, OffsetRange{Start: max(r.Start, committed), End: r.End})
+	}
+	return out
+}
+
+// Count is the number of offsets in s.
+func (s DoneSet) Count() int64 {
+	var n int64
+	for _, r := range s {
+		n += r.Len()
+	}
+	return n
+}
