@@ -26,7 +26,11 @@ type coarseClock struct {
 	used    atomic.Bool  // read since the last tick
 	running atomic.Bool  // the ticking goroutine runs
 	stopped atomic.Bool
-	wg      sync.WaitGroup
+	// mu orders a start of the ticking goroutine (wake) against stop, so
+	// that stop's wg.Wait never runs beside a wg.Add (a handler abandoned
+	// at shutdown may read the clock while the worker stops it).
+	mu sync.Mutex
+	wg sync.WaitGroup
 }
 
 // read returns the time since clockAnchor.
@@ -47,6 +51,11 @@ func (c *coarseClock) read() time.Duration {
 // exact clock meanwhile.
 func (c *coarseClock) wake() time.Duration {
 	now := time.Since(clockAnchor)
+	if c.stopped.Load() {
+		return now
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if !c.stopped.Load() && c.running.CompareAndSwap(false, true) {
 		c.now.Store(int64(now))
 		c.used.Store(true)
@@ -81,6 +90,8 @@ func (c *coarseClock) tick() {
 // stop ends the ticking goroutine and waits for it; reads after stop read
 // the exact clock.
 func (c *coarseClock) stop() {
+	c.mu.Lock()
 	c.stopped.Store(true)
+	c.mu.Unlock()
 	c.wg.Wait()
 }
