@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// Readers racing with stop, as handlers abandoned at shutdown do: under
-// -race this caught wake's wg.Add running beside stop's wg.Wait. After
-// stop, reads are exact and no ticking goroutine is left (goleak checks at
-// the end of the package; here the clock must not be running).
+// Readers racing with stop, as handlers abandoned at shutdown do (wake's
+// wg.Add must never run beside stop's wg.Wait; the command's tests caught
+// that under -race, this test hits the window only rarely). After stop,
+// reads are exact and no ticking goroutine is left.
 func TestCoarseClockReadsRacingStop(t *testing.T) {
 	t.Parallel()
 	for range 50 {
