@@ -236,7 +236,7 @@ func TestRunReportsUnreachableBrokers(t *testing.T) {
 		!strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("Run against an unreachable broker: %v, want an error naming the brokers, the timeout and the last error", err)
 	}
-	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
+	if err := w.Run(context.Background()); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "Run called twice") {
 		t.Fatalf("second Run: %v", err)
 	}
 }
