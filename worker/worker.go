@@ -129,7 +129,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer c.closeWithin(0) // run closed them, or gave up waiting
-	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
+	w.log.Info("kafkaworker starting", slog.Any("config", w.effectiveConfig()))
 	if err := w.run(ctx, c); err != nil {
 		w.log.Error("kafkaworker stopped: the consumer group failed for good", slog.Any("error", err))
 		return err
