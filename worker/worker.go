@@ -100,16 +100,18 @@ func (w *Worker) Config() Config { return w.cfg }
 // Run joins the group and processes messages until ctx is cancelled, then
 // shuts down in the order given in the package documentation and returns
 // nil. It returns an error only when it cannot start (no broker answered
-// within Config.ConnectTimeout, a source topic does not exist, bad sarama
-// settings) or when the group fails for good: then, after the usual
-// shutdown, a *FatalError (authorization or SASL failures, a fenced
-// instance id, a full group, an incompatible protocol, a consumed topic
-// that stays missing; see fatalHints). A rebalance, a moving coordinator or
+// within Config.ConnectTimeout, a source topic does not exist: a
+// *MissingTopicsError, bad sarama settings, the group or a topic not
+// authorized: a *FatalError) or when the group fails for good: then, after
+// the usual shutdown, a *FatalError (authorization or SASL failures, a
+// fenced instance id, a full group, an incompatible protocol, a consumed
+// topic that stays missing; see fatalHints). A rebalance, a moving coordinator or
 // a broker hiccup is retried, not returned. After ctx is cancelled Run
 // returns within Config.ShutdownTimeout + 5s, whatever the broker or the
 // handlers do (see shutdown.go). Connecting, logged attempt by attempt,
 // also ends when ctx is cancelled: Run then returns nil within a second, as
-// on any other cancel. Run may be called once.
+// on any other cancel. Run may be called once; a second call returns
+// ErrAlreadyRunning.
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return ErrAlreadyRunning
