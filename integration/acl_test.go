@@ -166,6 +166,10 @@ func TestACLTopicReadDenied(t *testing.T) {
 	})
 	b.produceKeyed(t, 5, 1)
 	err, took := runUntilError(t, b.aclConfig(b.config()), worker.WithLogger(testLogger(t)))
+	var fe *worker.FatalError
+	if !errors.As(err, &fe) {
+		t.Errorf("Run returned %T, want a *worker.FatalError", err)
+	}
 	for _, want := range []string{"topic authorization failed", fmt.Sprintf("%q", b.topic), "User:" + aclUser,
 		"--operation Read --topic " + b.topic} {
 		if !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(want)) {
@@ -191,6 +195,10 @@ func TestACLTopicDescribeDenied(t *testing.T) {
 		if !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(want)) {
 			t.Errorf("error does not say %q: %v", want, err)
 		}
+	}
+	var fe *worker.FatalError
+	if !errors.As(err, &fe) {
+		t.Errorf("Run returned %T, want a *worker.FatalError", err)
 	}
 	var mt *worker.MissingTopicsError
 	if errors.As(err, &mt) {

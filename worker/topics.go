@@ -283,8 +283,9 @@ func raiseLimitCommand(topic string, n int) string {
 }
 
 // checkSourceTopics returns an error naming every source topic of c that
-// does not exist, or that the worker may not describe (the broker answers
-// TOPIC_AUTHORIZATION_FAILED for those, and hides them from a listing). It
+// does not exist (a *MissingTopicsError), or a *FatalError naming those the
+// worker may not describe (the broker answers TOPIC_AUTHORIZATION_FAILED
+// for them, and hides them from a listing). It
 // asks for the metadata of just those topics with automatic topic creation
 // off (metadata v4+, so KAFKA_VERSION 0.11 and later), so asking does not
 // create them.
@@ -304,7 +305,7 @@ func checkSourceTopics(admin sarama.ClusterAdmin, c Config) error {
 	}
 	if len(denied) > 0 {
 		slices.Sort(denied)
-		return fmt.Errorf("kafkaworker: %w: %s", sarama.ErrTopicAuthorizationFailed, fatalHints[sarama.ErrTopicAuthorizationFailed](c, denied))
+		return &FatalError{Err: sarama.ErrTopicAuthorizationFailed, Hint: fatalHints[sarama.ErrTopicAuthorizationFailed](c, denied)}
 	}
 	if len(missing) == 0 {
 		return nil
