@@ -54,3 +54,34 @@ func TestErrorType(t *testing.T) {
 		}
 	}
 }
+
+// marked is an application's own Transparent wrapper.
+type marked struct{ err error }
+
+func (m marked) Error() string { return "marked: " + m.err.Error() }
+func (m marked) Unwrap() error { return m.err }
+func (marked) Transparent()    {}
+
+// ErrorType looks through a Transparent wrapper (retry.PermanentError is
+// one, tested in package retry) but not through other wrapping types.
+func TestErrorTypeLooksThroughTransparent(t *testing.T) {
+	t.Parallel()
+	if got := ErrorType(marked{myErr{}}); got != "handler.myErr" {
+		t.Errorf("ErrorType(marked{myErr}) = %q, want the wrapped type", got)
+	}
+	if got := ErrorType(fmt.Errorf("a: %w", marked{fmt.Errorf("b: %w", myErr{})})); got != "handler.myErr" {
+		t.Errorf("nested fmt and Transparent wrappers: %q, want handler.myErr", got)
+	}
+	if got := ErrorType(opaque{myErr{}}); got != "handler.opaque" {
+		t.Errorf("a wrapper that is not Transparent names itself; got %q", got)
+	}
+	if got := ErrorType(fmt.Errorf("%w and %w", myErr{}, errors.New("x"))); got != "*fmt.wrapErrors" {
+		t.Errorf("a multi-%%w error: %q, want *fmt.wrapErrors as before", got)
+	}
+}
+
+// opaque wraps without being Transparent: a class of its own.
+type opaque struct{ err error }
+
+func (o opaque) Error() string { return "opaque: " + o.err.Error() }
+func (o opaque) Unwrap() error { return o.err }

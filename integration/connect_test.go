@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -218,6 +220,14 @@ func wantMissingTopics(t *testing.T, err error, present string, missing ...strin
 	}
 	if present != "" && strings.Contains(msg, strconv.Quote(present)) {
 		t.Errorf("error names %q, which exists: %v", present, err)
+	}
+	var mt *worker.MissingTopicsError
+	if !errors.As(err, &mt) || !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		t.Fatalf("Run returned %T, want a *worker.MissingTopicsError wrapping sarama.ErrUnknownTopicOrPartition", err)
+	}
+	want := slices.Sorted(slices.Values(missing))
+	if !slices.Equal(mt.Topics, want) {
+		t.Errorf("MissingTopicsError.Topics = %v, want %v", mt.Topics, want)
 	}
 }
 

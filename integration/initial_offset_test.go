@@ -9,14 +9,15 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
+	"github.com/kafkaworker/kafkaworker/worker"
 )
 
 // initialOffsets runs a test under KAFKA_INITIAL_OFFSET=oldest and =newest:
 // what the group owes must survive a restart under both.
-func initialOffsets(t *testing.T, test func(t *testing.T, initial string)) {
+func initialOffsets(t *testing.T, test func(t *testing.T, initial worker.InitialOffset)) {
 	t.Helper()
-	for _, initial := range []string{"oldest", "newest"} {
-		t.Run(initial, func(t *testing.T) {
+	for _, initial := range []worker.InitialOffset{worker.OffsetOldest, worker.OffsetNewest} {
+		t.Run(string(initial), func(t *testing.T) {
 			t.Parallel()
 			test(t, initial)
 		})
@@ -40,7 +41,7 @@ func (b *testBundle) waitStartCommitted(t *testing.T, topic string, partitions i
 // the next owner does not start it at its end.
 func TestForwardedMessageSurvivesRestartBeforeDue(t *testing.T) {
 	t.Parallel()
-	initialOffsets(t, func(t *testing.T, initial string) {
+	initialOffsets(t, func(t *testing.T, initial worker.InitialOffset) {
 		b := setup(t, 1)
 		cfg := b.retryConfig(1, 2*time.Second)
 		cfg.InitialOffset = initial
@@ -83,7 +84,7 @@ func TestForwardedMessageSurvivesRestartBeforeDue(t *testing.T) {
 // committed start, so the next owner does not resolve newest again.
 func TestBackingOffMessagesSurviveRestart(t *testing.T) {
 	t.Parallel()
-	initialOffsets(t, func(t *testing.T, initial string) {
+	initialOffsets(t, func(t *testing.T, initial worker.InitialOffset) {
 		b := setup(t, 1)
 		cfg := b.config()
 		cfg.InitialOffset = initial
@@ -160,7 +161,7 @@ func (s *valueSet) has(v string) bool {
 // skipped by a second resolution of newest.
 func TestRecordProducedDuringRestartOnIdlePartition(t *testing.T) {
 	t.Parallel()
-	initialOffsets(t, func(t *testing.T, initial string) {
+	initialOffsets(t, func(t *testing.T, initial worker.InitialOffset) {
 		b := setup(t, 2)
 		cfg := b.config()
 		cfg.InitialOffset = initial

@@ -20,8 +20,8 @@ import (
 // and the group ends committed at the end offsets.
 func TestRebalanceChurn(t *testing.T) {
 	t.Parallel()
-	for _, strategy := range []string{worker.StrategySticky, worker.StrategyRange, worker.StrategyCooperativeSticky} {
-		t.Run(strategy, func(t *testing.T) {
+	for _, strategy := range []worker.RebalanceStrategy{worker.StrategySticky, worker.StrategyRange, worker.StrategyCooperativeSticky} {
+		t.Run(string(strategy), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, 6)
 			const n, keys = 12000, 300
@@ -67,8 +67,8 @@ func TestRebalanceChurn(t *testing.T) {
 // the rebalance timeout.
 func TestRevokedSlowHandlerIsFenced(t *testing.T) {
 	t.Parallel()
-	for _, strategy := range []string{worker.StrategyRange, worker.StrategyCooperativeSticky} {
-		t.Run(strategy, func(t *testing.T) {
+	for _, strategy := range []worker.RebalanceStrategy{worker.StrategyRange, worker.StrategyCooperativeSticky} {
+		t.Run(string(strategy), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, 2)
 			var recs []kafkatest.Record

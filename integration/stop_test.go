@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -186,6 +187,10 @@ func TestDeletedTopicIsFatal(t *testing.T) {
 	var fe *worker.FatalError
 	if !errors.As(err, &fe) || !errors.Is(err, sarama.ErrUnknownTopicOrPartition) || !strings.Contains(err.Error(), strconv.Quote(b.topic)) {
 		t.Fatalf("Run returned %v; want a *worker.FatalError naming %q", err, b.topic)
+	}
+	var mt *worker.MissingTopicsError
+	if !errors.As(err, &mt) || !slices.Equal(mt.Topics, []string{b.topic}) || fe.Hint == "" {
+		t.Fatalf("Run returned %v; want a FatalError with a hint around a *worker.MissingTopicsError listing %q", err, b.topic)
 	}
 	if end, err := b.cluster.EndOffsets(ctx(t), b.topic); err == nil && len(end) > 0 {
 		t.Fatalf("the deleted topic exists again (%v): the worker must not re-create it", end)

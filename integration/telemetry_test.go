@@ -211,7 +211,7 @@ func TestReadinessFollowsTheBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(w.Handler())
+	srv := httptest.NewServer(w.HTTPHandler())
 	t.Cleanup(srv.Close)
 	status := func(path string) int {
 		resp, err := http.Get(srv.URL + path)

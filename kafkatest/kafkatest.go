@@ -53,6 +53,7 @@ type Cluster struct {
 	clientOpts []kgo.Opt
 	pki        *certs // nil without WithTLS
 	pkiMu      sync.Mutex
+	aclsOn     bool // started WithACLs
 
 	closeOnce sync.Once
 }
@@ -71,6 +72,8 @@ type options struct {
 	kfakeOpts         []kfake.Opt
 	sasl              []saslUser
 	tls, mutualTLS    bool
+	acls              bool      // WithACLs
+	users             []aclUser // WithUser
 }
 
 // WithBrokers sets how many brokers the cluster runs (default 1). More than
@@ -104,10 +107,14 @@ func NewCluster(opts ...Option) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	aclK, err := o.aclOptions()
+	if err != nil {
+		return nil, err
+	}
 	kopts := append([]kfake.Opt{
 		kfake.NumBrokers(o.brokers),
 		kfake.GroupMinSessionTimeout(o.minSessionTimeout),
-	}, secK...)
+	}, append(secK, aclK...)...)
 	kopts = append(kopts, o.kfakeOpts...)
 	fake, err := kfake.NewCluster(kopts...)
 	if err != nil {
@@ -118,7 +125,7 @@ func NewCluster(opts ...Option) (*Cluster, error) {
 		fake.Close()
 		return nil, err
 	}
-	c.fake, c.pki = fake, pki
+	c.fake, c.pki, c.aclsOn = fake, pki, o.acls
 	return c, nil
 }
 

@@ -30,8 +30,8 @@ import (
 
 // WithSASL requires every connection to log in with mechanism (PLAIN,
 // SCRAM-SHA-256 or SCRAM-SHA-512) as user with password. The user is a
-// superuser, so ACLs (kfake.User through WithKfakeOptions) do not bind it;
-// the Cluster's own client logs in as that user too. It may be given more
+// superuser, so ACLs (WithACLs) do not bind it; the Cluster's own client
+// logs in as that user too. WithUser adds users that ACLs bind. It may be given more
 // than once, for several users or mechanisms; the client uses the first.
 func WithSASL(mechanism, user, password string) Option {
 	return func(o *options) {
@@ -61,10 +61,8 @@ type certs struct {
 
 func (o *options) security() (kopts []kfake.Opt, copts []kgo.Opt, pki *certs, err error) {
 	for _, s := range o.sasl {
-		switch s.mechanism {
-		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
-		default:
-			return nil, nil, nil, fmt.Errorf("kafkatest: WithSASL(%q): the embedded broker supports PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512", s.mechanism)
+		if err := checkMechanism("WithSASL", s.mechanism); err != nil {
+			return nil, nil, nil, err
 		}
 		kopts = append(kopts, kfake.Superuser(s.mechanism, s.user, s.password))
 	}

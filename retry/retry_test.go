@@ -31,6 +31,16 @@ func TestPermanent(t *testing.T) {
 	if got := handler.ErrorType(Permanent(myErr{base})); got != "retry.myErr" {
 		t.Fatalf("ErrorType(Permanent(myErr)) = %q, want the wrapped type", got)
 	}
+	var pe *PermanentError
+	if !errors.As(fmt.Errorf("handling: %w", p), &pe) || pe.Err != base || pe.Error() != "permanent: bad input" {
+		t.Fatalf("errors.As must find the *PermanentError with its Err; got %#v", pe)
+	}
+	if !IsPermanent(&PermanentError{Err: base}) {
+		t.Fatal("a PermanentError built directly is permanent too")
+	}
+	if got := handler.ErrorType(Permanent(base)); got != "error" {
+		t.Fatalf("ErrorType(Permanent(errors.New)) = %q, want error, as before PermanentError was exported", got)
+	}
 	if IsPermanent(base) || IsPermanent(nil) || Permanent(nil) != nil {
 		t.Fatal("only errors made by Permanent are permanent; Permanent(nil) is nil")
 	}

@@ -1,11 +1,8 @@
 package worker
 
 import (
-	"errors"
+	"cmp"
 	"fmt"
-	"log/slog"
-	"os"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -28,13 +25,38 @@ const (
 	OrderNone Ordering = "none"
 )
 
-// Rebalance strategy names accepted by KAFKA_REBALANCE_STRATEGY.
+// RebalanceStrategy is how the group assigns partitions to its members.
+type RebalanceStrategy string
+
+// The strategies accepted by KAFKA_REBALANCE_STRATEGY.
 const (
-	StrategyCooperativeSticky = "cooperative-sticky"
-	StrategySticky            = "sticky"
-	StrategyRange             = "range"
-	StrategyRoundRobin        = "roundrobin"
+	StrategyCooperativeSticky RebalanceStrategy = "cooperative-sticky"
+	StrategySticky            RebalanceStrategy = "sticky"
+	StrategyRange             RebalanceStrategy = "range"
+	StrategyRoundRobin        RebalanceStrategy = "roundrobin"
 )
+
+// InitialOffset is where a group with no committed offset starts.
+type InitialOffset string
+
+// The values accepted by KAFKA_INITIAL_OFFSET. ConfigFromEnv and Validate
+// also take Kafka's names, "earliest" and "latest" (auto.offset.reset), for
+// OffsetOldest and OffsetNewest.
+const (
+	OffsetOldest InitialOffset = "oldest"
+	OffsetNewest InitialOffset = "newest"
+)
+
+// initialOffsetAliases maps Kafka's names for the initial offset to ours.
+var initialOffsetAliases = map[InitialOffset]InitialOffset{"earliest": OffsetOldest, "latest": OffsetNewest}
+
+// canonical is o with Kafka's aliases resolved.
+func (o InitialOffset) canonical() InitialOffset {
+	if a, ok := initialOffsetAliases[o]; ok {
+		return a
+	}
+	return o
+}
 
 // Config is everything a worker needs that is not code. Build it with
 // ConfigFromEnv, or start from DefaultConfig and set fields. A zero duration
@@ -55,12 +77,13 @@ type Config struct {
 	// default sarama's (2.8.0).
 	Version string `env:"KAFKA_VERSION"`
 	// InitialOffset is where a group with no committed offset starts:
-	// "oldest" or "newest". KAFKA_INITIAL_OFFSET, default "oldest", so a new
-	// group does not skip what was produced before its first deploy.
-	InitialOffset string `env:"KAFKA_INITIAL_OFFSET" envDefault:"oldest"`
+	// OffsetOldest or OffsetNewest ("earliest" and "latest" are accepted as
+	// aliases). KAFKA_INITIAL_OFFSET, default "oldest", so a new group does
+	// not skip what was produced before its first deploy.
+	InitialOffset InitialOffset `env:"KAFKA_INITIAL_OFFSET" envDefault:"oldest"`
 	// RebalanceStrategy is one of cooperative-sticky, sticky, range,
 	// roundrobin. KAFKA_REBALANCE_STRATEGY, default DefaultRebalanceStrategy.
-	RebalanceStrategy string `env:"KAFKA_REBALANCE_STRATEGY" envDefault:"cooperative-sticky"`
+	RebalanceStrategy RebalanceStrategy `env:"KAFKA_REBALANCE_STRATEGY" envDefault:"cooperative-sticky"`
 	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the group
 	// timeouts. KAFKA_SESSION_TIMEOUT, KAFKA_HEARTBEAT_INTERVAL,
 	// KAFKA_REBALANCE_TIMEOUT; 0 means sarama's (10s, 3s, 60s).
@@ -183,146 +206,6 @@ func DefaultConfig() Config {
 	return c
 }
 
-// ConfigFromEnv reads the Config from the process environment and validates
-// it. The error, if any, names every offending variable and why.
-func ConfigFromEnv() (Config, error) {
-	return configFrom(envMap(os.Environ()))
-}
-
-func envMap(kv []string) map[string]string {
-	m := make(map[string]string, len(kv))
-	for _, e := range kv {
-		if k, v, ok := strings.Cut(e, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
-
-func configFrom(environ map[string]string) (Config, error) {
-	var c Config
-	var problems []string
-	err := env.ParseWithOptions(&c, env.Options{Environment: environ})
-	problems = append(problems, envProblems(err)...)
-
-	// caarlos0/env treats an empty variable as unset and would apply the
-	// default; RETRY_TOPIC_DELAYS set to nothing means "no retry topics".
-	if v, ok := environ["RETRY_TOPIC_DELAYS"]; ok && strings.TrimSpace(v) == "" {
-		c.RetryTopicDelays = nil
-	}
-
-	alias := strings.TrimSpace(environ["KAFKA_BOOTSTRAP_SERVERS"])
-	primary := strings.TrimSpace(environ["KAFKA_BROKERS"])
-	switch {
-	case alias != "" && primary != "" && alias != primary:
-		problems = append(problems, fmt.Sprintf("KAFKA_BROKERS=%q and KAFKA_BOOTSTRAP_SERVERS=%q disagree: set one of them", primary, alias))
-	case alias != "" && primary == "":
-		c.Brokers = strings.Split(alias, ",")
-	}
-	c.Brokers = trimList(c.Brokers)
-	c.Topics = trimList(c.Topics)
-	if v, ok := environ["KAFKA_TLS_ENABLED"]; ok && c.tlsOn() && !c.TLSEnabled && strings.TrimSpace(v) != "" {
-		problems = append(problems, fmt.Sprintf("KAFKA_TLS_ENABLED: %q, but other KAFKA_TLS_* variables are set, which turn TLS on: unset one or the other", v))
-	}
-
-	if err := c.Validate(); err != nil {
-		var ve *ValidationError
-		if !errors.As(err, &ve) {
-			return Config{}, err
-		}
-		// A variable that did not parse already has its problem; what
-		// Validate says of the zero value left behind would only mislead.
-		parsed := slices.Clone(problems) // only parse problems, not the ones appended below
-		for _, v := range ve.Problems {
-			if !slices.ContainsFunc(parsed, func(p string) bool { return strings.HasPrefix(p, varName(v)+":") }) {
-				problems = append(problems, v)
-			}
-		}
-	}
-	if len(problems) > 0 {
-		return Config{}, &ValidationError{Problems: dedupe(problems)}
-	}
-	return c, nil
-}
-
-// envProblems turns caarlos0/env's errors, which name struct fields, into
-// problems that name the environment variable the user actually set.
-func envProblems(err error) []string {
-	if err == nil {
-		return nil
-	}
-	var agg env.AggregateError
-	if !errors.As(err, &agg) {
-		return []string{err.Error()}
-	}
-	var out []string
-	for _, e := range agg.Errors {
-		var pe env.ParseError
-		if errors.As(e, &pe) {
-			name := pe.Name
-			if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
-				name = f.Tag.Get("env")
-			}
-			out = append(out, fmt.Sprintf("%s: cannot parse as %s: %v", name, describeType(pe.Type), unwrapAll(pe.Err)))
-			continue
-		}
-		out = append(out, e.Error())
-	}
-	return out
-}
-
-func describeType(t reflect.Type) string {
-	switch t {
-	case reflect.TypeFor[time.Duration]():
-		return `a Go duration such as "500ms", "10s" or "1m"`
-	case reflect.TypeFor[int]():
-		return "a whole number"
-	case reflect.TypeFor[bool]():
-		return "true or false"
-	case reflect.TypeFor[[]time.Duration]():
-		return `a comma-separated list of Go durations such as "10s,1m,10m"`
-	}
-	return t.String()
-}
-
-func unwrapAll(err error) error {
-	for {
-		next := errors.Unwrap(err)
-		if next == nil {
-			return err
-		}
-		err = next
-	}
-}
-
-func varName(problem string) string {
-	name, _, _ := strings.Cut(problem, ":")
-	return name
-}
-
-func trimList(in []string) []string {
-	out := in[:0]
-	for _, s := range in {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
-}
-
-func dedupe(in []string) []string {
-	var out []string
-	for _, s := range in {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // ValidationError lists every problem found in a Config, each naming the
 // environment variable (and so the field) at fault.
 type ValidationError struct {
@@ -349,7 +232,7 @@ func (c Config) validate(hasTokenProvider bool) error {
 	}
 	for _, b := range c.Brokers {
 		if !strings.Contains(b, ":") {
-			add("KAFKA_BROKERS: %q is not host:port", b)
+			add("KAFKA_BROKERS: %q is not host:port: list the brokers as host:port, comma-separated", b)
 		}
 	}
 	if strings.TrimSpace(c.GroupID) == "" {
@@ -363,39 +246,37 @@ func (c Config) validate(hasTokenProvider bool) error {
 	}
 	if c.Version != "" {
 		if _, err := sarama.ParseKafkaVersion(c.Version); err != nil {
-			add("KAFKA_VERSION: %q is not a Kafka version such as 3.6.0: %v", c.Version, err)
+			add("KAFKA_VERSION=%q: not a Kafka version such as 3.6.0: %v", c.Version, err)
 		}
 	}
-	if c.InitialOffset != "oldest" && c.InitialOffset != "newest" {
-		add("KAFKA_INITIAL_OFFSET: %q is neither oldest nor newest", c.InitialOffset)
+	if o := c.InitialOffset.canonical(); o != OffsetOldest && o != OffsetNewest {
+		add("KAFKA_INITIAL_OFFSET=%q: neither oldest nor newest (nor Kafka's earliest or latest): use oldest to start a new group at the oldest message, newest to start at the next one produced", c.InitialOffset)
 	}
 	if _, ok := strategies[c.RebalanceStrategy]; !ok {
-		add("KAFKA_REBALANCE_STRATEGY: unknown strategy %q: use one of %s", c.RebalanceStrategy, strings.Join(strategyNames(), ", "))
+		add("KAFKA_REBALANCE_STRATEGY=%q: unknown strategy: use one of %s", c.RebalanceStrategy, strings.Join(strategyNames(), ", "))
 	}
 	for name, d := range map[string]time.Duration{
 		"KAFKA_SESSION_TIMEOUT": c.SessionTimeout, "KAFKA_HEARTBEAT_INTERVAL": c.HeartbeatInterval,
 		"KAFKA_REBALANCE_TIMEOUT": c.RebalanceTimeout, "KAFKA_METADATA_REFRESH": c.MetadataRefresh,
 	} {
 		if d < 0 {
-			add("%s: %v is negative: use a positive duration, or leave it unset for sarama's default", name, d)
+			add("%s=%v: negative: use a positive duration, or leave it unset for sarama's default", name, d)
 		}
 	}
-	if c.SessionTimeout > 0 && c.HeartbeatInterval > 0 && c.HeartbeatInterval >= c.SessionTimeout {
-		add("KAFKA_HEARTBEAT_INTERVAL: %v must be below KAFKA_SESSION_TIMEOUT (%v), typically a third of it", c.HeartbeatInterval, c.SessionTimeout)
-	}
+	c.validateGroupTimeouts(add)
 	switch c.Ordering {
 	case OrderByKey, OrderByPartition, OrderNone:
 	default:
-		add("WORKER_ORDERING: unknown ordering %q: use key, partition or none", c.Ordering)
+		add("WORKER_ORDERING=%q: unknown ordering: use key, partition or none", c.Ordering)
 	}
 	if c.Concurrency < 1 {
-		add("WORKER_CONCURRENCY: %d: must be at least 1", c.Concurrency)
+		add("WORKER_CONCURRENCY=%d: must be at least 1", c.Concurrency)
 	}
 	if c.StuckAfter < 0 {
-		add("WORKER_STUCK_AFTER: %v is negative: use a positive duration, or 0 to turn stuck-message logging off", c.StuckAfter)
+		add("WORKER_STUCK_AFTER=%v: negative: use a positive duration, or 0 to turn stuck-message logging off", c.StuckAfter)
 	}
 	if c.MaxInFlight < 1 {
-		add("WORKER_MAX_IN_FLIGHT: %d: must be at least 1", c.MaxInFlight)
+		add("WORKER_MAX_IN_FLIGHT=%d: must be at least 1", c.MaxInFlight)
 	}
 	positive := []struct {
 		name string
@@ -407,19 +288,19 @@ func (c Config) validate(hasTokenProvider bool) error {
 	}
 	for _, x := range positive {
 		if x.d <= 0 {
-			add("%s: %v: must be a positive duration", x.name, x.d)
+			add("%s=%v: must be a positive duration", x.name, x.d)
 		}
 	}
 	if c.RetryLocalAttempts < 1 {
-		add("RETRY_LOCAL_ATTEMPTS: %d: must be at least 1 (1 means no retry in place)", c.RetryLocalAttempts)
+		add("RETRY_LOCAL_ATTEMPTS=%d: must be at least 1 (1 means no retry in place)", c.RetryLocalAttempts)
 	}
 	for i, d := range c.RetryTopicDelays {
 		if d <= 0 {
-			add("RETRY_TOPIC_DELAYS: tier %d delay %v: must be positive", i+1, d)
+			add("RETRY_TOPIC_DELAYS=%v: tier %d delay %v: must be positive", c.RetryTopicDelays, i+1, d)
 		}
 	}
 	if len(c.RetryTopicDelays) > 0 && !strings.Contains(c.RetryTopicTemplate, "{n}") {
-		add("RETRY_TOPIC_TEMPLATE: %q has no {n}: each tier needs its own topic", c.RetryTopicTemplate)
+		add("RETRY_TOPIC_TEMPLATE=%q: has no {n}: each tier needs its own topic", c.RetryTopicTemplate)
 	}
 	if c.RetryTopicTemplate == "" {
 		add("RETRY_TOPIC_TEMPLATE: empty: leave it unset for {topic}.{group}.retry.{n}")
@@ -428,7 +309,7 @@ func (c Config) validate(hasTokenProvider bool) error {
 		add("DLQ_TOPIC_TEMPLATE: empty: leave it unset for {topic}.{group}.dlq")
 	}
 	if c.RetryBackoffInitial > 0 && c.RetryBackoffMax > 0 && c.RetryBackoffMax < c.RetryBackoffInitial {
-		add("RETRY_BACKOFF_MAX: %v is below RETRY_BACKOFF_INITIAL (%v)", c.RetryBackoffMax, c.RetryBackoffInitial)
+		add("RETRY_BACKOFF_MAX=%v: below RETRY_BACKOFF_INITIAL (%v): raise it or lower RETRY_BACKOFF_INITIAL", c.RetryBackoffMax, c.RetryBackoffInitial)
 	}
 	c.validateSecurity(add, hasTokenProvider)
 	if len(p) == 0 {
@@ -438,7 +319,28 @@ func (c Config) validate(hasTokenProvider bool) error {
 	return &ValidationError{Problems: p}
 }
 
-var strategies = map[string]func() sarama.BalanceStrategy{
+// validateGroupTimeouts checks that the heartbeat interval in force is
+// below the session timeout in force, naming the variables the user set
+// and sarama's default for the one not set.
+func (c Config) validateGroupTimeouts(add func(string, ...any)) {
+	def := sarama.NewConfig().Consumer.Group
+	session, heartbeat := cmp.Or(c.SessionTimeout, def.Session.Timeout), cmp.Or(c.HeartbeatInterval, def.Heartbeat.Interval)
+	if c.SessionTimeout < 0 || c.HeartbeatInterval < 0 || heartbeat < session {
+		return
+	}
+	switch {
+	case c.SessionTimeout > 0 && c.HeartbeatInterval > 0:
+		add("KAFKA_HEARTBEAT_INTERVAL=%v: must be below KAFKA_SESSION_TIMEOUT (%v), typically a third of it", heartbeat, session)
+	case c.HeartbeatInterval > 0:
+		add("KAFKA_HEARTBEAT_INTERVAL=%v: must be below the session timeout, which is %v (sarama's default: KAFKA_SESSION_TIMEOUT is not set): "+
+			"lower it to about a third of that, or set KAFKA_SESSION_TIMEOUT to about three times it", heartbeat, session)
+	default:
+		add("KAFKA_SESSION_TIMEOUT=%v: must be above the heartbeat interval, which is %v (sarama's default: KAFKA_HEARTBEAT_INTERVAL is not set): "+
+			"raise it, or set KAFKA_HEARTBEAT_INTERVAL to about a third of it", session, heartbeat)
+	}
+}
+
+var strategies = map[RebalanceStrategy]func() sarama.BalanceStrategy{
 	StrategyCooperativeSticky: sarama.NewBalanceStrategyCooperativeSticky,
 	StrategySticky:            sarama.NewBalanceStrategySticky,
 	StrategyRange:             sarama.NewBalanceStrategyRange,
@@ -448,43 +350,8 @@ var strategies = map[string]func() sarama.BalanceStrategy{
 func strategyNames() []string {
 	names := make([]string, 0, len(strategies))
 	for n := range strategies {
-		names = append(names, n)
+		names = append(names, string(n))
 	}
 	slices.Sort(names)
 	return names
 }
-
-// LogValue lets a Config be logged with slog. It lists fields by name from an
-// allow-list, so credentials added to Config never reach a log.
-func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.Any("brokers", c.Brokers), slog.String("group", c.GroupID), slog.Any("topics", c.Topics),
-		slog.String("client_id", c.ClientID), slog.String("version", c.Version),
-		slog.String("initial_offset", c.InitialOffset), slog.String("rebalance_strategy", c.RebalanceStrategy),
-		slog.Duration("connect_timeout", c.ConnectTimeout),
-		slog.String("instance_id", c.InstanceID), slog.String("ordering", string(c.Ordering)),
-		slog.Int("concurrency", c.Concurrency), slog.Int("max_in_flight", c.MaxInFlight),
-		slog.Duration("commit_interval", c.CommitInterval), slog.Duration("stuck_after", c.StuckAfter), slog.Duration("shutdown_timeout", c.ShutdownTimeout),
-		slog.Int("retry_local_attempts", c.RetryLocalAttempts), slog.Any("retry_topic_delays", c.RetryTopicDelays),
-		slog.Bool("dlq_enabled", c.DLQEnabled), slog.String("metrics_addr", c.MetricsAddr),
-		slog.GroupAttrs("security", c.logSecurity()...),
-	)
-}
-
-// String renders the same allow-listed fields as LogValue, so fmt's %v and
-// %+v do not print credentials either.
-func (c Config) String() string {
-	var b strings.Builder
-	b.WriteString("worker.Config{")
-	for i, a := range c.LogValue().Group() {
-		if i > 0 {
-			b.WriteString(" ")
-		}
-		fmt.Fprintf(&b, "%s=%v", a.Key, a.Value)
-	}
-	b.WriteString("}")
-	return b.String()
-}
-
-// GoString makes %#v print the same redacted form as String.
-func (c Config) GoString() string { return c.String() }

@@ -112,25 +112,25 @@ func TestConfigErrorsNameEveryOffendingVariable(t *testing.T) {
 			"KAFKA_SESSION_TIMEOUT": "ten seconds", "WORKER_CONCURRENCY": "lots", "WORKER_COMMIT_INTERVAL": "5",
 			"KAFKA_CONNECT_TIMEOUT": "soon",
 		}), []string{
-			"KAFKA_SESSION_TIMEOUT: cannot parse as a Go duration", "KAFKA_CONNECT_TIMEOUT: cannot parse as a Go duration",
-			"WORKER_CONCURRENCY: cannot parse as a whole number",
-			"WORKER_COMMIT_INTERVAL: cannot parse as a Go duration",
+			`KAFKA_SESSION_TIMEOUT="ten seconds": cannot parse as a Go duration`, `KAFKA_CONNECT_TIMEOUT="soon": cannot parse as a Go duration`,
+			`WORKER_CONCURRENCY="lots": cannot parse as a whole number`,
+			`WORKER_COMMIT_INTERVAL="5": cannot parse as a Go duration`,
 		}},
 		{"out of range values", merge(validEnv(), map[string]string{
 			"WORKER_ORDERING": "random", "WORKER_CONCURRENCY": "0", "WORKER_MAX_IN_FLIGHT": "-1",
-			"KAFKA_INITIAL_OFFSET": "earliest", "KAFKA_REBALANCE_STRATEGY": "fair", "KAFKA_VERSION": "banana",
+			"KAFKA_INITIAL_OFFSET": "first", "KAFKA_REBALANCE_STRATEGY": "fair", "KAFKA_VERSION": "banana",
 			"WORKER_SHUTDOWN_TIMEOUT": "-1s", "KAFKA_BROKERS": "localhost", "KAFKA_CONNECT_TIMEOUT": "0",
 		}), []string{
-			"KAFKA_CONNECT_TIMEOUT: 0s: must be a positive duration",
-			`WORKER_ORDERING: unknown ordering "random"`, "WORKER_CONCURRENCY: 0: must be at least 1",
-			"WORKER_MAX_IN_FLIGHT: -1: must be at least 1", `KAFKA_INITIAL_OFFSET: "earliest" is neither oldest nor newest`,
-			`KAFKA_REBALANCE_STRATEGY: unknown strategy "fair"`, `KAFKA_VERSION: "banana" is not a Kafka version`,
-			"WORKER_SHUTDOWN_TIMEOUT: -1s: must be a positive duration", `KAFKA_BROKERS: "localhost" is not host:port`,
+			"KAFKA_CONNECT_TIMEOUT=0s: must be a positive duration",
+			`WORKER_ORDERING="random": unknown ordering`, "WORKER_CONCURRENCY=0: must be at least 1",
+			"WORKER_MAX_IN_FLIGHT=-1: must be at least 1", `KAFKA_INITIAL_OFFSET="first": neither oldest nor newest`,
+			`KAFKA_REBALANCE_STRATEGY="fair": unknown strategy`, `KAFKA_VERSION="banana": not a Kafka version`,
+			"WORKER_SHUTDOWN_TIMEOUT=-1s: must be a positive duration", `KAFKA_BROKERS: "localhost" is not host:port`,
 		}},
 		{"inconsistent timeouts", merge(validEnv(), map[string]string{
 			"KAFKA_SESSION_TIMEOUT": "3s", "KAFKA_HEARTBEAT_INTERVAL": "5s",
 			"RETRY_BACKOFF_INITIAL": "10s", "RETRY_BACKOFF_MAX": "1s",
-		}), []string{"KAFKA_HEARTBEAT_INTERVAL: 5s must be below KAFKA_SESSION_TIMEOUT", "RETRY_BACKOFF_MAX: 1s is below RETRY_BACKOFF_INITIAL"}},
+		}), []string{"KAFKA_HEARTBEAT_INTERVAL=5s: must be below KAFKA_SESSION_TIMEOUT (3s)", "RETRY_BACKOFF_MAX=1s: below RETRY_BACKOFF_INITIAL (10s)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -236,7 +236,7 @@ func TestRunReportsUnreachableBrokers(t *testing.T) {
 		!strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("Run against an unreachable broker: %v, want an error naming the brokers, the timeout and the last error", err)
 	}
-	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
+	if err := w.Run(context.Background()); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "Run called twice") {
 		t.Fatalf("second Run: %v", err)
 	}
 }
@@ -265,11 +265,11 @@ func TestConfigRetrySettings(t *testing.T) {
 	_, err = configFrom(merge(validEnv(), map[string]string{
 		"RETRY_TOPIC_DELAYS": "10s,soon", "RETRY_LOCAL_ATTEMPTS": "0", "DLQ_ENABLED": "maybe",
 	}))
-	wantProblems(t, err, "RETRY_TOPIC_DELAYS: cannot parse as a comma-separated list of Go durations",
-		"RETRY_LOCAL_ATTEMPTS: 0: must be at least 1", "DLQ_ENABLED: cannot parse as true or false")
+	wantProblems(t, err, `RETRY_TOPIC_DELAYS="10s,soon": cannot parse as a comma-separated list of Go durations`,
+		"RETRY_LOCAL_ATTEMPTS=0: must be at least 1", `DLQ_ENABLED="maybe": cannot parse as true or false`)
 
 	_, err = configFrom(merge(validEnv(), map[string]string{"RETRY_TOPIC_DELAYS": "10s,-1s", "RETRY_TOPIC_TEMPLATE": "{topic}.retry"}))
-	wantProblems(t, err, "RETRY_TOPIC_DELAYS: tier 2 delay -1s: must be positive", `RETRY_TOPIC_TEMPLATE: "{topic}.retry" has no {n}`)
+	wantProblems(t, err, "RETRY_TOPIC_DELAYS=[10s -1s]: tier 2 delay -1s: must be positive", `RETRY_TOPIC_TEMPLATE="{topic}.retry": has no {n}`)
 }
 
 func TestTopologyNamesAndPolicy(t *testing.T) {

@@ -188,7 +188,7 @@ func (f *forwarder) publish(ctx context.Context, msg *handler.Message, h hop, at
 		return fmt.Errorf("kafkaworker: no producer for %s, which is not a retry or dead-letter topic of this worker", dest.topic)
 	}
 	if _, _, err := r.producer.SendMessage(pm); err != nil {
-		return &publishError{topic: dest.topic, size: pm.ByteSize(f.version), route: r, err: err}
+		return &publishError{topic: dest.topic, size: pm.ByteSize(f.version), route: r, principal: f.cfg.principalArg(), err: err}
 	}
 	return nil
 }
@@ -260,10 +260,11 @@ func producerRefusedSize(err error) bool {
 // publishError is a failed publish to a retry or dead-letter topic, with
 // what is needed to say how to fix it.
 type publishError struct {
-	topic string
-	size  int // the record's size as sarama counts it against Producer.MaxMessageBytes
-	route route
-	err   error
+	topic     string
+	size      int // the record's size as sarama counts it against Producer.MaxMessageBytes
+	route     route
+	principal string // the worker's, as kafka-acls.sh takes it (Config.principalArg)
+	err       error
 }
 
 func (e *publishError) Error() string { return fmt.Sprintf("publish to %s: %v", e.topic, e.err) }
@@ -298,7 +299,16 @@ func (e *publishError) fix() string {
 	case ReasonInvalid:
 		return fmt.Sprintf("the broker refused the record as invalid: check the configuration of topic %s (a compacted topic, cleanup.policy=compact, refuses records without a key; message.timestamp.difference.max.ms refuses timestamps too far from now)", e.topic)
 	case ReasonUnauthorized:
-		return fmt.Sprintf("the worker's principal may not write to topic %s: allow it, e.g. kafka-acls.sh --bootstrap-server <broker> --add --allow-principal User:<worker> --operation Write --topic %s (the idempotent producer also needs IdempotentWrite on the cluster from brokers before 2.8)", e.topic, e.topic)
+		who := e.principal
+		if who == "" {
+			who = "User:<worker>"
+		}
+		if errors.Is(e.err, sarama.ErrClusterAuthorizationFailed) {
+			return fmt.Sprintf("%s lacks IdempotentWrite on the cluster, which the idempotent producer needs from brokers before 2.8 to publish to %s: grant it, e.g. kafka-acls.sh --bootstrap-server <broker> --add --allow-principal %s --operation IdempotentWrite --cluster",
+				who, e.topic, who)
+		}
+		return fmt.Sprintf("%s lacks Write on topic %s: grant it, e.g. kafka-acls.sh --bootstrap-server <broker> --add --allow-principal %s --operation Write --topic %s",
+			who, e.topic, who, e.topic)
 	case ReasonUnknownTopic:
 		return fmt.Sprintf("topic %s does not exist (deleted since the worker started?): restart the worker with RETRY_CREATE_TOPICS=true to create it, or create it with as many partitions as its source topic, e.g. kafka-topics.sh --create --topic %s --partitions <n>", e.topic, e.topic)
 	}

@@ -114,7 +114,9 @@ func TestForwardErrorFix(t *testing.T) {
 		{"the producer refused it, limit following the source",
 			&publishError{topic: topic, size: 2097200, route: r, err: sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 2097200 > 2097091")},
 			[]string{"Producer.MaxMessageBytes=2097091, which follows its source topic's max.message.bytes"}},
-		{"unauthorized", &publishError{topic: topic, err: sarama.ErrTopicAuthorizationFailed}, []string{"kafka-acls.sh", "--topic " + topic}},
+		{"unauthorized", &publishError{topic: topic, principal: "User:svc", err: sarama.ErrTopicAuthorizationFailed}, []string{"User:svc lacks Write on topic " + topic, "kafka-acls.sh", "--allow-principal User:svc --operation Write --topic " + topic}},
+		{"unauthorized, no user known", &publishError{topic: topic, err: sarama.ErrTopicAuthorizationFailed}, []string{"--allow-principal User:<worker> --operation Write --topic " + topic}},
+		{"no IdempotentWrite", &publishError{topic: topic, principal: "User:svc", err: sarama.ErrClusterAuthorizationFailed}, []string{"lacks IdempotentWrite on the cluster", "--operation IdempotentWrite --cluster"}},
 		{"unknown topic", &publishError{topic: topic, err: sarama.ErrUnknownTopicOrPartition}, []string{"RETRY_CREATE_TOPICS=true", "--create --topic " + topic}},
 		{"invalid", &publishError{topic: topic, err: sarama.ErrInvalidRecord}, []string{"cleanup.policy=compact"}},
 	} {

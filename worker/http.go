@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Handler serves the worker's operational endpoints, for an application
+// HTTPHandler serves the worker's operational endpoints, for an application
 // that mounts them on its own server (with WithHTTPServer(false)):
 //
 //   - /metrics: Prometheus metrics from the worker's registry;
@@ -21,7 +21,7 @@ import (
 //     progress, 503 when one is wedged;
 //   - /readyz: 200 once the worker has joined its group and while it can
 //     reach the brokers, 503 otherwise.
-func (w *Worker) Handler() http.Handler {
+func (w *Worker) HTTPHandler() http.Handler {
 	gatherer := prometheus.DefaultGatherer
 	if g, ok := w.registerer.(prometheus.Gatherer); ok {
 		gatherer = g
@@ -56,7 +56,7 @@ func (w *Worker) serveHTTP() (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkaworker: METRICS_ADDR %q: %w", w.cfg.MetricsAddr, err)
 	}
-	srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: w.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -73,7 +73,7 @@ func WithMiddleware(m ...middleware.Middleware) Option {
 }
 
 // WithHTTPServer(false) stops the worker from serving METRICS_ADDR itself,
-// for an application that mounts Worker.Handler on its own server. The
+// for an application that mounts Worker.HTTPHandler on its own server. The
 // default is true: with METRICS_ADDR set, Run serves the endpoints.
 func WithHTTPServer(enabled bool) Option {
 	return func(w *Worker) { w.httpServer = enabled }

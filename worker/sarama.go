@@ -27,7 +27,7 @@ func saramaConfigWith(c Config, tp sarama.AccessTokenProvider, hooks []func(*sar
 		s.Version = v
 	}
 	s.Consumer.Offsets.Initial = sarama.OffsetOldest
-	if c.InitialOffset == "newest" {
+	if c.InitialOffset.canonical() == OffsetNewest {
 		s.Consumer.Offsets.Initial = sarama.OffsetNewest
 	}
 	s.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{strategies[c.RebalanceStrategy]()}

@@ -88,7 +88,7 @@ func (c Config) validateSecurity(add func(string, ...any), hasTokenProvider bool
 		return
 	case SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512:
 	default:
-		add("KAFKA_SASL_MECHANISM: unknown mechanism %q: use one of %s", c.SASLMechanism, strings.Join(saslMechanisms, ", "))
+		add("KAFKA_SASL_MECHANISM=%q: unknown mechanism: use one of %s", c.SASLMechanism, strings.Join(saslMechanisms, ", "))
 		return
 	}
 	if strings.TrimSpace(c.SASLUsername) == "" {

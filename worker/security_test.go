@@ -95,7 +95,7 @@ func TestSecurityErrorsNameEveryBadCombination(t *testing.T) {
 		{"mechanism without credentials", map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN"},
 			[]string{"KAFKA_SASL_USERNAME: missing", "KAFKA_SASL_PASSWORD: missing"}},
 		{"unknown mechanism", map[string]string{"KAFKA_SASL_MECHANISM": "GSSAPI"},
-			[]string{`KAFKA_SASL_MECHANISM: unknown mechanism "GSSAPI"`}},
+			[]string{`KAFKA_SASL_MECHANISM="GSSAPI": unknown mechanism`}},
 		{"credentials without mechanism", map[string]string{"KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"},
 			[]string{"KAFKA_SASL_MECHANISM: missing, but KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD set"}},
 		{"password twice, and a cert without its key, and an unreadable CA", map[string]string{
@@ -122,7 +122,7 @@ func TestSecurityErrorsNameEveryBadCombination(t *testing.T) {
 		{"cert and key that do not match", map[string]string{"KAFKA_TLS_CERT_FILE": cert, "KAFKA_TLS_KEY_FILE": ca},
 			[]string{"KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE: "}},
 		{"TLS explicitly off yet configured", map[string]string{"KAFKA_TLS_ENABLED": "false", "KAFKA_TLS_CA_FILE": ca},
-			[]string{`KAFKA_TLS_ENABLED: "false", but other KAFKA_TLS_* variables are set`}},
+			[]string{`KAFKA_TLS_ENABLED="false", but other KAFKA_TLS_* variables are set`}},
 		{"OAUTHBEARER with a password", map[string]string{"KAFKA_SASL_MECHANISM": "OAUTHBEARER", "KAFKA_SASL_PASSWORD": "p"},
 			[]string{"KAFKA_SASL_PASSWORD: not used with KAFKA_SASL_MECHANISM=OAUTHBEARER"}},
 	} {

@@ -282,41 +282,35 @@ func raiseLimitCommand(topic string, n int) string {
 		topic, configMaxMessageBytes, n)
 }
 
-// checkSourceTopics returns an error naming every topic in topics that does
-// not exist. It asks for the metadata of just those topics with automatic
-// topic creation off (metadata v4+, so KAFKA_VERSION 0.11 and later), so
-// asking does not create them.
-func checkSourceTopics(admin sarama.ClusterAdmin, topics []string) error {
-	meta, err := admin.DescribeTopics(topics)
+// checkSourceTopics returns an error naming every source topic of c that
+// does not exist (a *MissingTopicsError), or a *FatalError naming those the
+// worker may not describe (the broker answers TOPIC_AUTHORIZATION_FAILED
+// for them, and hides them from a listing). It
+// asks for the metadata of just those topics with automatic topic creation
+// off (metadata v4+, so KAFKA_VERSION 0.11 and later), so asking does not
+// create them.
+func checkSourceTopics(admin sarama.ClusterAdmin, c Config) error {
+	meta, err := admin.DescribeTopics(c.Topics)
 	if err != nil {
-		return fmt.Errorf("kafkaworker: describe the source topics %v to check they exist: %w", topics, err)
+		return fmt.Errorf("kafkaworker: describe the source topics %v to check they exist: %w", c.Topics, err)
 	}
-	var missing []string
+	var missing, denied []string
 	for _, t := range meta {
-		if t.Err == sarama.ErrUnknownTopicOrPartition {
+		switch t.Err {
+		case sarama.ErrUnknownTopicOrPartition:
 			missing = append(missing, t.Name)
+		case sarama.ErrTopicAuthorizationFailed:
+			denied = append(denied, t.Name)
 		}
+	}
+	if len(denied) > 0 {
+		slices.Sort(denied)
+		return &FatalError{Err: sarama.ErrTopicAuthorizationFailed, Hint: fatalHints[sarama.ErrTopicAuthorizationFailed](c, denied)}
 	}
 	if len(missing) == 0 {
 		return nil
 	}
 	return sourceTopicsMissing(missing)
-}
-
-// sourceTopicsMissing is the one error for source topics that do not exist,
-// whether or not retry topics are on.
-func sourceTopicsMissing(missing []string) error {
-	slices.Sort(missing)
-	quoted := make([]string, len(missing))
-	for i, t := range missing {
-		quoted[i] = strconv.Quote(t)
-	}
-	what, it := "source topic does not exist", "it"
-	if len(missing) > 1 {
-		what, it = "source topics do not exist", "them"
-	}
-	return fmt.Errorf("kafkaworker: %s: %s: create %s (e.g. kafka-topics.sh --create --topic %s --partitions <n>) or fix KAFKA_TOPICS",
-		what, strings.Join(quoted, ", "), it, missing[0])
 }
 
 func sortedKeys[V any](m map[string]V) []string {

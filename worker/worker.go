@@ -100,19 +100,21 @@ func (w *Worker) Config() Config { return w.cfg }
 // Run joins the group and processes messages until ctx is cancelled, then
 // shuts down in the order given in the package documentation and returns
 // nil. It returns an error only when it cannot start (no broker answered
-// within Config.ConnectTimeout, a source topic does not exist, bad sarama
-// settings) or when the group fails for good: then, after the usual
-// shutdown, a *FatalError (authorization or SASL failures, a fenced
-// instance id, a full group, an incompatible protocol, a consumed topic
-// that stays missing; see fatalHints). A rebalance, a moving coordinator or
+// within Config.ConnectTimeout, a source topic does not exist: a
+// *MissingTopicsError, bad sarama settings, the group or a topic not
+// authorized: a *FatalError) or when the group fails for good: then, after
+// the usual shutdown, a *FatalError (authorization or SASL failures, a
+// fenced instance id, a full group, an incompatible protocol, a consumed
+// topic that stays missing; see fatalHints). A rebalance, a moving coordinator or
 // a broker hiccup is retried, not returned. After ctx is cancelled Run
 // returns within Config.ShutdownTimeout + 5s, whatever the broker or the
 // handlers do (see shutdown.go). Connecting, logged attempt by attempt,
 // also ends when ctx is cancelled: Run then returns nil within a second, as
-// on any other cancel. Run may be called once.
+// on any other cancel. Run may be called once; a second call returns
+// ErrAlreadyRunning.
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
-		return errors.New("kafkaworker: Run called twice: a Worker runs once; create a new one with New")
+		return ErrAlreadyRunning
 	}
 	stopHTTP, err := w.serveHTTP()
 	if err != nil {
@@ -129,7 +131,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer c.closeWithin(0) // run closed them, or gave up waiting
-	w.log.Info("kafkaworker starting", slog.Any("config", w.cfg))
+	w.log.Info("kafkaworker starting", slog.Any("config", w.effectiveConfig()))
 	if err := w.run(ctx, c); err != nil {
 		w.log.Error("kafkaworker stopped: the consumer group failed for good", slog.Any("error", err))
 		return err
@@ -180,8 +182,15 @@ func (w *Worker) open() (_ *conns, err error) {
 	if c.admin, err = sarama.NewClusterAdminFromClient(c.client); err != nil {
 		return nil, fmt.Errorf("kafkaworker: admin client: %w", err)
 	}
-	if err = checkSourceTopics(c.admin, w.cfg.Topics); err != nil {
+	if err = checkSourceTopics(c.admin, w.cfg); err != nil {
 		return nil, err
+	}
+	// sarama retries a group authorization failure of its coordinator
+	// lookup for about 30s before Consume reports it; asking once here
+	// (sarama retries thrice) reports it at start. Other errors are left
+	// to Consume, which retries them.
+	if _, cerr := c.client.Coordinator(w.cfg.GroupID); errors.Is(cerr, sarama.ErrGroupAuthorizationFailed) {
+		return nil, w.fatal(cerr, nil)
 	}
 	if c.fwd, err = w.startForwarder(c.admin, c.topo); err != nil {
 		return nil, err
@@ -311,18 +320,30 @@ func (w *Worker) startForwarder(admin sarama.ClusterAdmin, topo topology) (*forw
 }
 
 // logGroupErrors logs what sarama reports on the group's error channel. A
-// consumed topic that no longer exists shows only there (its partition
-// consumers retry, the session goes on): such errors make it check, and
-// once the topics have stayed missing it reports a *FatalError to failed.
+// consumed topic that no longer exists, or that the worker may not read,
+// shows only there (its partition consumers retry, the session goes on):
+// an authorization failure is reported to failed as a *FatalError at once;
+// a missing topic makes it check, and once the topics have stayed missing
+// it reports a *FatalError to failed.
 func (w *Worker) logGroupErrors(group sarama.ConsumerGroup, admin sarama.ClusterAdmin, topics []string, failed *fatalSignal, done chan<- struct{}) {
 	defer close(done)
 	var missing missingTopics
 	for err := range group.Errors() {
 		w.log.Error("consumer group error", slog.Any("error", err))
-		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		switch {
+		case errors.Is(err, sarama.ErrUnknownTopicOrPartition):
 			if f := missing.check(admin, topics); f != nil {
 				failed.set(f)
 			}
+		case errors.Is(err, sarama.ErrTopicAuthorizationFailed), errors.Is(err, sarama.ErrGroupAuthorizationFailed):
+			// A fetch refused for want of Read: sarama reports it here
+			// and retries it forever.
+			var denied []string
+			var ce *sarama.ConsumerError
+			if errors.As(err, &ce) {
+				denied = []string{ce.Topic}
+			}
+			failed.set(w.fatal(err, denied))
 		}
 	}
 }
