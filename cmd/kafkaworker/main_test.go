@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -36,9 +37,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	// The commands read the connection settings from the environment:
 	// make sure none leaks in from the machine running the tests.
-	for _, v := range []string{"KAFKA_BROKERS", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TLS_ENABLED", "KAFKA_SASL_MECHANISM", "DLQ_TOPIC_TEMPLATE", "COLUMNS"} {
-		t.Setenv(v, "")
-	}
+	unsetenv(t, "KAFKA_BROKERS", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TLS_ENABLED", "KAFKA_SASL_MECHANISM", "DLQ_TOPIC_TEMPLATE", "COLUMNS")
 	c, err := kafkatest.NewCluster()
 	if err != nil {
 		t.Fatal(err)
@@ -174,4 +173,17 @@ func (e *env) topics() map[string]int {
 		out[name] = len(d.Partitions)
 	}
 	return out
+}
+
+// unsetenv unsets the variables for the test, restoring them after it (a
+// variable set but empty is a configuration error, so clearing one by
+// setting it to "" would not do).
+func unsetenv(t *testing.T, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		t.Setenv(name, "") // registers the restore
+		if err := os.Unsetenv(name); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -84,8 +84,7 @@ func TestTopicsBadInput(t *testing.T) {
 }
 
 func TestNoBrokers(t *testing.T) {
-	t.Setenv("KAFKA_BROKERS", "")
-	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", "")
+	unsetenv(t, "KAFKA_BROKERS", "KAFKA_BOOTSTRAP_SERVERS")
 	var out, errb syncBuffer
 	code := run(t.Context(), []string{"topics", "list"}, strings.NewReader(""), &out, &errb)
 	checkFailure(t, nil, result{out.String(), errb.String(), code}, "--brokers", "KAFKA_BROKERS")
