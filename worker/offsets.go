@@ -30,6 +30,9 @@ type offsetTracker struct {
 	start      int64         // the committable offset before anything is admitted (-1: unknown)
 	last       int64         // the last admitted offset, -1 before the first
 	done       []offsetRange // doneRanges' buffer
+	// For doneSizeBound: the done-set's uvarint bytes at the last walk, and
+	// the changes (reserve, skip, finish) since.
+	walkedRaw, changes int
 }
 
 // offsetNode is an unfinished offset in the list.
@@ -72,6 +75,7 @@ func (o *offsetTracker) reserve(offset int64, t *task) int32 {
 	}
 	o.tail = h
 	o.held++
+	o.changes++
 	return h
 }
 
@@ -83,6 +87,7 @@ func (o *offsetTracker) skip(offset int64) {
 		o.ranges++ // the first done offset after the last node
 	}
 	o.last = offset
+	o.changes++
 }
 
 // finish marks the unfinished offset of handle h done and reports whether
@@ -111,6 +116,7 @@ func (o *offsetTracker) finish(h int32) (advanced bool) {
 	o.nodes[h] = offsetNode{}
 	o.free = append(o.free, h)
 	o.held--
+	o.changes++
 	return n.prev == noNode
 }
 
@@ -139,6 +145,7 @@ func (o *offsetTracker) committable() int64 {
 // under the same lock.
 func (o *offsetTracker) doneRanges() []offsetRange {
 	d := o.done[:0]
+	raw, prev := 0, o.committable()
 	for h := o.head; h != noNode; h = o.nodes[h].next {
 		from, to := o.nodes[h].offset+1, o.last+1
 		if next := o.nodes[h].next; next != noNode {
@@ -146,10 +153,23 @@ func (o *offsetTracker) doneRanges() []offsetRange {
 		}
 		if to > from {
 			d = append(d, offsetRange{from, to})
+			raw += uvarintLen(uint64(from-prev)) + uvarintLen(uint64(to-from))
+			prev = to
 		}
 	}
-	o.done = d
+	o.done, o.walkedRaw, o.changes = d, raw, 0
 	return d
+}
+
+// doneSizeBound bounds the uvarint bytes of the done-set now, without a
+// walk: the size at the last walk plus, for each change since, the most
+// one can add. A finish inside a run of unfinished offsets splits it in
+// two around a new range: three uvarints where there was one; a reserve or
+// a skip adds at most two; a finish that moves the committable offset only
+// drops ranges. widest is the byte length of the largest gap or range
+// length possible (the uvarint of the span above the committable offset).
+func (o *offsetTracker) doneSizeBound(widest int) int {
+	return o.walkedRaw + o.changes*3*widest
 }
 
 // rangeCount is len(doneRanges()), without the walk.

@@ -591,3 +591,79 @@ func otPermutations(xs []int) [][]int {
 	}
 	return out
 }
+
+// doneSizeBound never underestimates: with walks only every so often, the
+// bound after any mix of reserves (with gaps), skips and finishes is at
+// least the exact uvarint size of the done-set, taken from the model.
+func TestOffsetTrackerDoneSizeBound(t *testing.T) {
+	t.Parallel()
+	for seed := uint64(1); seed <= 6; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		o, m := newOTModelPair(0)
+		walkEvery := []int{1, 7, 50, 400}[seed%4]
+		for step := range 20000 {
+			switch r := rng.Float64(); {
+			case len(m.unfinished) > 0 && (r < 0.45 || len(m.unfinished) >= 300):
+				i := rng.IntN(len(m.unfinished))
+				h := m.handle[m.unfinished[i]]
+				m.finish(i)
+				o.finish(h)
+			case r < 0.55:
+				next := m.next() + int64(rng.IntN(3))
+				o.skip(next)
+				m.admit(next, otDone)
+			default:
+				next := m.next() + int64(rng.IntN(3))
+				h := o.reserve(next, nil)
+				m.admit(next, otUnfinished)
+				m.handle[next] = h
+			}
+			base := m.committable()
+			widest := uvarintLen(uint64(max(m.last-base, 0)))
+			exact := otRawSize(base, otModelRanges(m))
+			if bound := o.doneSizeBound(widest); bound < exact {
+				t.Fatalf("seed %d step %d: bound %d < exact %d (%d changes since the last walk)", seed, step, bound, exact, o.changes)
+			}
+			if step%walkEvery == 0 {
+				o.doneRanges()
+				if o.walkedRaw != exact {
+					t.Fatalf("seed %d step %d: walked size %d, exact %d", seed, step, o.walkedRaw, exact)
+				}
+			}
+		}
+	}
+}
+
+func newOTModelPair(start int64) (*offsetTracker, *otModel) {
+	return newOffsetTracker(start), newOTModel(start)
+}
+
+// otModelRanges is the done-set the model implies: every offset from the
+// committable one to the last admitted that is not unfinished.
+func otModelRanges(m *otModel) []offsetRange {
+	var out []offsetRange
+	if len(m.unfinished) == 0 {
+		return nil
+	}
+	for off := m.committable(); off <= m.last; off++ {
+		if m.state[off] == otUnfinished {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].end == off {
+			out[n-1].end++
+		} else {
+			out = append(out, offsetRange{off, off + 1})
+		}
+	}
+	return out
+}
+
+// otRawSize is the uvarint bytes of ranges encoded from base.
+func otRawSize(base int64, ranges []offsetRange) int {
+	raw, prev := 0, base
+	for _, r := range ranges {
+		raw += uvarintLen(uint64(r.start-prev)) + uvarintLen(uint64(r.end-r.start))
+		prev = r.end
+	}
+	return raw
+}

@@ -470,9 +470,12 @@ func (p *partition) doneSetRoom(ms []*sarama.ConsumerMessage) int {
 	span := uint64(max(ms[len(ms)-1].Offset-base, 0))
 	perRange := 2 * uvarintLen(span) // a gap and a length, each at most the span
 	limit := maxDoneSetBytes * 9 / 10
-	// Every range held now at its widest too: when even that fits, so does
-	// the exact size, and the unfinished list need not be walked.
-	if encodedSizeFor(base, (ranges+len(ms))*perRange) <= limit {
+	// Bounds first, so that the unfinished list need not be walked: every
+	// range held now at its widest, or the size at the last walk plus the
+	// most the changes since can have added. When a bound fits, so does
+	// the exact size.
+	if encodedSizeFor(base, (ranges+len(ms))*perRange) <= limit ||
+		encodedSizeFor(base, p.offsets.doneSizeBound(perRange/2)+len(ms)*perRange) <= limit {
 		return len(ms)
 	}
 	left := limit - encodedDoneSetSize(base, p.offsets.doneRanges())
