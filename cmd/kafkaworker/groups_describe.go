@@ -249,20 +249,3 @@ func dash(s string) string {
 	}
 	return s
 }
-
-// completeGroups completes a GROUP argument from the cluster's groups.
-func (g *globals) completeGroups(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	c, err := g.connect()
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	defer c.Close()
-	groups, err := c.admin.ListConsumerGroups()
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	return sortedKeys(groups), cobra.ShellCompDirectiveNoFileComp
-}

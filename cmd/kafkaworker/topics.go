@@ -294,6 +294,17 @@ func topicsDeleteCmd(g *globals) *cobra.Command {
 
 // completeTopics completes a TOPIC argument from the cluster's topics.
 func (g *globals) completeTopics(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	return completeFirst(g, args, sarama.ClusterAdmin.ListTopics)
+}
+
+// completeGroups completes a GROUP argument from the cluster's groups.
+func (g *globals) completeGroups(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	return completeFirst(g, args, sarama.ClusterAdmin.ListConsumerGroups)
+}
+
+// completeFirst completes the first argument with the names list returns
+// from the cluster, sorted; nothing when the cluster cannot be asked.
+func completeFirst[V any](g *globals, args []string, list func(sarama.ClusterAdmin) (map[string]V, error)) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
@@ -302,11 +313,11 @@ func (g *globals) completeTopics(_ *cobra.Command, args []string, _ string) ([]s
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	defer c.Close()
-	topics, err := c.admin.ListTopics()
+	names, err := list(c.admin)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	return sortedKeys(topics), cobra.ShellCompDirectiveNoFileComp
+	return sortedKeys(names), cobra.ShellCompDirectiveNoFileComp
 }
 
 func ints(xs []int32) string {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 func TestTopicsLifecycle(t *testing.T) {
@@ -105,5 +108,38 @@ func TestHelpHasExamples(t *testing.T) {
 	var out, errb syncBuffer
 	if code := run(t.Context(), []string{"dlq", "replay", "--help"}, strings.NewReader(""), &out, &errb); code != 0 || !strings.Contains(out.String(), "Examples:") {
 		t.Errorf("dlq replay --help: exit %d, output %q", code, out.String())
+	}
+}
+
+// TOPIC and GROUP arguments complete from the cluster, sorted, through
+// cobra's hidden __complete command (what the completion scripts call); a
+// second argument completes nothing.
+func TestCompletionFromTheCluster(t *testing.T) {
+	e := newEnv(t)
+	e.topic("payments", 1)
+	e.topic("orders", 1)
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: "orders", Partition: 0, At: 0})
+	if _, err := e.admin.CommitOffsets(e.ctx, "billing", offs); err != nil {
+		t.Fatal(err)
+	}
+	// The word being completed comes last, so the brokers come from the
+	// environment here rather than from a trailing --brokers.
+	t.Setenv("KAFKA_BROKERS", strings.Join(e.cluster.Addrs(), ","))
+	lines := func(args ...string) []string {
+		var out, errb syncBuffer
+		if code := run(e.ctx, append([]string{"__complete"}, args...), strings.NewReader(""), &out, &errb); code != 0 {
+			t.Fatalf("__complete %q: exit %d: %s", args, code, errb.String())
+		}
+		return strings.Split(strings.TrimSpace(out.String()), "\n")
+	}
+	if got := lines("topics", "describe", ""); !slices.Equal(got, []string{"orders", "payments", ":4"}) {
+		t.Errorf("topics describe completes %q, want orders, payments and no file completion (:4)", got)
+	}
+	if got := lines("groups", "describe", ""); !slices.Equal(got, []string{"billing", ":4"}) {
+		t.Errorf("groups describe completes %q, want billing", got)
+	}
+	if got := lines("topics", "describe", "orders", ""); !slices.Equal(got, []string{":4"}) {
+		t.Errorf("a second argument completes %q, want nothing", got)
 	}
 }
