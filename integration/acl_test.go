@@ -213,3 +213,52 @@ func concat[T any](parts ...[]T) []T {
 	}
 	return out
 }
+
+// Read on the group revoked while the worker runs (an ACL change, a
+// principal rotated): commits and heartbeats are refused from then on, and
+// no retry can cure that. Run ends with a *FatalError naming the group and
+// the grant instead of consuming on with nothing committed; what was
+// handled and committed before stays committed.
+func TestACLGroupRevokedWhileRunning(t *testing.T) {
+	t.Parallel()
+	groupRead := func(b *testBundle) []kafkatest.ACL { return kafkatest.AllowGroup(aclUser, b.group, kafkatest.OpRead) }
+	b := setupACL(t, 1, func(b *testBundle) []kafkatest.ACL {
+		return concat(groupRead(b), kafkatest.AllowTopic(aclUser, b.topic, kafkatest.OpRead))
+	})
+	const first = 10
+	b.produceKeyed(t, first, 2)
+	rec := newRecorder()
+	w, err := worker.New(b.aclConfig(b.config()), rec, worker.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(runCtx) }()
+	b.waitCommitted(t, 30*time.Second)
+
+	if err := b.cluster.Revoke(ctx(t), groupRead(b)...); err != nil {
+		t.Fatal(err)
+	}
+	b.produceKeyed(t, 5, 2)
+	var runErr error
+	select {
+	case runErr = <-ran:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still running 30s after the group's Read was revoked")
+	}
+	var fe *worker.FatalError
+	if !errors.As(runErr, &fe) {
+		t.Fatalf("Run returned %v, want a *worker.FatalError", runErr)
+	}
+	for _, want := range []string{"group authorization failed", fmt.Sprintf("%q", b.group), "--operation Read --group " + b.group} {
+		if !strings.Contains(strings.ToLower(runErr.Error()), strings.ToLower(want)) {
+			t.Errorf("error does not say %q: %v", want, runErr)
+		}
+	}
+	com, err := b.cluster.CommittedOffsets(ctx(t), b.group, b.topic)
+	if err != nil || com[0] < first {
+		t.Fatalf("committed %v (%v) after the revocation, want the first %d kept", com, err, first)
+	}
+}
