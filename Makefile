@@ -9,8 +9,8 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: demo
-demo: ## Run the quickstart on the embedded broker (or KAFKA_BROKERS when set)
-	$(GO) run ./examples/quickstart
+demo: ## Run the quickstart on the embedded broker (or KAFKA_BROKERS when set); ARGS="-linger 10m" keeps the status page up after
+	$(GO) run ./examples/quickstart $(ARGS)
 
 .PHONY: test
 test: vet ## Vet, then all unit and integration tests with -race (embedded broker, or KAFKA_BROKERS)
@@ -22,7 +22,7 @@ vet: ## gofmt check and go vet
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-# ARGS go to the bench command: make bench ARGS=-quick, make bench ARGS="-only=noop -reps=7".
+# ARGS go to the demo and the bench: make demo ARGS="-linger 10m", make bench ARGS=-quick, make bench ARGS="-only=noop -reps=7".
 ARGS ?=
 
 .PHONY: bench
