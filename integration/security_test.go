@@ -140,13 +140,7 @@ func TestTLSWithCAVerification(t *testing.T) {
 	b.produceKeyed(t, 100, 10)
 	cfg := b.config()
 	cfg.TLSCAFile = ca
-	rec := newRecorder()
-	w := start(t, cfg, rec)
-	b.waitCommitted(t, 30*time.Second)
-	w.stop(t)
-	if n, _ := rec.check(t); n != 100 {
-		t.Fatalf("handled %d distinct messages, want 100", n)
-	}
+	b.consumeAll(t, cfg, 100)
 }
 
 // Mutual TLS: with the client certificate the worker consumes; without it
@@ -173,12 +167,20 @@ func TestTLSMutual(t *testing.T) {
 
 	cfg := b.config()
 	cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = ca, certFile, keyFile
+	b.consumeAll(t, cfg, 20)
+}
+
+// consumeAll runs a worker with cfg until everything on b's topic is
+// committed, stops it, and fails unless exactly want distinct messages
+// were handled.
+func (b *testBundle) consumeAll(t *testing.T, cfg worker.Config, want int) {
+	t.Helper()
 	rec := newRecorder()
 	w := start(t, cfg, rec)
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
-	if n, _ := rec.check(t); n != 20 {
-		t.Fatalf("handled %d distinct messages, want 20", n)
+	if n, _ := rec.check(t); n != want {
+		t.Fatalf("handled %d distinct messages, want %d", n, want)
 	}
 }
 
