@@ -3,7 +3,7 @@ package dashboards_test
 // This test keeps kafkaworker.json in step with the metrics the worker
 // really exports. The metric names, their kinds (counter, gauge, histogram),
 // label names and closed label values are not copied here: they come from
-// worker.MetricDefs, the table the worker builds its collectors from.
+// metricdef.Defs, the table the worker builds its collectors from.
 // Every PromQL expression of the dashboard (panel targets, rows' nested
 // panels, annotations, template variable queries) goes through
 // internal/promcheck, a small PromQL checker that knows each metric's labels, so a renamed metric, a
@@ -22,6 +22,7 @@ import (
 	"testing"
 
 	"github.com/kafkaworker/kafkaworker/dashboards/internal/promcheck"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -48,9 +49,9 @@ func TestDashboardCoversEveryMetricAndTopic(t *testing.T) {
 	a := checkDashboard(readDashboard(t), workerSchema(t))
 
 	// Every metric the worker exports has a panel.
-	for _, name := range worker.MetricNames() {
+	for _, name := range metricdef.Names() {
 		if !a.usesMetric(name) {
-			t.Errorf("%s: no panel queries %s (listed in worker.MetricNames): add one, so the dashboard shows every exported metric", dashboardFile, name)
+			t.Errorf("%s: no panel queries %s (listed in metricdef.Names): add one, so the dashboard shows every exported metric", dashboardFile, name)
 		}
 	}
 
@@ -104,7 +105,7 @@ func TestDashboardCoversEveryMetricAndTopic(t *testing.T) {
 }
 
 // TestDashboardSchemaMatchesMetricNames proves the schema the checker works
-// from is the worker's own: exactly worker.MetricNames, and the two
+// from is the worker's own: exactly metricdef.Names, and the two
 // histograms are the two histograms.
 func TestDashboardSchemaMatchesMetricNames(t *testing.T) {
 	t.Parallel()
@@ -113,11 +114,11 @@ func TestDashboardSchemaMatchesMetricNames(t *testing.T) {
 	for name := range s {
 		registered = append(registered, name)
 	}
-	want := worker.MetricNames()
+	want := metricdef.Names()
 	sort.Strings(registered)
 	sort.Strings(want)
 	if !slices.Equal(registered, want) {
-		t.Errorf("worker.New registers %v, but worker.MetricNames is %v", registered, want)
+		t.Errorf("worker.New registers %v, but metricdef.Names is %v", registered, want)
 	}
 	for _, name := range []string{worker.MetricProcessingDuration, worker.MetricProcessingDelay} {
 		if s[name].Kind != promcheck.Histogram {
@@ -141,21 +142,21 @@ func readDashboard(t *testing.T) []byte {
 // ---------------------------------------------------------------------------
 // The worker's metrics, from the table it builds its collectors from.
 
-// workerSchema is worker.MetricDefs as a promcheck.Schema.
+// workerSchema is metricdef.Defs as a promcheck.Schema.
 func workerSchema(t *testing.T) promcheck.Schema {
 	t.Helper()
 	s := promcheck.Schema{}
-	for _, d := range worker.MetricDefs() {
+	for _, d := range metricdef.Defs() {
 		s[d.Name] = promcheck.Metric{Kind: promcheck.Kind(d.Kind), Labels: d.Labels, Values: d.Values}
 	}
 	if len(s) == 0 {
-		t.Fatal("worker.MetricDefs is empty")
+		t.Fatal("metricdef.Defs is empty")
 	}
 	return s
 }
 
 func unknownMetric(name string) string {
-	return fmt.Sprintf("%s is not a metric the worker exports (worker.MetricNames)", name)
+	return fmt.Sprintf("%s is not a metric the worker exports (metricdef.Names)", name)
 }
 
 // ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
 	"github.com/kafkaworker/kafkaworker/worker"
@@ -94,7 +95,7 @@ func TestACLDeadLetterWriteDenied(t *testing.T) {
 	w := start(t, cfg, h, worker.WithLogger(logs.logger()), worker.WithRegisterer(reg))
 
 	unauthorized := func() float64 {
-		return counterVal(t, reg, worker.MetricForwardErrors, b.group, b.dlqTopic(), worker.ReasonUnauthorized)
+		return counterVal(t, reg, worker.MetricForwardErrors, b.group, b.dlqTopic(), metricdef.ReasonUnauthorized)
 	}
 	waitFor(t, 30*time.Second, "the other messages handled", func() bool { return rec.handled.Load() == others })
 	waitFor(t, 30*time.Second, `refused publishes to the dead-letter topic counted with reason="unauthorized"`, func() bool { return unauthorized() >= 2 })
@@ -109,7 +110,7 @@ func TestACLDeadLetterWriteDenied(t *testing.T) {
 		t.Fatalf("the dead-letter topic holds %d records (%v) while Write is denied, want none", len(recs), err)
 	}
 	line := lineWith(logs.String(), "level=ERROR", "forwarding a failed message failed")
-	for _, want := range []string{"destination=" + b.dlqTopic(), "reason=" + worker.ReasonUnauthorized,
+	for _, want := range []string{"destination=" + b.dlqTopic(), "reason=" + metricdef.ReasonUnauthorized,
 		"User:" + aclUser, "--operation Write --topic " + b.dlqTopic()} {
 		if !strings.Contains(line, want) {
 			t.Errorf("the forward error line does not say %q:\n%s", want, line)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
 	"github.com/kafkaworker/kafkaworker/worker"
@@ -167,7 +168,7 @@ func TestOversizeRecordKeptWhenForwardTopicIsSmaller(t *testing.T) {
 	w := start(t, b.retryConfig(1, 200*time.Millisecond), h, worker.WithLogger(logs.logger()), worker.WithRegisterer(reg))
 
 	tooLarge := func() float64 {
-		return counterVal(t, reg, worker.MetricForwardErrors, b.group, b.tierTopic(1), worker.ReasonTooLarge)
+		return counterVal(t, reg, worker.MetricForwardErrors, b.group, b.tierTopic(1), metricdef.ReasonTooLarge)
 	}
 	waitFor(t, 30*time.Second, "other keys handled while the big record cannot be forwarded", func() bool { return rec.handled.Load() == others })
 	waitFor(t, 30*time.Second, `several refused publishes counted with reason="too_large"`, func() bool { return tooLarge() >= 3 })

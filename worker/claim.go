@@ -9,6 +9,8 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/kafkaworker/kafkaworker/internal/doneset"
 )
 
 // groupHandler is the sarama.ConsumerGroupHandler of a running Worker. Each
@@ -110,7 +112,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 // previousDoneSet reads the done-set committed with the partition's offset
 // by its previous owner. On any failure it logs and returns an empty set:
 // those messages are then handled again, which at-least-once allows.
-func (g *groupHandler) previousDoneSet(topic string, id int32) (doneSet, string) {
+func (g *groupHandler) previousDoneSet(topic string, id int32) (doneset.Set, string) {
 	resp, err := g.admin.ListConsumerGroupOffsets(g.w.cfg.GroupID, map[string][]int32{topic: {id}})
 	var block *sarama.OffsetFetchResponseBlock
 	if err == nil {
@@ -120,9 +122,9 @@ func (g *groupHandler) previousDoneSet(topic string, id int32) (doneSet, string)
 			err = block.Err
 		}
 	}
-	var set doneSet
+	var set doneset.Set
 	if err == nil {
-		set, err = decodeDoneSet(block.Metadata)
+		set, err = doneset.Decode(block.Metadata)
 	}
 	if err != nil {
 		g.w.log.Warn("cannot read the done-set committed with the offset; messages already handled after it will be handled again",

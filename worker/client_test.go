@@ -73,27 +73,3 @@ func TestSaramaClientConfigFromAConfigInCode(t *testing.T) {
 		t.Errorf("zero Config: %v, %v", s, err)
 	}
 }
-
-func TestDecodeDoneSet(t *testing.T) {
-	meta := encodeDoneSet(100, []offsetRange{{101, 104}, {105, 110}})
-	set, err := DecodeDoneSet(meta)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(set) != 2 || set[0] != (OffsetRange{101, 104}) || set[1] != (OffsetRange{105, 110}) || set.Count() != 8 {
-		t.Errorf("decoded %v", set)
-	}
-	// Committed at 102: what lies below is ignored.
-	if above := set.Above(102); above.Count() != 7 || above[0] != (OffsetRange{102, 104}) {
-		t.Errorf("Above(102) = %v", above)
-	}
-	if above := set.Above(200); len(above) != 0 {
-		t.Errorf("Above(200) = %v", above)
-	}
-	if set, err := DecodeDoneSet("another tool's metadata"); err != nil || len(set) != 0 || IsDoneSet("another tool's metadata") {
-		t.Errorf("foreign metadata: %v, %v", set, err)
-	}
-	if _, err := DecodeDoneSet("kw1:5:!!"); err == nil || !IsDoneSet("kw1:5:!!") {
-		t.Error("a kw1 value that does not parse is not an error")
-	}
-}

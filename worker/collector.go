@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 // deliveryStats are one claimed partition's per-message metrics. They are
@@ -16,8 +18,8 @@ type deliveryStats struct {
 	group, topic string
 	mu           *sync.Mutex // the partition's lock
 	consumed     uint64
-	processed    [numResults]uint64
-	duration     [numResults]localHist
+	processed    [metricdef.NumResults]uint64
+	duration     [metricdef.NumResults]localHist
 	delay        localHist
 }
 
@@ -78,8 +80,8 @@ func (h *histTotal) add(src *localHist) {
 // topicTotals are the summed metrics of one group and topic.
 type topicTotals struct {
 	consumed  uint64
-	processed [numResults]uint64
-	duration  [numResults]histTotal
+	processed [metricdef.NumResults]uint64
+	duration  [metricdef.NumResults]histTotal
 	delay     histTotal
 }
 
@@ -110,10 +112,10 @@ type deliveryCollector struct {
 
 func newDeliveryCollector() *deliveryCollector {
 	return &deliveryCollector{
-		consumed:  metricDesc(MetricMessagesConsumed), // from the metric table (metrics.go)
-		processed: metricDesc(MetricMessagesProcessed),
-		duration:  metricDesc(MetricProcessingDuration),
-		delay:     metricDesc(MetricProcessingDelay),
+		consumed:  metricdef.Desc(MetricMessagesConsumed), // from the metric table (metrics.go)
+		processed: metricdef.Desc(MetricMessagesProcessed),
+		duration:  metricdef.Desc(MetricProcessingDuration),
+		delay:     metricdef.Desc(MetricProcessingDelay),
 		live:      map[*deliveryStats]struct{}{},
 		retired:   map[topicKey]*topicTotals{},
 	}
@@ -167,7 +169,8 @@ func (c *deliveryCollector) Collect(ch chan<- prometheus.Metric) {
 
 	for k, t := range totals {
 		ch <- prometheus.MustNewConstMetric(c.consumed, prometheus.CounterValue, float64(t.consumed), k.group, k.topic)
-		for r, label := range resultLabels {
+		for r := range metricdef.NumResults {
+			label := metricdef.Result(r).Label()
 			ch <- prometheus.MustNewConstMetric(c.processed, prometheus.CounterValue, float64(t.processed[r]), k.group, k.topic, label)
 			ch <- constHistogram(c.duration, t.duration[r], k.group, k.topic, label)
 		}

@@ -24,6 +24,8 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/doneset"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 // benchTimeout bounds every wait of a benchmark, so that a regression that
@@ -275,7 +277,7 @@ func (r *benchRig) handledOK() uint64 {
 	var n uint64
 	for _, bp := range r.parts {
 		bp.p.mu.Lock()
-		n += bp.p.metrics.processed[resultSuccess]
+		n += bp.p.metrics.processed[metricdef.Success]
 		bp.p.mu.Unlock()
 	}
 	return n
@@ -440,7 +442,7 @@ func benchTrackerWindow(b *testing.B, window int, stuck bool) {
 		if c := o.committable(); c != 0 {
 			b.Fatalf("committable %d, want 0 behind the stuck head", c)
 		}
-		if d := o.doneRanges(); len(d) != 1 || d[0] != (offsetRange{1, next - int64(window)}) {
+		if d := o.doneRanges(); len(d) != 1 || d[0] != (doneset.Range{Start: 1, End: next - int64(window)}) {
 			b.Fatalf("done ranges %v, want [1, %d)", d, next-int64(window))
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 // clockAnchor is the time origin of delivery timing: durations are read
@@ -74,7 +75,7 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 	err := p.call(ctx, t)
 	t.took = p.clock.read() - began
 	if err == nil {
-		t.note(resultSuccess)
+		t.note(metricdef.Success)
 		return nil
 	}
 	if p.loadState() != partRunning {
@@ -84,7 +85,7 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 	dest := p.fwd.next(p.hop, t.attempt, err, now)
 	p.all.noteFailure(p, t, err, dest, now) // the status page's failure list (status_sample.go)
 	if dest == nil {
-		t.note(resultError)
+		t.note(metricdef.Error)
 		return err // retry in place
 	}
 	f := t.failed()
@@ -109,10 +110,10 @@ func (p *partition) forward(t *task) error {
 		return err
 	}
 	level, what := slog.LevelWarn, "message sent to a retry topic"
-	t.note(resultRetry)
+	t.note(metricdef.Retry)
 	if f.dest.deadLetter {
 		level, what = slog.LevelError, "message dead-lettered"
-		t.note(resultDeadLetter)
+		t.note(metricdef.DeadLetter)
 	}
 	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", f.dest.topic),
 		slog.Int("attempt", t.base+t.attempt), slog.Any("error", f.err))...)
@@ -204,7 +205,7 @@ func messageDelay(began time.Duration, ts time.Time) (d time.Duration, ok bool) 
 }
 
 // note marks the delivery's outcome for record.
-func (t *task) note(r result) { t.outcome, t.noted = r, true }
+func (t *task) note(r metricdef.Result) { t.outcome, t.noted = r, true }
 
 // failure is what a task carries once it has failed; allocated on the first
 // failure only, so the task every message needs stays small.

@@ -8,13 +8,15 @@ import (
 	"testing"
 
 	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/doneset"
 )
 
 // dsRandomRanges makes n ascending, disjoint ranges above base, with gaps
 // and lengths of every uvarint width up to wide bytes. Gaps are at least 1
 // (as the tracker's ranges, which never touch) unless touching allows 0
 // (as the carried-forward ranges of refreshDoneSet may be).
-func dsRandomRanges(rng *rand.Rand, base int64, n, wide int, touching bool) []offsetRange {
+func dsRandomRanges(rng *rand.Rand, base int64, n, wide int, touching bool) []doneset.Range {
 	draw := func(lo int64) int64 {
 		bits := 7 * (1 + rng.IntN(wide)) // a uvarint of up to that many bytes
 		v := rng.Int64N(int64(1) << min(bits, 40))
@@ -23,7 +25,7 @@ func dsRandomRanges(rng *rand.Rand, base int64, n, wide int, touching bool) []of
 		}
 		return max(v, lo)
 	}
-	out := make([]offsetRange, 0, n)
+	out := make([]doneset.Range, 0, n)
 	prev := base
 	for i := range n {
 		gapMin := int64(1)
@@ -32,14 +34,14 @@ func dsRandomRanges(rng *rand.Rand, base int64, n, wide int, touching bool) []of
 		}
 		start := prev + draw(gapMin)
 		end := start + draw(1)
-		out = append(out, offsetRange{start, end})
+		out = append(out, doneset.Range{Start: start, End: end})
 		prev = end
 	}
 	return out
 }
 
-// encodedDoneSetSize is the length of encodeDoneSet's output whenever that
-// output holds every range, encodeDoneSet drops ranges exactly when the
+// doneset.EncodedSize is the length of doneset.Encode's output whenever that
+// output holds every range, doneset.Encode drops ranges exactly when the
 // size says they do not fit, what it keeps is the longest prefix that fits,
 // and the encoding round-trips.
 func TestDoneSetSizeMatchesEncoding(t *testing.T) {
@@ -53,36 +55,36 @@ func TestDoneSetSizeMatchesEncoding(t *testing.T) {
 				base := []int64{0, 1, 1000, 1 << 40, int64(rng.Uint32())}[rng.IntN(5)]
 				n := 1 + rng.IntN([]int{4, 64, 600, 2500}[rng.IntN(4)])
 				ranges := dsRandomRanges(rng, base, n, 1+rng.IntN(5), rng.IntN(4) == 0)
-				meta := encodeDoneSet(base, ranges)
-				size := encodedDoneSetSize(base, ranges)
-				if len(meta) > maxDoneSetBytes {
-					t.Fatalf("round %d: metadata of %d bytes, over %d", round, len(meta), maxDoneSetBytes)
+				meta := doneset.Encode(base, ranges)
+				size := doneset.EncodedSize(base, ranges)
+				if len(meta) > doneset.MaxBytes {
+					t.Fatalf("round %d: metadata of %d bytes, over %d", round, len(meta), doneset.MaxBytes)
 				}
-				got, err := decodeDoneSet(meta)
+				got, err := doneset.Decode(meta)
 				if err != nil {
 					t.Fatalf("round %d: decode %q: %v", round, meta, err)
 				}
-				if len(got) > len(ranges) || !slices.Equal([]offsetRange(got), ranges[:len(got)]) {
+				if len(got) > len(ranges) || !slices.Equal([]doneset.Range(got), ranges[:len(got)]) {
 					t.Fatalf("round %d: decoded %d ranges that are not a prefix of the %d encoded", round, len(got), len(ranges))
 				}
 				if len(got) == len(ranges) {
 					whole++
 					if size != len(meta) {
-						t.Fatalf("round %d: %d ranges, nothing dropped: encodedDoneSetSize %d, len(encodeDoneSet) %d",
+						t.Fatalf("round %d: %d ranges, nothing dropped: doneset.EncodedSize %d, len(doneset.Encode) %d",
 							round, len(ranges), size, len(meta))
 					}
 					continue
 				}
 				truncated++
-				if size <= maxDoneSetBytes {
-					t.Fatalf("round %d: encodedDoneSetSize %d fits %d, yet encodeDoneSet kept %d of %d ranges",
-						round, size, maxDoneSetBytes, len(got), len(ranges))
+				if size <= doneset.MaxBytes {
+					t.Fatalf("round %d: doneset.EncodedSize %d fits %d, yet doneset.Encode kept %d of %d ranges",
+						round, size, doneset.MaxBytes, len(got), len(ranges))
 				}
 				// The prefix kept is the longest that fits.
-				if kept := encodedDoneSetSize(base, ranges[:len(got)]); len(got) > 0 && kept != len(meta) {
+				if kept := doneset.EncodedSize(base, ranges[:len(got)]); len(got) > 0 && kept != len(meta) {
 					t.Fatalf("round %d: the kept prefix sizes %d, its encoding is %d bytes", round, kept, len(meta))
 				}
-				if more := encodedDoneSetSize(base, ranges[:len(got)+1]); more <= maxDoneSetBytes {
+				if more := doneset.EncodedSize(base, ranges[:len(got)+1]); more <= doneset.MaxBytes {
 					t.Fatalf("round %d: kept %d ranges, but %d would fit in %d bytes", round, len(got), len(got)+1, more)
 				}
 			}
@@ -93,51 +95,51 @@ func TestDoneSetSizeMatchesEncoding(t *testing.T) {
 	}
 }
 
-// At the limit: a done-set of exactly maxDoneSetBytes is kept whole, one of
+// At the limit: a done-set of exactly doneset.MaxBytes is kept whole, one of
 // a byte more loses its last range.
 func TestDoneSetSizeAtTheLimit(t *testing.T) {
 	t.Parallel()
 	for _, base := range []int64{0, 7, 1 << 40} {
-		head := len(doneSetPrefix) + len(strconv.FormatInt(base, 10)) + 1
+		head := len(doneset.Prefix) + len(strconv.FormatInt(base, 10)) + 1
 		// Ranges of gap 1, length 1: two raw bytes each. Find the largest
 		// count whose encoding fits, then check both sides of the limit.
-		var ranges []offsetRange
+		var ranges []doneset.Range
 		prev := base
-		for encodedDoneSetSize(base, append(ranges, offsetRange{prev + 1, prev + 2})) <= maxDoneSetBytes {
-			ranges = append(ranges, offsetRange{prev + 1, prev + 2})
+		for doneset.EncodedSize(base, append(ranges, doneset.Range{Start: prev + 1, End: prev + 2})) <= doneset.MaxBytes {
+			ranges = append(ranges, doneset.Range{Start: prev + 1, End: prev + 2})
 			prev += 2
 		}
-		meta := encodeDoneSet(base, ranges)
-		if got, err := decodeDoneSet(meta); err != nil || len(got) != len(ranges) {
-			t.Fatalf("base %d: %d ranges sized %d <= %d: decoded %d (%v)", base, len(ranges), encodedDoneSetSize(base, ranges), maxDoneSetBytes, len(got), err)
+		meta := doneset.Encode(base, ranges)
+		if got, err := doneset.Decode(meta); err != nil || len(got) != len(ranges) {
+			t.Fatalf("base %d: %d ranges sized %d <= %d: decoded %d (%v)", base, len(ranges), doneset.EncodedSize(base, ranges), doneset.MaxBytes, len(got), err)
 		}
-		if len(meta) != encodedDoneSetSize(base, ranges) || len(meta) > maxDoneSetBytes || len(meta) < maxDoneSetBytes-3 {
-			t.Fatalf("base %d: %d bytes, size %d, head %d", base, len(meta), encodedDoneSetSize(base, ranges), head)
+		if len(meta) != doneset.EncodedSize(base, ranges) || len(meta) > doneset.MaxBytes || len(meta) < doneset.MaxBytes-3 {
+			t.Fatalf("base %d: %d bytes, size %d, head %d", base, len(meta), doneset.EncodedSize(base, ranges), head)
 		}
-		over := append(slices.Clone(ranges), offsetRange{prev + 1, prev + 2})
-		if got, _ := decodeDoneSet(encodeDoneSet(base, over)); len(got) != len(ranges) {
+		over := append(slices.Clone(ranges), doneset.Range{Start: prev + 1, End: prev + 2})
+		if got, _ := doneset.Decode(doneset.Encode(base, over)); len(got) != len(ranges) {
 			t.Fatalf("base %d: one range over the limit: kept %d, want %d", base, len(got), len(ranges))
 		}
 	}
 }
 
-// No ranges: encodeDoneSet writes nothing at all, while encodedDoneSetSize
-// counts the header. The doc says "the length of encodeDoneSet(base,
+// No ranges: doneset.Encode writes nothing at all, while doneset.EncodedSize
+// counts the header. The doc says "the length of doneset.Encode(base,
 // ranges) had it no budget", which does not hold here; harmless for
 // doneSetRoom, which never sizes fewer than 64 ranges. Pinned so that a
 // change is noticed.
 func TestDoneSetSizeOfNothing(t *testing.T) {
 	t.Parallel()
-	if meta := encodeDoneSet(5, nil); meta != "" {
-		t.Fatalf("encodeDoneSet(5, nil) = %q", meta)
+	if meta := doneset.Encode(5, nil); meta != "" {
+		t.Fatalf("doneset.Encode(5, nil) = %q", meta)
 	}
-	if got, want := encodedDoneSetSize(5, nil), len("kw1:5:"); got != want {
-		t.Fatalf("encodedDoneSetSize(5, nil) = %d, want %d (the header)", got, want)
+	if got, want := doneset.EncodedSize(5, nil), len("kw1:5:"); got != want {
+		t.Fatalf("doneset.EncodedSize(5, nil) = %d, want %d (the header)", got, want)
 	}
 }
 
 // dsState reads the partition's done-set under its lock.
-func dsState(p *partition) (base int64, ranges []offsetRange, held int) {
+func dsState(p *partition) (base int64, ranges []doneset.Range, held int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.offsets.committable(), slices.Clone(p.offsets.doneRanges()), p.offsets.heldCount()
@@ -158,19 +160,19 @@ func dsFreed(p *partition) bool {
 func dsCheckWhole(t *testing.T, p *partition) {
 	t.Helper()
 	base, ranges, _ := dsState(p)
-	if size := encodedDoneSetSize(base, ranges); size > maxDoneSetBytes {
-		t.Fatalf("%d done ranges above %d: the done-set takes %d bytes, over the %d limit", len(ranges), base, size, maxDoneSetBytes)
+	if size := doneset.EncodedSize(base, ranges); size > doneset.MaxBytes {
+		t.Fatalf("%d done ranges above %d: the done-set takes %d bytes, over the %d limit", len(ranges), base, size, doneset.MaxBytes)
 	}
-	got, err := decodeDoneSet(encodeDoneSet(base, ranges))
-	if err != nil || !slices.Equal([]offsetRange(got), ranges) {
-		t.Fatalf("%d done ranges above %d: encodeDoneSet kept %d (%v)", len(ranges), base, len(got), err)
+	got, err := doneset.Decode(doneset.Encode(base, ranges))
+	if err != nil || !slices.Equal([]doneset.Range(got), ranges) {
+		t.Fatalf("%d done ranges above %d: doneset.Encode kept %d (%v)", len(ranges), base, len(got), err)
 	}
 	p.mu.Lock()
 	p.metaDirty = true
 	p.refreshDoneSet()
 	meta := p.meta
 	p.mu.Unlock()
-	if got, err := decodeDoneSet(meta); err != nil || !slices.Equal([]offsetRange(got), ranges) {
+	if got, err := doneset.Decode(meta); err != nil || !slices.Equal([]doneset.Range(got), ranges) {
 		t.Fatalf("the next commit's done-set holds %d of the %d ranges (%v)", len(got), len(ranges), err)
 	}
 }
@@ -188,7 +190,7 @@ func TestPartitionDoneSetBackPressure(t *testing.T) {
 	slow := 0 // the slow key's messages, all held
 	var head *task
 	refusedAt := int64(-1)
-	for b.offset < 4*maxDoneSetBytes {
+	for b.offset < 4*doneset.MaxBytes {
 		o := b.offset
 		key := "slow"
 		if o%2 == 1 {
@@ -206,8 +208,8 @@ func TestPartitionDoneSetBackPressure(t *testing.T) {
 			}
 			// It refused because the done-set passed 90% of the limit...
 			// (counting what one more range of the widest encoding adds)...
-			if size := encodedDoneSetSize(before, beforeRanges); size <= maxDoneSetBytes*9/10-32 {
-				t.Fatalf("offset %d refused with the done-set at %d bytes, not within a range of 90%% of %d", o, size, maxDoneSetBytes)
+			if size := doneset.EncodedSize(before, beforeRanges); size <= doneset.MaxBytes*9/10-32 {
+				t.Fatalf("offset %d refused with the done-set at %d bytes, not within a range of 90%% of %d", o, size, doneset.MaxBytes)
 			}
 			// ...and before it had to drop anything.
 			dsCheckWhole(t, b.p)
@@ -238,7 +240,7 @@ func TestPartitionDoneSetBackPressure(t *testing.T) {
 		t.Fatalf("admitted %d messages of which half stay unfinished: intake never stopped", b.offset)
 	}
 	base, ranges, held := dsState(b.p)
-	t.Logf("intake stopped at offset %d: %d held, %d ranges above %d, %d bytes", refusedAt, held, len(ranges), base, encodedDoneSetSize(base, ranges))
+	t.Logf("intake stopped at offset %d: %d held, %d ranges above %d, %d bytes", refusedAt, held, len(ranges), base, doneset.EncodedSize(base, ranges))
 	if base != 0 || held != slow || len(ranges) != held { // a fast offset's range after each slow one
 		t.Fatalf("committable %d, %d held, %d ranges; want 0, %d and %d", base, held, len(ranges), slow, slow)
 	}
@@ -269,8 +271,8 @@ func TestPartitionDoneSetBackPressure(t *testing.T) {
 				t.Fatalf("finishing %d did not wake the starved dispatcher", off)
 			}
 			base, ranges, _ := dsState(b.p)
-			size := encodedDoneSetSize(base, ranges)
-			room := size <= maxDoneSetBytes*9/10
+			size := doneset.EncodedSize(base, ranges)
+			room := size <= doneset.MaxBytes*9/10
 			ok := b.admit("other")
 			if ok != room {
 				t.Fatalf("after finishing %d: admitted %v with the done-set at %d bytes", off, ok, size)
@@ -328,7 +330,7 @@ func TestPartitionDoneSetBatchOvershoot(t *testing.T) {
 	o := int64(0)
 	for {
 		base, ranges, _ := dsState(b.p)
-		if encodedDoneSetSize(base, ranges) > maxDoneSetBytes*9/10-10 {
+		if doneset.EncodedSize(base, ranges) > doneset.MaxBytes*9/10-10 {
 			break
 		}
 		if n, _ := b.p.admit([]*sarama.ConsumerMessage{msg(o)}); n != 1 {
@@ -344,7 +346,7 @@ func TestPartitionDoneSetBatchOvershoot(t *testing.T) {
 	}
 	n := dsAdmitBatch(b.p, batch)
 	base, ranges, _ := dsState(b.p)
-	t.Logf("batch: %d of %d admitted; %d ranges above %d, %d bytes", n, len(batch), len(ranges), base, encodedDoneSetSize(base, ranges))
+	t.Logf("batch: %d of %d admitted; %d ranges above %d, %d bytes", n, len(batch), len(ranges), base, doneset.EncodedSize(base, ranges))
 	dsCheckWhole(t, b.p)
 }
 
@@ -363,10 +365,10 @@ func TestPartitionDoneSetFragmentsAfterIntake(t *testing.T) {
 	b := setupPartition(t, budget, nil)
 	size := func() int {
 		base, ranges, _ := dsState(b.p)
-		return encodedDoneSetSize(base, ranges)
+		return doneset.EncodedSize(base, ranges)
 	}
 	// A stuck key, then 128 fast messages, again and again.
-	for size() < maxDoneSetBytes*9/10-20 {
+	for size() < doneset.MaxBytes*9/10-20 {
 		if !b.admit("stuck") {
 			t.Fatalf("offset %d refused at %d bytes", b.offset, size())
 		}
@@ -399,9 +401,9 @@ func TestPartitionDoneSetFragmentsAfterIntake(t *testing.T) {
 		}
 	}
 	base, ranges, held := dsState(b.p)
-	t.Logf("%d held, %d ranges above %d, %d bytes", held, len(ranges), base, encodedDoneSetSize(base, ranges))
-	if encodedDoneSetSize(base, ranges) <= maxDoneSetBytes {
-		t.Fatalf("the pattern no longer outgrows the metadata (%d bytes): the test does not test the limit", encodedDoneSetSize(base, ranges))
+	t.Logf("%d held, %d ranges above %d, %d bytes", held, len(ranges), base, doneset.EncodedSize(base, ranges))
+	if doneset.EncodedSize(base, ranges) <= doneset.MaxBytes {
+		t.Fatalf("the pattern no longer outgrows the metadata (%d bytes): the test does not test the limit", doneset.EncodedSize(base, ranges))
 	}
 	// What is committed then is a prefix: nothing is claimed done that is
 	// not (a restart handles the rest again, never skips it), and the
@@ -416,7 +418,7 @@ func TestPartitionDoneSetFragmentsAfterIntake(t *testing.T) {
 	if !warned {
 		t.Fatal("the done-set outgrew the metadata and nothing was logged")
 	}
-	set, err := decodeDoneSet(meta)
+	set, err := doneset.Decode(meta)
 	if err != nil || len(set) == 0 || len(set) >= len(ranges) {
 		t.Fatalf("committed done-set %d ranges (%v) of %d: want a non-empty strict prefix", len(set), err, len(ranges))
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
 
@@ -193,35 +194,18 @@ func (f *forwarder) publish(ctx context.Context, msg *handler.Message, h hop, at
 	return nil
 }
 
-// The values of the reason label of MetricForwardErrors: why a publish to
-// a retry or dead-letter topic failed. Each but other names a failure that
-// retrying the publish cannot fix until someone changes the topic, the
-// ACLs or the worker's settings; the message is kept either way (its
-// publish is retried with backoff and its offset stays uncommitted).
-const (
-	ReasonTooLarge     = "too_large"     // the record exceeds the producer's Producer.MaxMessageBytes or the topic's max.message.bytes
-	ReasonInvalid      = "invalid"       // the broker refused the record as invalid
-	ReasonUnauthorized = "unauthorized"  // the worker may not write to the topic (or, idempotently, to the cluster)
-	ReasonUnknownTopic = "unknown_topic" // the topic does not exist
-	ReasonOther        = "other"         // anything else: broker down, timeouts, leadership moves, ...
-)
-
-// ForwardErrorReasons lists every value of the reason label of
-// MetricForwardErrors.
-var ForwardErrorReasons = []string{ReasonTooLarge, ReasonInvalid, ReasonUnauthorized, ReasonUnknownTopic, ReasonOther}
-
 // forwardErrorReason classifies an error of a publish to a retry or
-// dead-letter topic into one of ForwardErrorReasons.
+// dead-letter topic into one of metricdef.ForwardErrorReasons.
 func forwardErrorReason(err error) string {
 	if producerRefusedSize(err) {
-		return ReasonTooLarge
+		return metricdef.ReasonTooLarge
 	}
 	for _, c := range forwardErrorClasses {
 		if errors.Is(err, c.err) {
 			return c.reason
 		}
 	}
-	return ReasonOther
+	return metricdef.ReasonOther
 }
 
 // forwardErrorClasses are the broker's answers that retrying a publish
@@ -231,22 +215,22 @@ var forwardErrorClasses = []struct {
 	reason string
 }{
 	// MESSAGE_TOO_LARGE: the record batch exceeds the topic's max.message.bytes.
-	{sarama.ErrMessageSizeTooLarge, ReasonTooLarge},
+	{sarama.ErrMessageSizeTooLarge, metricdef.ReasonTooLarge},
 	// RECORD_LIST_TOO_LARGE: the batch exceeds the topic's segment.bytes.
-	{sarama.ErrMessageSetSizeTooLarge, ReasonTooLarge},
+	{sarama.ErrMessageSetSizeTooLarge, metricdef.ReasonTooLarge},
 	// CORRUPT_MESSAGE (sarama's name: ErrInvalidMessage), also what brokers
 	// before 2.8 answer for a record without a key on a compacted topic;
 	// sarama has retried it already when it reaches the worker.
-	{sarama.ErrInvalidMessage, ReasonInvalid},
+	{sarama.ErrInvalidMessage, metricdef.ReasonInvalid},
 	// INVALID_RECORD: the broker's validation refused the record (from 2.8
 	// for a record without a key on a compacted topic).
-	{sarama.ErrInvalidRecord, ReasonInvalid},
+	{sarama.ErrInvalidRecord, metricdef.ReasonInvalid},
 	// INVALID_TIMESTAMP: outside the topic's message.timestamp.difference.max.ms.
-	{sarama.ErrInvalidTimestamp, ReasonInvalid},
-	{sarama.ErrTopicAuthorizationFailed, ReasonUnauthorized},
+	{sarama.ErrInvalidTimestamp, metricdef.ReasonInvalid},
+	{sarama.ErrTopicAuthorizationFailed, metricdef.ReasonUnauthorized},
 	// IdempotentWrite, which the idempotent producer needs from brokers before 2.8.
-	{sarama.ErrClusterAuthorizationFailed, ReasonUnauthorized},
-	{sarama.ErrUnknownTopicOrPartition, ReasonUnknownTopic},
+	{sarama.ErrClusterAuthorizationFailed, metricdef.ReasonUnauthorized},
+	{sarama.ErrUnknownTopicOrPartition, metricdef.ReasonUnknownTopic},
 }
 
 // producerRefusedSize reports whether err is sarama's producer refusing,
@@ -275,7 +259,7 @@ func (e *publishError) Unwrap() error { return e.err }
 func (e *publishError) fix() string {
 	r := e.route
 	switch forwardErrorReason(e.err) {
-	case ReasonTooLarge:
+	case metricdef.ReasonTooLarge:
 		if producerRefusedSize(e.err) {
 			if r.userSet {
 				return fmt.Sprintf("record of %d bytes exceeds Producer.MaxMessageBytes=%d, set through WithSaramaConfig: raise it (and max.message.bytes of topic %s if that is smaller)",
@@ -296,9 +280,9 @@ func (e *publishError) fix() string {
 		default:
 			return fmt.Sprintf("record of %d bytes exceeds the limit of topic %s (max.message.bytes=%d): raise it with %s", e.size, e.topic, r.limit, raiseLimitCommand(e.topic, want))
 		}
-	case ReasonInvalid:
+	case metricdef.ReasonInvalid:
 		return fmt.Sprintf("the broker refused the record as invalid: check the configuration of topic %s (a compacted topic, cleanup.policy=compact, refuses records without a key; message.timestamp.difference.max.ms refuses timestamps too far from now)", e.topic)
-	case ReasonUnauthorized:
+	case metricdef.ReasonUnauthorized:
 		who := e.principal
 		if who == "" {
 			who = "User:<worker>"
@@ -309,7 +293,7 @@ func (e *publishError) fix() string {
 		}
 		return fmt.Sprintf("%s lacks Write on topic %s: grant it, e.g. kafka-acls.sh --bootstrap-server <broker> --add --allow-principal %s --operation Write --topic %s",
 			who, e.topic, who, e.topic)
-	case ReasonUnknownTopic:
+	case metricdef.ReasonUnknownTopic:
 		return fmt.Sprintf("topic %s does not exist (deleted since the worker started?): restart the worker with RETRY_CREATE_TOPICS=true to create it, or create it with as many partitions as its source topic, e.g. kafka-topics.sh --create --topic %s --partitions <n>", e.topic, e.topic)
 	}
 	return ""

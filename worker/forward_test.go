@@ -12,6 +12,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 )
 
@@ -24,29 +25,29 @@ func TestForwardErrorReason(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"nil", nil, ReasonOther},
-		{"MESSAGE_TOO_LARGE", sarama.ErrMessageSizeTooLarge, ReasonTooLarge},
-		{"RECORD_LIST_TOO_LARGE", sarama.ErrMessageSetSizeTooLarge, ReasonTooLarge},
-		{"producer's own limit", sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 2000 > 1000"), ReasonTooLarge},
-		{"wrapped by publish", &publishError{topic: "t.retry.1", err: sarama.ErrMessageSizeTooLarge}, ReasonTooLarge},
-		{"wrapped with %w", fmt.Errorf("publish to t: %w", sarama.ErrMessageSizeTooLarge), ReasonTooLarge},
-		{"in a sarama.ProducerError", sarama.ProducerError{Msg: &sarama.ProducerMessage{Topic: "t"}, Err: sarama.ErrMessageSizeTooLarge}, ReasonTooLarge},
-		{"CORRUPT_MESSAGE", sarama.ErrInvalidMessage, ReasonInvalid},
-		{"INVALID_RECORD", sarama.ErrInvalidRecord, ReasonInvalid},
-		{"INVALID_TIMESTAMP", sarama.ErrInvalidTimestamp, ReasonInvalid},
-		{"TOPIC_AUTHORIZATION_FAILED", sarama.ErrTopicAuthorizationFailed, ReasonUnauthorized},
-		{"CLUSTER_AUTHORIZATION_FAILED", sarama.ErrClusterAuthorizationFailed, ReasonUnauthorized},
-		{"joined", errors.Join(errors.New("first"), sarama.ErrTopicAuthorizationFailed), ReasonUnauthorized},
-		{"UNKNOWN_TOPIC_OR_PARTITION", sarama.ErrUnknownTopicOrPartition, ReasonUnknownTopic},
+		{"nil", nil, metricdef.ReasonOther},
+		{"MESSAGE_TOO_LARGE", sarama.ErrMessageSizeTooLarge, metricdef.ReasonTooLarge},
+		{"RECORD_LIST_TOO_LARGE", sarama.ErrMessageSetSizeTooLarge, metricdef.ReasonTooLarge},
+		{"producer's own limit", sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 2000 > 1000"), metricdef.ReasonTooLarge},
+		{"wrapped by publish", &publishError{topic: "t.retry.1", err: sarama.ErrMessageSizeTooLarge}, metricdef.ReasonTooLarge},
+		{"wrapped with %w", fmt.Errorf("publish to t: %w", sarama.ErrMessageSizeTooLarge), metricdef.ReasonTooLarge},
+		{"in a sarama.ProducerError", sarama.ProducerError{Msg: &sarama.ProducerMessage{Topic: "t"}, Err: sarama.ErrMessageSizeTooLarge}, metricdef.ReasonTooLarge},
+		{"CORRUPT_MESSAGE", sarama.ErrInvalidMessage, metricdef.ReasonInvalid},
+		{"INVALID_RECORD", sarama.ErrInvalidRecord, metricdef.ReasonInvalid},
+		{"INVALID_TIMESTAMP", sarama.ErrInvalidTimestamp, metricdef.ReasonInvalid},
+		{"TOPIC_AUTHORIZATION_FAILED", sarama.ErrTopicAuthorizationFailed, metricdef.ReasonUnauthorized},
+		{"CLUSTER_AUTHORIZATION_FAILED", sarama.ErrClusterAuthorizationFailed, metricdef.ReasonUnauthorized},
+		{"joined", errors.Join(errors.New("first"), sarama.ErrTopicAuthorizationFailed), metricdef.ReasonUnauthorized},
+		{"UNKNOWN_TOPIC_OR_PARTITION", sarama.ErrUnknownTopicOrPartition, metricdef.ReasonUnknownTopic},
 		// Retriable, or not about the record: other.
-		{"NOT_ENOUGH_REPLICAS", sarama.ErrNotEnoughReplicas, ReasonOther},
-		{"NOT_LEADER", sarama.ErrNotLeaderForPartition, ReasonOther},
-		{"out of brokers", sarama.ErrOutOfBrokers, ReasonOther},
-		{"another configuration error", sarama.ConfigurationError("Producing headers requires Kafka at least v0.11"), ReasonOther},
+		{"NOT_ENOUGH_REPLICAS", sarama.ErrNotEnoughReplicas, metricdef.ReasonOther},
+		{"NOT_LEADER", sarama.ErrNotLeaderForPartition, metricdef.ReasonOther},
+		{"out of brokers", sarama.ErrOutOfBrokers, metricdef.ReasonOther},
+		{"another configuration error", sarama.ConfigurationError("Producing headers requires Kafka at least v0.11"), metricdef.ReasonOther},
 		// sarama's ErrMessageTooLarge is the consumer's (Consumer.Fetch.Max);
 		// a producer never returns it.
-		{"consumer's ErrMessageTooLarge", sarama.ErrMessageTooLarge, ReasonOther},
-		{"plain error", errors.New("message too large"), ReasonOther},
+		{"consumer's ErrMessageTooLarge", sarama.ErrMessageTooLarge, metricdef.ReasonOther},
+		{"plain error", errors.New("message too large"), metricdef.ReasonOther},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -54,8 +55,8 @@ func TestForwardErrorReason(t *testing.T) {
 			if got != c.want {
 				t.Errorf("forwardErrorReason(%v) = %q, want %q", c.err, got, c.want)
 			}
-			if !slices.Contains(ForwardErrorReasons, got) {
-				t.Errorf("%q is not in ForwardErrorReasons %v", got, ForwardErrorReasons)
+			if !slices.Contains(metricdef.ForwardErrorReasons(), got) {
+				t.Errorf("%q is not in ForwardErrorReasons %v", got, metricdef.ForwardErrorReasons())
 			}
 		})
 	}
@@ -81,8 +82,8 @@ func TestForwardErrorReason(t *testing.T) {
 		}
 		defer p.Close()
 		_, _, err = p.SendMessage(&sarama.ProducerMessage{Topic: "t", Value: sarama.ByteEncoder(make([]byte, 2000))})
-		if got := forwardErrorReason(err); got != ReasonTooLarge {
-			t.Fatalf("sarama's refusal %v (%T) classified %q, want %q", err, err, got, ReasonTooLarge)
+		if got := forwardErrorReason(err); got != metricdef.ReasonTooLarge {
+			t.Fatalf("sarama's refusal %v (%T) classified %q, want %q", err, err, got, metricdef.ReasonTooLarge)
 		}
 	})
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 // descRecorder records the descriptions of what is registered with it.
@@ -32,7 +34,7 @@ func TestCollectorsFollowTheMetricTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want []string
-	for _, d := range MetricDefs() {
+	for _, d := range metricdef.Defs() {
 		want = append(want, prometheus.NewDesc(d.Name, d.Help, d.Labels, nil).String())
 	}
 	slices.Sort(want)
@@ -40,12 +42,18 @@ func TestCollectorsFollowTheMetricTable(t *testing.T) {
 	if !slices.Equal(reg.descs, want) {
 		t.Fatalf("registered:\n%v\nthe table:\n%v", reg.descs, want)
 	}
-	if got := ResultLabels(); !slices.Equal(got, []string{"success", "error", "retry", "dead_letter"}) {
-		t.Fatalf("ResultLabels() = %v", got)
-	}
-	names := MetricNames()
-	names[0] = "changed"
-	if MetricNames()[0] == "changed" {
-		t.Fatal("MetricNames returns the table itself")
+}
+
+// The public metric names are exactly the table's.
+func TestPublicMetricNamesAreTheTables(t *testing.T) {
+	t.Parallel()
+	public := []string{MetricMessagesConsumed, MetricMessagesProcessed, MetricProcessingDuration, MetricProcessingDelay,
+		MetricConsumerLag, MetricInFlight, MetricAssignedPartitions, MetricRebalances, MetricCommits, MetricForwardErrors,
+		MetricBuildInfo, MetricOldestInFlightAge, MetricIntakeBlocked}
+	table := metricdef.Names()
+	slices.Sort(public)
+	slices.Sort(table)
+	if !slices.Equal(public, table) {
+		t.Fatalf("worker's Metric* constants %v differ from the table %v", public, table)
 	}
 }

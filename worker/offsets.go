@@ -1,5 +1,7 @@
 package worker
 
+import "github.com/kafkaworker/kafkaworker/internal/doneset"
+
 // offsetTracker is one partition's offset bookkeeping: which admitted
 // offsets are unfinished, which offsets above the committable one are
 // already done, and so what may be committed.
@@ -22,14 +24,14 @@ package worker
 //
 // Not safe for concurrent use: the partition's lock guards it.
 type offsetTracker struct {
-	nodes      []offsetNode  // unfinished offsets; index = handle; grows to the peak held count
-	free       []int32       // free node indexes
-	head, tail int32         // the unfinished list, oldest first; -1 when empty
-	held       int           // unfinished offsets
-	ranges     int           // done ranges above the committable offset
-	start      int64         // the committable offset before anything is admitted (-1: unknown)
-	last       int64         // the last admitted offset, -1 before the first
-	done       []offsetRange // doneRanges' buffer
+	nodes      []offsetNode    // unfinished offsets; index = handle; grows to the peak held count
+	free       []int32         // free node indexes
+	head, tail int32           // the unfinished list, oldest first; -1 when empty
+	held       int             // unfinished offsets
+	ranges     int             // done ranges above the committable offset
+	start      int64           // the committable offset before anything is admitted (-1: unknown)
+	last       int64           // the last admitted offset, -1 before the first
+	done       []doneset.Range // doneRanges' buffer
 	// For doneSizeBound: the done-set's uvarint bytes at the last walk, and
 	// the changes (reserve, skip, finish) since.
 	walkedRaw, changes int
@@ -143,7 +145,7 @@ func (o *offsetTracker) committable() int64 {
 // the gaps between unfinished offsets. It walks the unfinished list; the
 // slice is the tracker's own buffer, valid until the next call: read it
 // under the same lock.
-func (o *offsetTracker) doneRanges() []offsetRange {
+func (o *offsetTracker) doneRanges() []doneset.Range {
 	d := o.done[:0]
 	raw, prev := 0, o.committable()
 	for h := o.head; h != noNode; h = o.nodes[h].next {
@@ -152,8 +154,8 @@ func (o *offsetTracker) doneRanges() []offsetRange {
 			to = o.nodes[next].offset
 		}
 		if to > from {
-			d = append(d, offsetRange{from, to})
-			raw += uvarintLen(uint64(from-prev)) + uvarintLen(uint64(to-from))
+			d = append(d, doneset.Range{Start: from, End: to})
+			raw += doneset.UvarintLen(uint64(from-prev)) + doneset.UvarintLen(uint64(to-from))
 			prev = to
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/kafkaworker/kafkaworker/internal/doneset"
 )
 
 // Tests of offsetTracker on its own: a randomized comparison with a naive
@@ -120,13 +122,13 @@ func otCheck(t *testing.T, o *offsetTracker, m *otModel, peak int, full bool) {
 		t.Fatalf("rangeCount() = %d, doneRanges() has %d: %v", o.rangeCount(), len(rs), otHead(rs))
 	}
 	for k, r := range rs {
-		if r.start >= r.end {
+		if r.Start >= r.End {
 			t.Fatalf("range #%d %v is empty", k, r)
 		}
-		if r.start < c {
+		if r.Start < c {
 			t.Fatalf("range #%d %v lies below committable %d", k, r, c)
 		}
-		if k > 0 && r.start <= rs[k-1].end {
+		if k > 0 && r.Start <= rs[k-1].End {
 			t.Fatalf("ranges #%d %v and #%d %v overlap or touch", k-1, rs[k-1], k, r)
 		}
 	}
@@ -139,17 +141,17 @@ func otCheck(t *testing.T, o *offsetTracker, m *otModel, peak int, full bool) {
 	// The unfinished offsets and the ranges tile [committable, last+1).
 	at, u := c, 0
 	for _, r := range rs {
-		for u < len(m.unfinished) && m.unfinished[u] < r.start {
+		for u < len(m.unfinished) && m.unfinished[u] < r.Start {
 			if m.unfinished[u] != at {
 				t.Fatalf("offset %d is neither unfinished nor in a done range (next unfinished %d, next range %v)", at, m.unfinished[u], r)
 			}
 			at++
 			u++
 		}
-		if r.start != at {
+		if r.Start != at {
 			t.Fatalf("offset %d is neither unfinished nor in a done range (next range %v)", at, r)
 		}
-		at = r.end
+		at = r.End
 	}
 	for ; u < len(m.unfinished); u++ {
 		if m.unfinished[u] != at {
@@ -166,10 +168,10 @@ func otCheck(t *testing.T, o *offsetTracker, m *otModel, peak int, full bool) {
 	// The same, offset by offset against the model's map.
 	k := 0
 	for off := c; off <= m.last; off++ {
-		for k < len(rs) && rs[k].end <= off {
+		for k < len(rs) && rs[k].End <= off {
 			k++
 		}
-		in := k < len(rs) && rs[k].start <= off
+		in := k < len(rs) && rs[k].Start <= off
 		switch {
 		case m.state[off] == otUnfinished && in:
 			t.Fatalf("unfinished offset %d lies in done range %v", off, rs[k])
@@ -304,7 +306,7 @@ type otStep struct {
 	offset int64
 	// Expected after the step.
 	committable int64
-	ranges      []offsetRange
+	ranges      []doneset.Range
 	held        int
 	advanced    bool // finish only
 }
@@ -346,7 +348,7 @@ func otRunScript(t *testing.T, start int64, steps []otStep) {
 	}
 }
 
-type otRanges = []offsetRange
+type otRanges = []doneset.Range
 
 func TestOffsetTrackerEdgeCases(t *testing.T) {
 	t.Parallel()
@@ -379,7 +381,7 @@ func TestOffsetTrackerEdgeCases(t *testing.T) {
 		}},
 		{"known start 0, gap before the first", 0, []otStep{
 			{"reserve", 3, 3, nil, 1, false},
-			{"reserve", 5, 3, otRanges{{4, 5}}, 2, false},
+			{"reserve", 5, 3, otRanges{{Start: 4, End: 5}}, 2, false},
 			{"finish", 3, 5, nil, 1, true},
 			{"finish", 5, 6, nil, 0, true},
 		}},
@@ -393,17 +395,17 @@ func TestOffsetTrackerEdgeCases(t *testing.T) {
 			{"skip", 1, 2, nil, 0, false},
 			{"skip", 4, 5, nil, 0, false},
 			{"reserve", 7, 7, nil, 1, false},
-			{"skip", 8, 7, otRanges{{8, 9}}, 1, false},
-			{"skip", 10, 7, otRanges{{8, 11}}, 1, false}, // the gap 9 joins
+			{"skip", 8, 7, otRanges{{Start: 8, End: 9}}, 1, false},
+			{"skip", 10, 7, otRanges{{Start: 8, End: 11}}, 1, false}, // the gap 9 joins
 		}},
 		{"skips and gaps behind an unfinished one", 0, []otStep{
 			{"reserve", 0, 0, nil, 1, false},
-			{"skip", 1, 0, otRanges{{1, 2}}, 1, false},
-			{"skip", 2, 0, otRanges{{1, 3}}, 1, false},
-			{"reserve", 3, 0, otRanges{{1, 3}}, 2, false},
-			{"skip", 5, 0, otRanges{{1, 3}, {4, 6}}, 2, false},
-			{"reserve", 9, 0, otRanges{{1, 3}, {4, 9}}, 3, false},
-			{"finish", 3, 0, otRanges{{1, 9}}, 2, false},
+			{"skip", 1, 0, otRanges{{Start: 1, End: 2}}, 1, false},
+			{"skip", 2, 0, otRanges{{Start: 1, End: 3}}, 1, false},
+			{"reserve", 3, 0, otRanges{{Start: 1, End: 3}}, 2, false},
+			{"skip", 5, 0, otRanges{{Start: 1, End: 3}, {Start: 4, End: 6}}, 2, false},
+			{"reserve", 9, 0, otRanges{{Start: 1, End: 3}, {Start: 4, End: 9}}, 3, false},
+			{"finish", 3, 0, otRanges{{Start: 1, End: 9}}, 2, false},
 			{"finish", 0, 9, nil, 1, true},
 		}},
 		{"finish the head with ranges behind", 0, []otStep{
@@ -412,45 +414,45 @@ func TestOffsetTrackerEdgeCases(t *testing.T) {
 			{"reserve", 2, 0, nil, 3, false},
 			{"reserve", 3, 0, nil, 4, false},
 			{"reserve", 4, 0, nil, 5, false},
-			{"finish", 1, 0, otRanges{{1, 2}}, 4, false},
-			{"finish", 3, 0, otRanges{{1, 2}, {3, 4}}, 3, false},
-			{"finish", 0, 2, otRanges{{3, 4}}, 2, true}, // the range behind the head goes
-			{"finish", 2, 4, nil, 1, true},              // and the one behind the new head
+			{"finish", 1, 0, otRanges{{Start: 1, End: 2}}, 4, false},
+			{"finish", 3, 0, otRanges{{Start: 1, End: 2}, {Start: 3, End: 4}}, 3, false},
+			{"finish", 0, 2, otRanges{{Start: 3, End: 4}}, 2, true}, // the range behind the head goes
+			{"finish", 2, 4, nil, 1, true},                          // and the one behind the new head
 			{"finish", 4, 5, nil, 0, true},
 		}},
 		{"finish the head with a range up to the last admitted", 0, []otStep{
 			{"reserve", 0, 0, nil, 1, false},
-			{"skip", 1, 0, otRanges{{1, 2}}, 1, false},
-			{"skip", 3, 0, otRanges{{1, 4}}, 1, false},
+			{"skip", 1, 0, otRanges{{Start: 1, End: 2}}, 1, false},
+			{"skip", 3, 0, otRanges{{Start: 1, End: 4}}, 1, false},
 			{"finish", 0, 4, nil, 0, true},
 		}},
 		{"finish the tail", 0, []otStep{
 			{"reserve", 0, 0, nil, 1, false},
 			{"reserve", 1, 0, nil, 2, false},
 			{"reserve", 2, 0, nil, 3, false},
-			{"finish", 2, 0, otRanges{{2, 3}}, 2, false},
-			{"reserve", 3, 0, otRanges{{2, 3}}, 3, false},
-			{"finish", 3, 0, otRanges{{2, 4}}, 2, false},
-			{"reserve", 6, 0, otRanges{{2, 6}}, 3, false}, // 4 and 5 never delivered: done
-			{"finish", 6, 0, otRanges{{2, 7}}, 2, false},
-			{"reserve", 8, 0, otRanges{{2, 8}}, 3, false},
-			{"skip", 9, 0, otRanges{{2, 8}, {9, 10}}, 3, false},
-			{"finish", 1, 0, otRanges{{1, 8}, {9, 10}}, 2, false},
-			{"finish", 0, 8, otRanges{{9, 10}}, 1, true},
+			{"finish", 2, 0, otRanges{{Start: 2, End: 3}}, 2, false},
+			{"reserve", 3, 0, otRanges{{Start: 2, End: 3}}, 3, false},
+			{"finish", 3, 0, otRanges{{Start: 2, End: 4}}, 2, false},
+			{"reserve", 6, 0, otRanges{{Start: 2, End: 6}}, 3, false}, // 4 and 5 never delivered: done
+			{"finish", 6, 0, otRanges{{Start: 2, End: 7}}, 2, false},
+			{"reserve", 8, 0, otRanges{{Start: 2, End: 8}}, 3, false},
+			{"skip", 9, 0, otRanges{{Start: 2, End: 8}, {Start: 9, End: 10}}, 3, false},
+			{"finish", 1, 0, otRanges{{Start: 1, End: 8}, {Start: 9, End: 10}}, 2, false},
+			{"finish", 0, 8, otRanges{{Start: 9, End: 10}}, 1, true},
 			{"finish", 8, 10, nil, 0, true}, // the tail, also the head
 		}},
 		{"finish the tail and the head when they are one", 0, []otStep{
 			{"reserve", 0, 0, nil, 1, false},
 			{"reserve", 1, 0, nil, 2, false},
-			{"finish", 1, 0, otRanges{{1, 2}}, 1, false},
-			{"reserve", 7, 0, otRanges{{1, 7}}, 2, false},
+			{"finish", 1, 0, otRanges{{Start: 1, End: 2}}, 1, false},
+			{"reserve", 7, 0, otRanges{{Start: 1, End: 7}}, 2, false},
 			{"finish", 0, 7, nil, 1, true},
 			{"finish", 7, 8, nil, 0, true}, // the tail, also the head
 		}},
 		{"finish the tail across a gap", 5, []otStep{
 			{"reserve", 5, 5, nil, 1, false},
-			{"reserve", 8, 5, otRanges{{6, 8}}, 2, false},
-			{"finish", 8, 5, otRanges{{6, 9}}, 1, false},
+			{"reserve", 8, 5, otRanges{{Start: 6, End: 8}}, 2, false},
+			{"finish", 8, 5, otRanges{{Start: 6, End: 9}}, 1, false},
 			{"finish", 5, 9, nil, 0, true},
 		}},
 		{"handles reused", 0, []otStep{
@@ -458,8 +460,8 @@ func TestOffsetTrackerEdgeCases(t *testing.T) {
 			{"finish", 0, 1, nil, 0, true},
 			{"reserve", 1, 1, nil, 1, false},
 			{"reserve", 2, 1, nil, 2, false},
-			{"finish", 2, 1, otRanges{{2, 3}}, 1, false},
-			{"reserve", 3, 1, otRanges{{2, 3}}, 2, false},
+			{"finish", 2, 1, otRanges{{Start: 2, End: 3}}, 1, false},
+			{"reserve", 3, 1, otRanges{{Start: 2, End: 3}}, 2, false},
 			{"finish", 1, 3, nil, 1, true},
 		}},
 	} {
@@ -545,15 +547,15 @@ func TestOffsetTrackerFinishPermutations(t *testing.T) {
 					if len(unfinished) > 0 {
 						wantC = unfinished[0]
 					}
-					var want []offsetRange
+					var want []doneset.Range
 					for off := wantC; off <= last; off++ {
 						if slices.Contains(unfinished, off) {
 							continue
 						}
-						if n := len(want); n > 0 && want[n-1].end == off {
-							want[n-1].end++
+						if n := len(want); n > 0 && want[n-1].End == off {
+							want[n-1].End++
 						} else {
-							want = append(want, offsetRange{off, off + 1})
+							want = append(want, doneset.Range{Start: off, End: off + 1})
 						}
 					}
 					c := o.committable()
@@ -619,7 +621,7 @@ func TestOffsetTrackerDoneSizeBound(t *testing.T) {
 				m.handle[next] = h
 			}
 			base := m.committable()
-			widest := uvarintLen(uint64(max(m.last-base, 0)))
+			widest := doneset.UvarintLen(uint64(max(m.last-base, 0)))
 			exact := otRawSize(base, otModelRanges(m))
 			if bound := o.doneSizeBound(widest); bound < exact {
 				t.Fatalf("seed %d step %d: bound %d < exact %d (%d changes since the last walk)", seed, step, bound, exact, o.changes)
@@ -640,8 +642,8 @@ func newOTModelPair(start int64) (*offsetTracker, *otModel) {
 
 // otModelRanges is the done-set the model implies: every offset from the
 // committable one to the last admitted that is not unfinished.
-func otModelRanges(m *otModel) []offsetRange {
-	var out []offsetRange
+func otModelRanges(m *otModel) []doneset.Range {
+	var out []doneset.Range
 	if len(m.unfinished) == 0 {
 		return nil
 	}
@@ -649,21 +651,21 @@ func otModelRanges(m *otModel) []offsetRange {
 		if m.state[off] == otUnfinished {
 			continue
 		}
-		if n := len(out); n > 0 && out[n-1].end == off {
-			out[n-1].end++
+		if n := len(out); n > 0 && out[n-1].End == off {
+			out[n-1].End++
 		} else {
-			out = append(out, offsetRange{off, off + 1})
+			out = append(out, doneset.Range{Start: off, End: off + 1})
 		}
 	}
 	return out
 }
 
 // otRawSize is the uvarint bytes of ranges encoded from base.
-func otRawSize(base int64, ranges []offsetRange) int {
+func otRawSize(base int64, ranges []doneset.Range) int {
 	raw, prev := 0, base
 	for _, r := range ranges {
-		raw += uvarintLen(uint64(r.start-prev)) + uvarintLen(uint64(r.end-r.start))
-		prev = r.end
+		raw += doneset.UvarintLen(uint64(r.Start-prev)) + doneset.UvarintLen(uint64(r.End-r.Start))
+		prev = r.End
 	}
 	return raw
 }

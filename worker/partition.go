@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/doneset"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
 
@@ -52,8 +54,8 @@ type task struct {
 	delay time.Duration // timestamp to the first delivery's start, until recorded
 	// hasDelay says delay waits to be recorded.
 	hasDelay bool
-	outcome  result // the last delivery's outcome, when noted
-	noted    bool   // outcome and took wait to be recorded
+	outcome  metricdef.Result // the last delivery's outcome, when noted
+	noted    bool             // outcome and took wait to be recorded
 }
 
 // keyState is one key's FIFO: its last admitted message still pending.
@@ -82,9 +84,9 @@ type partition struct {
 	pool       *pool
 	log        *slog.Logger
 	retry      func() backoff.BackOff
-	skip       doneSet // offsets the previous owner already handled
-	floor      int64   // offsets below it lie before the claim's resolved start: taken as done, never handled
-	maxHeld    int     // WORKER_MAX_IN_FLIGHT: messages held in memory at most
+	skip       doneset.Set // offsets the previous owner already handled
+	floor      int64       // offsets below it lie before the claim's resolved start: taken as done, never handled
+	maxHeld    int         // WORKER_MAX_IN_FLIGHT: messages held in memory at most
 	clock      *coarseClock
 	stuckAfter time.Duration // WORKER_STUCK_AFTER; 0: never reported
 
@@ -260,7 +262,7 @@ func (p *partition) nextTask() *task {
 // handles reports whether the message at offset is to be handled: not
 // before the claim's start, and not already handled by the previous owner.
 func (p *partition) handles(offset int64) bool {
-	return offset >= p.floor && !p.skip.contains(offset)
+	return offset >= p.floor && !p.skip.Contains(offset)
 }
 
 // keyOf returns the FIFO of the messages with key, or nil when a message
@@ -468,17 +470,17 @@ func (p *partition) doneSetRoom(ms []*sarama.ConsumerMessage) int {
 	}
 	base := p.offsets.committable()
 	span := uint64(max(ms[len(ms)-1].Offset-base, 0))
-	perRange := 2 * uvarintLen(span) // a gap and a length, each at most the span
-	limit := maxDoneSetBytes * 9 / 10
+	perRange := 2 * doneset.UvarintLen(span) // a gap and a length, each at most the span
+	limit := doneset.MaxBytes * 9 / 10
 	// Bounds first, so that the unfinished list need not be walked: every
 	// range held now at its widest, or the size at the last walk plus the
 	// most the changes since can have added. When a bound fits, so does
 	// the exact size.
-	if encodedSizeFor(base, (ranges+len(ms))*perRange) <= limit ||
-		encodedSizeFor(base, p.offsets.doneSizeBound(perRange/2)+len(ms)*perRange) <= limit {
+	if doneset.SizeFor(base, (ranges+len(ms))*perRange) <= limit ||
+		doneset.SizeFor(base, p.offsets.doneSizeBound(perRange/2)+len(ms)*perRange) <= limit {
 		return len(ms)
 	}
-	left := limit - encodedDoneSetSize(base, p.offsets.doneRanges())
+	left := limit - doneset.EncodedSize(base, p.offsets.doneRanges())
 	if left <= 0 {
 		return 0
 	}
@@ -500,29 +502,29 @@ func (p *partition) refreshDoneSet() {
 	// has taken in yet, or a commit now would erase it.
 	if len(p.skip) > 0 {
 		next := max(p.offsets.last+1, base)
-		var carried []offsetRange
+		var carried []doneset.Range
 		for _, r := range p.skip {
-			if r.end > next {
-				carried = append(carried, offsetRange{max(r.start, next), r.end})
+			if r.End > next {
+				carried = append(carried, doneset.Range{Start: max(r.Start, next), End: r.End})
 			}
 		}
 		if len(carried) > 0 {
-			ranges = append(append([]offsetRange(nil), ranges...), carried...)
+			ranges = append(append([]doneset.Range(nil), ranges...), carried...)
 		}
 	}
 	if base < 0 {
 		return
 	}
-	if size := encodedDoneSetSize(base, ranges); size > maxDoneSetBytes && !p.doneSetTruncated {
+	if size := doneset.EncodedSize(base, ranges); size > doneset.MaxBytes && !p.doneSetTruncated {
 		// Intake stopped at 90%, but messages already held can still split
 		// the ranges further when they finish out of order.
 		p.doneSetTruncated = true
 		p.log.Warn("the record of finished offsets outgrew the commit metadata; the highest ranges are left out, "+
 			"and those messages will be handled again if the partition changes owner before its oldest message finishes",
 			logTopic(p.topic), logPartition(p.id), slog.Int64("committed", base), slog.Int("done_ranges", len(ranges)),
-			slog.Int("encoded_bytes", size), slog.Int("limit_bytes", maxDoneSetBytes))
+			slog.Int("encoded_bytes", size), slog.Int("limit_bytes", doneset.MaxBytes))
 	}
-	p.meta = encodeDoneSet(base, ranges)
+	p.meta = doneset.Encode(base, ranges)
 	p.marked = max(p.marked, base)
 }
 

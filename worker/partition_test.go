@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/doneset"
 )
 
 // partitionBundle drives one partition's bookkeeping directly: admitted
@@ -16,7 +18,7 @@ type partitionBundle struct {
 	offset int64
 }
 
-func setupPartition(t *testing.T, budget int, skip doneSet) *partitionBundle {
+func setupPartition(t *testing.T, budget int, skip doneset.Set) *partitionBundle {
 	t.Helper()
 	b := &partitionBundle{pool: &pool{}}
 	b.pool.cond.L = &b.pool.mu
@@ -73,8 +75,8 @@ func TestPartitionMarksOnlyContiguousDoneOffsets(t *testing.T) {
 	if b.p.marked != 0 {
 		t.Fatalf("done-set refresh must mark offset 0 (first unfinished), got %d", b.p.marked)
 	}
-	set, err := decodeDoneSet(b.p.meta)
-	if err != nil || !set.contains(1) || !set.contains(2) || set.contains(0) {
+	set, err := doneset.Decode(b.p.meta)
+	if err != nil || !set.Contains(1) || !set.Contains(2) || set.Contains(0) {
 		t.Fatalf("done-set %q (%v) must hold 1 and 2 but not 0", b.p.meta, err)
 	}
 	b.finish(ts[0])
@@ -112,7 +114,7 @@ func TestPartitionKeyFIFOAndBudget(t *testing.T) {
 
 func TestPartitionSkipsWhatThePreviousOwnerFinished(t *testing.T) {
 	t.Parallel()
-	b := setupPartition(t, 10, doneSet{{1, 3}})
+	b := setupPartition(t, 10, doneset.Set{{Start: 1, End: 3}})
 	for range 4 {
 		b.admit("k")
 	}
@@ -137,7 +139,7 @@ func TestPartitionSkipsWhatThePreviousOwnerFinished(t *testing.T) {
 // would erase it and a later owner would handle those messages again.
 func TestPartitionCarriesThePreviousDoneSetForward(t *testing.T) {
 	t.Parallel()
-	b := setupPartition(t, 10, doneSet{{1, 2}, {5, 8}})
+	b := setupPartition(t, 10, doneset.Set{{Start: 1, End: 2}, {Start: 5, End: 8}})
 	for _, k := range []string{"a", "b", "c"} { // offsets 0, 1 (skipped), 2
 		b.admit(k)
 	}
@@ -146,12 +148,12 @@ func TestPartitionCarriesThePreviousDoneSetForward(t *testing.T) {
 	b.p.mu.Lock()
 	b.p.refreshDoneSet()
 	b.p.mu.Unlock()
-	set, err := decodeDoneSet(b.p.meta)
+	set, err := doneset.Decode(b.p.meta)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for o, want := range map[int64]bool{0: false, 1: true, 2: true, 3: false, 4: false, 5: true, 7: true, 8: false} {
-		if set.contains(o) != want {
+		if set.Contains(o) != want {
 			t.Errorf("done-set %v: contains(%d) = %v, want %v", set, o, !want, want)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 // maxFailures is how many failed deliveries the status page lists.
@@ -50,7 +51,7 @@ type partKey struct {
 // rates are differences.
 type ratePoint struct {
 	at     time.Time
-	counts [numResults]uint64
+	counts [metricdef.NumResults]uint64
 }
 
 func newStatusBoard() *statusBoard {
@@ -148,7 +149,7 @@ func truncateText(s string, n int) string {
 // noteRate appends totals to the rate history when a second has passed
 // since the last point; total is called only then. Safe from any goroutine;
 // callers that lose the race for the second skip without waiting.
-func (b *statusBoard) noteRate(now time.Time, total func() [numResults]uint64) {
+func (b *statusBoard) noteRate(now time.Time, total func() [metricdef.NumResults]uint64) {
 	due := b.rateNext.Load()
 	if now.UnixNano() < due || !b.rateNext.CompareAndSwap(due, now.Add(time.Second).UnixNano()) {
 		return
@@ -175,9 +176,9 @@ func (b *statusBoard) rateSeries() []RatePoint {
 		if secs <= 0 {
 			continue
 		}
-		rate := func(r result) float64 { return float64(cur.counts[r]-prev.counts[r]) / secs }
-		pt := RatePoint{Time: cur.at.UTC(), Success: rate(resultSuccess), Error: rate(resultError),
-			Retry: rate(resultRetry), DeadLetter: rate(resultDeadLetter)}
+		rate := func(r metricdef.Result) float64 { return float64(cur.counts[r]-prev.counts[r]) / secs }
+		pt := RatePoint{Time: cur.at.UTC(), Success: rate(metricdef.Success), Error: rate(metricdef.Error),
+			Retry: rate(metricdef.Retry), DeadLetter: rate(metricdef.DeadLetter)}
 		pt.Handled = pt.Success + pt.Error + pt.Retry + pt.DeadLetter
 		out = append(out, pt)
 	}
@@ -185,8 +186,8 @@ func (b *statusBoard) rateSeries() []RatePoint {
 }
 
 // countsOf turns per-result totals into DeliveryCounts.
-func countsOf(c [numResults]uint64) DeliveryCounts {
-	d := DeliveryCounts{Success: c[resultSuccess], Error: c[resultError], Retry: c[resultRetry], DeadLetter: c[resultDeadLetter]}
+func countsOf(c [metricdef.NumResults]uint64) DeliveryCounts {
+	d := DeliveryCounts{Success: c[metricdef.Success], Error: c[metricdef.Error], Retry: c[metricdef.Retry], DeadLetter: c[metricdef.DeadLetter]}
 	d.Handled = d.Success + d.Error + d.Retry + d.DeadLetter
 	return d
 }
@@ -194,7 +195,7 @@ func countsOf(c [numResults]uint64) DeliveryCounts {
 // groupTotals sums the consumed and processed counters of group's
 // partitions, live and released, as Collect does for a scrape: it takes
 // each live partition's lock briefly.
-func (c *deliveryCollector) groupTotals(group string) (consumed uint64, processed [numResults]uint64) {
+func (c *deliveryCollector) groupTotals(group string) (consumed uint64, processed [metricdef.NumResults]uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var t topicTotals

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 // This file holds the status page's two hooks into the message path, both
@@ -87,7 +89,7 @@ func (m *metrics) noteFailure(p *partition, t *task, err error, dest *destinatio
 }
 
 // processedTotals sums this worker's deliveries by outcome.
-func (m *metrics) processedTotals() [numResults]uint64 {
+func (m *metrics) processedTotals() [metricdef.NumResults]uint64 {
 	_, processed := m.deliveries.groupTotals(m.group)
 	return processed
 }
@@ -99,7 +101,7 @@ func (w *Worker) Status() Status {
 	now := time.Now()
 	parts, member, gen := w.metrics.board.partitions()
 	consumed, processed := w.metrics.deliveries.groupTotals(w.cfg.GroupID)
-	w.metrics.board.noteRate(now, func() [numResults]uint64 { return processed })
+	w.metrics.board.noteRate(now, func() [metricdef.NumResults]uint64 { return processed })
 	module, goVersion, saramaVersion := versions()
 	st := Status{
 		GeneratedAt: now.UTC(),

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
 
@@ -133,9 +134,9 @@ func TestRateSeries(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	calls := 0
 	at := func(d time.Duration, ok, fail uint64) {
-		b.noteRate(t0.Add(d), func() (c [numResults]uint64) {
+		b.noteRate(t0.Add(d), func() (c [metricdef.NumResults]uint64) {
 			calls++
-			c[resultSuccess], c[resultError] = ok, fail
+			c[metricdef.Success], c[metricdef.Error] = ok, fail
 			return c
 		})
 	}
@@ -165,7 +166,7 @@ func TestRenderStatus(t *testing.T) {
 	s := Status{
 		GeneratedAt: now,
 		Worker:      WorkerStatus{Group: "g", MemberID: "member-1", Generation: 4, Ready: true, Healthy: true},
-		Throughput: ThroughputStatus{Consumed: 20, Totals: countsOf([numResults]uint64{11, 2, 1, 1}), WindowSeconds: 300,
+		Throughput: ThroughputStatus{Consumed: 20, Totals: countsOf([metricdef.NumResults]uint64{11, 2, 1, 1}), WindowSeconds: 300,
 			Rates: []RatePoint{{Time: now.Add(-time.Second), Handled: 8, Success: 8}, {Time: now, Handled: 4, Success: 2, Error: 2}}},
 		Partitions: []PartitionStatus{{Topic: "orders", Partition: 2, CommittedOffset: &committed, EndOffset: 25, Lag: 8,
 			Held: 7, InFlight: 1, OldestOffset: &oldest, OldestAgeSeconds: 75, Stuck: true}},

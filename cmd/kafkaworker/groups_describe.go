@@ -9,7 +9,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/spf13/cobra"
 
-	"github.com/kafkaworker/kafkaworker/worker"
+	"github.com/kafkaworker/kafkaworker/internal/doneset"
 )
 
 // groupDescription is groups describe's output.
@@ -32,10 +32,10 @@ type partLag struct {
 	// DoneAhead is how many offsets at or above the commit a worker
 	// finished already (the done-set in the commit metadata): a restart
 	// skips them. DoneRanges lists them as [start, end) ranges.
-	DoneAhead  int64                `json:"done_ahead"`
-	DoneRanges []worker.OffsetRange `json:"done_ranges"`
-	DoneError  string               `json:"done_error,omitempty"` // a done-set that does not parse: everything is handled again
-	Member     string               `json:"member,omitempty"`     // client id of the member assigned the partition
+	DoneAhead  int64           `json:"done_ahead"`
+	DoneRanges []doneset.Range `json:"done_ranges"`
+	DoneError  string          `json:"done_error,omitempty"` // a done-set that does not parse: everything is handled again
+	Member     string          `json:"member,omitempty"`     // client id of the member assigned the partition
 }
 
 // topicTotals sums a topic's partitions.
@@ -146,11 +146,11 @@ func (c *conn) topicLag(topic string, commits map[int32]*sarama.OffsetFetchRespo
 	}
 	var rows []partLag
 	for _, p := range parts {
-		r := partLag{Topic: topic, Partition: p, End: end[p], Member: owners[p], DoneRanges: []worker.OffsetRange{}}
+		r := partLag{Topic: topic, Partition: p, End: end[p], Member: owners[p], DoneRanges: []doneset.Range{}}
 		if b, ok := commits[p]; ok {
 			committed, lag := b.Offset, max(end[p]-b.Offset, 0)
 			r.Committed, r.Lag = &committed, &lag
-			done, err := worker.DecodeDoneSet(b.Metadata)
+			done, err := doneset.Decode(b.Metadata)
 			if err != nil {
 				r.DoneError = err.Error()
 			} else if above := done.Above(committed); len(above) > 0 {
@@ -165,7 +165,7 @@ func (c *conn) topicLag(topic string, commits map[int32]*sarama.OffsetFetchRespo
 // doneAhead is the size of the done-set above the commit b carries, 0 when
 // it has none or it does not parse.
 func doneAhead(b *sarama.OffsetFetchResponseBlock) int64 {
-	done, err := worker.DecodeDoneSet(b.Metadata)
+	done, err := doneset.Decode(b.Metadata)
 	if err != nil {
 		return 0
 	}
