@@ -10,6 +10,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/kafkaworker/kafkaworker/internal/attr"
+	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/doneset"
 )
 
@@ -23,7 +25,7 @@ type groupHandler struct {
 	admin   sarama.ClusterAdmin // reads the done-set committed with each offset
 	topo    topology
 	fwd     *forwarder // nil when nothing is forwarded
-	commits *committer
+	commits *commit.Committer
 	metrics *metrics
 	// stopping is closed when Run's context is done: drains then use the
 	// shutdown timeout instead of the revoke one.
@@ -41,7 +43,7 @@ type groupHandler struct {
 func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	g.w.health.joined.Store(true)
 	g.w.log.Info("joined consumer group",
-		logGroup(g.w.cfg.GroupID),
+		attr.Group(g.w.cfg.GroupID),
 		slog.String("member_id", sess.MemberID()), slog.Int("generation", int(sess.GenerationID())),
 		slog.Any("assigned", sess.Claims()))
 	return nil
@@ -50,7 +52,7 @@ func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 func (g *groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
 	g.w.health.joined.Store(false)
 	g.w.log.Info("left consumer group session",
-		logGroup(g.w.cfg.GroupID),
+		attr.Group(g.w.cfg.GroupID),
 		slog.Int("generation", int(sess.GenerationID())))
 	return nil
 }
@@ -71,7 +73,7 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	p := g.newPartition(sess, claim)
 	g.metrics.noteGeneration(sess.GenerationID())
 	g.metrics.assigned.Add(1)
-	g.commits.add(p)
+	g.commits.Add(p.state)
 	if restart := g.startClaim(sess, claim, p); !restart {
 		d := &dispatcher{g: g, p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}}
 		d.run(sess.Context().Done())
@@ -86,7 +88,6 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 	topic, id := claim.Topic(), claim.Partition()
 	skip, meta := g.previousDoneSet(topic, id)
 	p := &partition{
-		skip: skip, meta: meta, // marks keep the previous owner's done-set until this one refreshes it
 		topic: topic, id: id, ordering: cfg.Ordering, hop: g.topo.hops[topic], fwd: g.fwd,
 		handler: g.w.handler, pool: g.pool, log: g.w.log,
 		retry: func() backoff.BackOff {
@@ -96,16 +97,19 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 			return b
 		},
 		sess: sess, all: g.metrics,
-		tracing: g.w.tracing, spanAttrs: partitionAttrs(topic, cfg.GroupID, id),
-		marked: claim.InitialOffset(), committed: claim.InitialOffset(),
-		ctx:    ctx,
-		cancel: cancel,
-		keys:   make(map[string]*keyState), offsets: newOffsetTracker(claim.InitialOffset()), maxHeld: cfg.MaxInFlight,
+		state: commit.NewState[*task](commit.StateParams{
+			Topic: topic, Partition: id, Session: sess, Initial: claim.InitialOffset(),
+			Skip: skip, SkipMeta: meta, // commits keep the previous owner's done-set until this one's replaces it
+			MaxHeld: cfg.MaxInFlight, Log: g.w.log,
+		}),
+		tracing: g.w.tracing, spanAttrs: attr.PartitionSpan(topic, cfg.GroupID, id),
+		ctx: ctx, cancel: cancel,
+		keys:  make(map[string]*keyState),
 		clock: g.clock, stuckAfter: cfg.StuckAfter,
 		backingOff: make(map[*task]*time.Timer),
-		runExit:    make(chan struct{}, 1), freed: make(chan struct{}, 1),
+		runExit:    make(chan struct{}, 1),
+		stats:      g.metrics.forPartition(topic),
 	}
-	p.metrics = g.metrics.forPartition(topic, &p.mu)
 	return p
 }
 
@@ -128,12 +132,12 @@ func (g *groupHandler) previousDoneSet(topic string, id int32) (doneset.Set, str
 	}
 	if err != nil {
 		g.w.log.Warn("cannot read the done-set committed with the offset; messages already handled after it will be handled again",
-			logTopic(topic), logPartition(id),
+			attr.Topic(topic), attr.Partition(id),
 			slog.Any("error", err))
 		return nil, ""
 	}
 	g.w.log.Info("partition assigned",
-		logTopic(topic), logPartition(id),
+		attr.Topic(topic), attr.Partition(id),
 		slog.Int64("committed", block.Offset), slog.Int("done_ranges", len(set)))
 	if len(set) == 0 {
 		return nil, ""
@@ -152,16 +156,16 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 	default:
 	}
 	timeout := max(time.Until(drainBy), 0)
-	g.w.log.Debug("draining partition", logTopic(p.topic),
-		logPartition(p.id), slog.String("reason", why), slog.Duration("timeout", timeout))
+	g.w.log.Debug("draining partition", attr.Topic(p.topic),
+		attr.Partition(p.id), slog.String("reason", why), slog.Duration("timeout", timeout))
 	abandoned := p.drain(timeout)
-	commitErr := g.commits.release(p, commitBy)
+	commitErr := g.commits.Release(p.state, commitBy)
 	g.metrics.dropLag(p.topic, p.id)
 	g.metrics.assigned.Add(-1)
 	p.reportInFlight(true) // what was taken and not done now belongs to the next owner
-	g.metrics.deliveries.retire(p.metrics)
-	attrs := append([]any{logTopic(p.topic), logPartition(p.id), slog.String("reason", why)}, p.commitAttrs()...)
-	attrs = append(attrs, slog.Int("skipped_already_done", p.skipped))
+	g.metrics.deliveries.retire(p.stats)
+	attrs := append([]any{attr.Topic(p.topic), attr.Partition(p.id), slog.String("reason", why)}, p.state.LogAttrs()...)
+	attrs = append(attrs, slog.Int("skipped_already_done", p.state.Snapshot().Skipped))
 	switch {
 	case commitErr != nil:
 		g.w.log.Error("final commit of a released partition failed; the next owner re-handles what this commit would have covered",
@@ -172,22 +176,4 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 	default:
 		g.w.log.Info("partition released", attrs...)
 	}
-}
-
-// commitAttrs says what the coordinator holds for p as far as this owner
-// knows: the offset it acknowledged (never a sentinel), and what was marked
-// beyond it when the last commit did not land.
-func (p *partition) commitAttrs() []any {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []any
-	if p.committed >= 0 {
-		out = append(out, slog.Int64("committed", p.committed))
-	} else {
-		out = append(out, slog.String("committed", "nothing committed"))
-	}
-	if p.pendingCommit() {
-		out = append(out, slog.Int64("marked_not_committed", p.marked))
-	}
-	return out
 }

@@ -9,22 +9,45 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
-// deliveryStats are one claimed partition's per-message metrics. They are
-// plain numbers guarded by the partition's own lock, updated where the
-// worker holds that lock anyway; no atomic shared between partitions or
-// goroutines sits on the hot path. The collector adds them up when
-// Prometheus scrapes.
+// deliveryStats are one claimed partition's per-message metrics: plain
+// numbers behind a lock of their own, which the partition's goroutines
+// take once per delivery and the dispatcher once per batch; no atomic
+// shared between partitions or goroutines sits on the hot path. The
+// collector adds them up when Prometheus scrapes, taking this lock and no
+// partition's.
 type deliveryStats struct {
 	group, topic string
-	mu           *sync.Mutex // the partition's lock
+	mu           sync.Mutex
 	consumed     uint64
 	processed    [metricdef.NumResults]uint64
 	duration     [metricdef.NumResults]localHist
 	delay        localHist
 }
 
-func newDeliveryStats(group, topic string, mu *sync.Mutex) *deliveryStats {
-	return &deliveryStats{group: group, topic: topic, mu: mu}
+func newDeliveryStats(group, topic string) *deliveryStats {
+	return &deliveryStats{group: group, topic: topic}
+}
+
+// addConsumed counts n messages taken from Kafka.
+func (s *deliveryStats) addConsumed(n int) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.consumed += uint64(n)
+	s.mu.Unlock()
+}
+
+// record counts one delivery with outcome r that took took; delay, when
+// hasDelay, is the message's processing delay.
+func (s *deliveryStats) record(r metricdef.Result, took, delay time.Duration, hasDelay bool) {
+	s.mu.Lock()
+	s.processed[r]++
+	s.duration[r].observe(took)
+	if hasDelay {
+		s.delay.observe(delay)
+	}
+	s.mu.Unlock()
 }
 
 // localHist is a histogram over durationBuckets, not safe for concurrent

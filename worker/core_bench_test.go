@@ -24,7 +24,6 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/kafkaworker/kafkaworker/handler"
-	"github.com/kafkaworker/kafkaworker/internal/doneset"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
@@ -203,10 +202,7 @@ func (bp *benchPart) feed(abort <-chan struct{}) {
 // awaitAdmitted waits until offset was admitted, or abort.
 func (bp *benchPart) awaitAdmitted(offset int64, abort <-chan struct{}) bool {
 	for waited := false; ; waited = true {
-		bp.p.mu.Lock()
-		last := bp.p.offsets.last
-		bp.p.mu.Unlock()
-		if last >= offset {
+		if bp.p.state.Snapshot().LastAdmitted >= offset {
 			if waited {
 				bp.waits++
 			}
@@ -224,7 +220,7 @@ func (bp *benchPart) awaitAdmitted(offset int64, abort <-chan struct{}) bool {
 func (bp *benchPart) marked() int64 {
 	bp.p.mu.Lock()
 	defer bp.p.mu.Unlock()
-	return bp.p.marked
+	return bp.p.state.Snapshot().Marked
 }
 
 // startFeeders starts one feeder goroutine per partition; fed is closed once
@@ -263,10 +259,9 @@ func (r *benchRig) awaitMarked(b testing.TB, fed <-chan struct{}) {
 func (r *benchRig) state() string {
 	s := ""
 	for _, bp := range r.parts {
-		bp.p.mu.Lock()
+		snap := bp.p.state.Snapshot()
 		s += fmt.Sprintf("[partition %d: fed %d, last admitted %d, held %d, marked %d] ",
-			bp.p.id, bp.n, bp.p.offsets.last, bp.p.offsets.heldCount(), bp.p.marked)
-		bp.p.mu.Unlock()
+			bp.p.id, bp.n, snap.LastAdmitted, snap.Held, snap.Marked)
 	}
 	return s
 }
@@ -276,9 +271,9 @@ func (r *benchRig) state() string {
 func (r *benchRig) handledOK() uint64 {
 	var n uint64
 	for _, bp := range r.parts {
-		bp.p.mu.Lock()
-		n += bp.p.metrics.processed[metricdef.Success]
-		bp.p.mu.Unlock()
+		bp.p.stats.mu.Lock()
+		n += bp.p.stats.processed[metricdef.Success]
+		bp.p.stats.mu.Unlock()
 	}
 	return n
 }
@@ -307,7 +302,7 @@ func (r *benchRig) stop(b testing.TB) {
 			if n := bp.p.drain(time.Second); n != 0 {
 				b.Errorf("partition %d: %d handlers still running at shutdown", bp.p.id, n)
 			}
-			r.g.metrics.deliveries.retire(bp.p.metrics)
+			r.g.metrics.deliveries.retire(bp.p.stats)
 		}
 		r.clock.stop()
 		if !r.pool.stop(5 * time.Second) {
@@ -393,96 +388,6 @@ func benchCore(b *testing.B, c benchCoreCase) {
 		b.Logf("feeders waited %d times to recycle a message (the dispatcher ran behind)", waits)
 	}
 	r.stop(b)
-}
-
-// BenchmarkOffsetTracker measures one partition's offset bookkeeping per
-// message: a reserve, a finish and the committable offset read after it,
-// as admit and complete do.
-func BenchmarkOffsetTracker(b *testing.B) {
-	// in-order: each message finishes window messages after it was
-	// reserved, oldest first; every finish advances the committable offset.
-	for _, window := range []int{1, 1000} {
-		b.Run(fmt.Sprintf("in-order/window=%d", window), func(b *testing.B) {
-			benchTrackerWindow(b, window, false)
-		})
-	}
-	// stuck-head: offset 0 never finishes; everything behind it finishes in
-	// order, so the done range above the committable offset grows by one
-	// offset per message and nothing is ever dropped below.
-	b.Run("stuck-head/window=1000", func(b *testing.B) { benchTrackerWindow(b, 1000, true) })
-	// shuffled: batches of 256 finish in a random order (concurrent
-	// handlers), so finishes behind an unfinished one add out-of-order
-	// done ranges that later merge; with and without a stuck head.
-	b.Run("shuffled/batch=256", func(b *testing.B) { benchTrackerShuffled(b, 256, false) })
-	b.Run("stuck-head+shuffled/batch=256", func(b *testing.B) { benchTrackerShuffled(b, 256, true) })
-}
-
-func benchTrackerWindow(b *testing.B, window int, stuck bool) {
-	o := newOffsetTracker(0)
-	next := int64(0)
-	if stuck {
-		o.reserve(next, nil) // never finished
-		next++
-	}
-	hs := make([]int32, window)
-	var sink int64
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		if i >= window {
-			o.finish(hs[i%window])
-			sink += o.committable()
-		}
-		hs[i%window] = o.reserve(next, nil)
-		next++
-	}
-	b.StopTimer()
-	benchSink = sink + int64(len(o.doneRanges()))
-	if stuck && b.N > window {
-		if c := o.committable(); c != 0 {
-			b.Fatalf("committable %d, want 0 behind the stuck head", c)
-		}
-		if d := o.doneRanges(); len(d) != 1 || d[0] != (doneset.Range{Start: 1, End: next - int64(window)}) {
-			b.Fatalf("done ranges %v, want [1, %d)", d, next-int64(window))
-		}
-	}
-}
-
-func benchTrackerShuffled(b *testing.B, batch int, stuck bool) {
-	o := newOffsetTracker(0)
-	next := int64(0)
-	if stuck {
-		o.reserve(next, nil)
-		next++
-	}
-	perm := rand.New(rand.NewPCG(1, 2)).Perm(batch)
-	hs := make([]int32, batch)
-	var sink int64
-	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		k := min(batch, b.N-done)
-		for j := range k {
-			hs[j] = o.reserve(next, nil)
-			next++
-		}
-		for _, j := range perm {
-			if j < k {
-				o.finish(hs[j])
-				sink += o.committable()
-			}
-		}
-		done += k
-	}
-	b.StopTimer()
-	benchSink = sink
-	want, held := next, 0
-	if stuck {
-		want, held = 0, 1
-	}
-	if c, h := o.committable(), o.heldCount(); c != want || h != held {
-		b.Fatalf("committable %d with %d held, want %d with %d", c, h, want, held)
-	}
 }
 
 // BenchmarkAdmit measures partition.admit of 256-message batches over 1000

@@ -10,6 +10,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/attr"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
@@ -121,27 +122,23 @@ func (p *partition) forward(t *task) error {
 }
 
 // record adds t's last delivery, if noted and not yet recorded, to the
-// partition's metrics. Called with p.mu held.
+// partition's metrics. Called by the goroutine that ran the delivery.
 func (p *partition) record(t *task) {
-	if !t.noted || p.metrics == nil {
+	if !t.noted || p.stats == nil {
 		t.noted = false
 		return
 	}
 	t.noted = false
-	p.metrics.processed[t.outcome]++
-	p.metrics.duration[t.outcome].observe(t.took)
-	if t.hasDelay {
-		p.metrics.delay.observe(t.delay)
-		t.hasDelay = false
-	}
+	p.stats.record(t.outcome, t.took, t.delay, t.hasDelay)
+	t.hasDelay = false
 }
 
 // msgAttrs are the log attributes naming t's message, then extra.
 func (p *partition) msgAttrs(t *task, extra ...any) []any {
 	return append([]any{
-		logTopic(p.topic),
-		logPartition(p.id),
-		logOffset(t.msg.Offset),
+		attr.Topic(p.topic),
+		attr.Partition(p.id),
+		attr.Offset(t.msg.Offset),
 	}, extra...)
 }
 
@@ -159,7 +156,7 @@ func (p *partition) scheduleRetry(t *task, err error) {
 	}
 	if f.dest == nil { // a failed publish was logged by deliver
 		attrs := p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt), slog.Duration("backoff", d),
-			logErrorType(handler.ErrorType(err)), slog.Any("error", err))
+			attr.ErrorType(handler.ErrorType(err)), slog.Any("error", err))
 		var pe *handler.PanicError
 		if errors.As(err, &pe) {
 			attrs = append(attrs, slog.String("stack", string(pe.Stack)))

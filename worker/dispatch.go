@@ -60,7 +60,7 @@ func (d *dispatcher) run(done <-chan struct{}) {
 			if !d.take(m, in) {
 				return
 			}
-		case <-d.p.freed:
+		case <-d.p.state.Freed():
 		case <-d.stall.C:
 			d.g.group.Pause(d.tp)
 			d.paused, d.holding = true, false
@@ -139,10 +139,7 @@ func (d *dispatcher) resume() {
 // committable offset (or, before anything is done, the first offset taken).
 func (d *dispatcher) reportLag() {
 	hwm := d.claim.HighWaterMarkOffset()
-	d.p.mu.Lock()
-	from := max(d.p.marked, d.p.offsets.committable())
-	d.p.mu.Unlock()
-	if from >= 0 {
+	if from := d.p.state.Snapshot().Resume; from >= 0 {
 		d.g.metrics.setLag(d.p.topic, d.p.id, hwm-from)
 	}
 	d.sampleStatus(hwm) // the status page's partition row (status_sample.go)

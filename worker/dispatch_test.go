@@ -42,7 +42,7 @@ func offsetsOf(runs []handled) map[int64]bool {
 func inFlight(p *partition) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return uint64(p.offsets.heldCount())
+	return uint64(p.state.Held())
 }
 
 // stallRig claims partition 3 of "t" with a budget of 2 and handlers that
@@ -154,8 +154,8 @@ func TestDispatchStallPauseResume(t *testing.T) {
 			t.Fatalf("resumed %v after the backlog was released, want at once", calls[1].at.Sub(released))
 		}
 		rec.checkOncePerOffsetInKeyOrder(t, "t", 7)
-		if c.p.marked != 7 {
-			t.Fatalf("all 7 messages done: want offset 7 marked, got %d", c.p.marked)
+		if c.p.state.Snapshot().Marked != 7 {
+			t.Fatalf("all 7 messages done: want offset 7 marked, got %d", c.p.state.Snapshot().Marked)
 		}
 		if c.returned() {
 			t.Fatal("the dispatcher returned though its claim is still open")

@@ -140,15 +140,14 @@ func TestDoneSetSizeOfNothing(t *testing.T) {
 
 // dsState reads the partition's done-set under its lock.
 func dsState(p *partition) (base int64, ranges []doneset.Range, held int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.offsets.committable(), slices.Clone(p.offsets.doneRanges()), p.offsets.heldCount()
+	base, ranges = p.state.DoneRanges()
+	return base, ranges, p.state.Held()
 }
 
 // dsFreed reports whether the dispatcher's wake-up is pending, and takes it.
 func dsFreed(p *partition) bool {
 	select {
-	case <-p.freed:
+	case <-p.state.Freed():
 		return true
 	default:
 		return false
@@ -167,11 +166,7 @@ func dsCheckWhole(t *testing.T, p *partition) {
 	if err != nil || !slices.Equal([]doneset.Range(got), ranges) {
 		t.Fatalf("%d done ranges above %d: doneset.Encode kept %d (%v)", len(ranges), base, len(got), err)
 	}
-	p.mu.Lock()
-	p.metaDirty = true
-	p.refreshDoneSet()
-	meta := p.meta
-	p.mu.Unlock()
+	_, meta, _ := p.state.NextCommit()
 	if got, err := doneset.Decode(meta); err != nil || !slices.Equal([]doneset.Range(got), ranges) {
 		t.Fatalf("the next commit's done-set holds %d of the %d ranges (%v)", len(got), len(ranges), err)
 	}
@@ -203,7 +198,7 @@ func TestPartitionDoneSetBackPressure(t *testing.T) {
 			if !full {
 				t.Fatalf("offset %d refused but not reported full", o)
 			}
-			if !b.p.doneSetFull {
+			if !b.p.state.Snapshot().DoneSetFull {
 				t.Fatalf("offset %d refused with the budget free and doneSetFull unset", o)
 			}
 			// It refused because the done-set passed 90% of the limit...
@@ -408,13 +403,8 @@ func TestPartitionDoneSetFragmentsAfterIntake(t *testing.T) {
 	// What is committed then is a prefix: nothing is claimed done that is
 	// not (a restart handles the rest again, never skips it), and the
 	// worker says so once.
-	b.p.mu.Lock()
-	b.p.metaDirty = true
-	b.p.refreshDoneSet()
-	meta, warned := b.p.meta, b.p.doneSetTruncated
-	b.p.metaDirty = true
-	b.p.refreshDoneSet()
-	b.p.mu.Unlock()
+	_, meta, warned := b.p.state.NextCommit()
+	b.p.state.NextCommit()
 	if !warned {
 		t.Fatal("the done-set outgrew the metadata and nothing was logged")
 	}

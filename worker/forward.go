@@ -11,6 +11,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/attr"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
@@ -72,7 +73,7 @@ func newForwarder(cfg Config, topo topology, base *sarama.Config, tr tracing, li
 			}
 			if srcLimit.bytes-recordBatchOverhead > maxBytes { // the source holds records the producer refuses
 				log.Warn("the forwarder's Producer.MaxMessageBytes is smaller than a source topic's max.message.bytes: a failing record larger than it cannot be forwarded, and its offset stays uncommitted",
-					logTopic(src), slog.Int("source_max_message_bytes", srcLimit.bytes), slog.Int("producer_max_message_bytes", maxBytes),
+					attr.Topic(src), slog.Int("source_max_message_bytes", srcLimit.bytes), slog.Int("producer_max_message_bytes", maxBytes),
 					slog.Bool("set_through_WithSaramaConfig", userSet))
 			}
 		}
@@ -101,7 +102,7 @@ func newForwarder(cfg Config, topo topology, base *sarama.Config, tr tracing, li
 	// grows its fetch size until the record fits.
 	if fm := int(base.Consumer.Fetch.Max); fm > 0 && largest > fm {
 		log.Warn("Consumer.Fetch.Max (set through WithSaramaConfig) is smaller than a source topic's max.message.bytes: sarama skips a record larger than Consumer.Fetch.Max; raise it or leave it 0 (no limit)",
-			logTopic(largestSource), slog.Int("source_max_message_bytes", largest), slog.Int("consumer_fetch_max", fm))
+			attr.Topic(largestSource), slog.Int("source_max_message_bytes", largest), slog.Int("consumer_fetch_max", fm))
 	}
 	return f, nil
 }

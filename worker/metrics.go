@@ -5,7 +5,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,11 +122,11 @@ func versions() (module, goVersion, saramaVersion string) {
 
 // forPartition returns the per-message stats of a newly claimed partition,
 // tracked by the collector until retire.
-func (m *metrics) forPartition(topic string, mu *sync.Mutex) *deliveryStats {
+func (m *metrics) forPartition(topic string) *deliveryStats {
 	if m == nil {
 		return nil
 	}
-	s := newDeliveryStats(m.group, topic, mu)
+	s := newDeliveryStats(m.group, topic)
 	m.deliveries.track(s)
 	return s
 }

@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/kafkaworker/kafkaworker/handler"
-	"github.com/kafkaworker/kafkaworker/internal/doneset"
+	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
@@ -36,10 +36,10 @@ const (
 type task struct {
 	part    *partition
 	msg     handler.Message
-	node    int32     // its handle in the partition's offset tracker
-	key     *keyState // its key's FIFO; nil when the message waits for nothing
-	next    *task     // next message of the same key, admitted after this one
-	attempt int       // deliveries on this hop so far; the delivering goroutine's
+	node    commit.Handle // its handle in the partition's commit state
+	key     *keyState     // its key's FIFO; nil when the message waits for nothing
+	next    *task         // next message of the same key, admitted after this one
+	attempt int           // deliveries on this hop so far; the delivering goroutine's
 	// attemptShown mirrors attempt for readers under p.mu (stuck reports).
 	attemptShown atomic.Int32
 	fail         *failure
@@ -58,6 +58,9 @@ type task struct {
 	noted    bool             // outcome and took wait to be recorded
 }
 
+// Offset is the message's offset: what the commit state tracks it by.
+func (t *task) Offset() int64 { return t.msg.Offset }
+
 // keyState is one key's FIFO: its last admitted message still pending.
 // Entries stay in the partition's map while the key is idle (last nil), so
 // a busy key costs no map insert, delete or key string per message; idle
@@ -75,7 +78,7 @@ type partition struct {
 	id         int32
 	hop        hop            // source topic or retry tier
 	fwd        *forwarder     // nil when nothing is forwarded
-	metrics    *deliveryStats // nil in unit tests
+	stats      *deliveryStats // nil in unit tests
 	all        *metrics
 	tracing    tracing
 	spanAttrs  []attribute.KeyValue // the span attributes shared by this partition's deliveries
@@ -84,38 +87,30 @@ type partition struct {
 	pool       *pool
 	log        *slog.Logger
 	retry      func() backoff.BackOff
-	skip       doneset.Set // offsets the previous owner already handled
-	floor      int64       // offsets below it lie before the claim's resolved start: taken as done, never handled
-	maxHeld    int         // WORKER_MAX_IN_FLIGHT: messages held in memory at most
 	clock      *coarseClock
 	stuckAfter time.Duration // WORKER_STUCK_AFTER; 0: never reported
 
 	ctx    context.Context // handlers' context; cancelled when the claim is given up
 	cancel context.CancelFunc
 
+	// state is the commit state: what is unfinished, marked, committed, and
+	// the intake budget. It has its own lock, taken after mu when both are.
+	state *commit.State[*task]
+	sess  sarama.ConsumerGroupSession // the claim's session: member and generation, for the status page
+
 	keys map[string]*keyState // the dispatcher's own: see keyOf
 
-	mu         sync.Mutex
-	state      atomic.Int32 // a partState; written under mu, read anywhere
-	offsets    *offsetTracker
-	sess       sarama.ConsumerGroupSession // the claim's session: member and generation for commits
-	marked     int64                       // next offset to consume: every offset below it is done
-	meta       string                      // done-set of what finished at or above marked
-	committed  int64                       // marked and meta as last acknowledged by the coordinator
-	commitMeta string
-	released   bool // the final commit was made: commit nothing more
+	// inFlightReported is this partition's share of the in-flight gauge;
+	// the dispatcher's own (reportInFlight).
+	inFlightReported int64
 
-	inFlightReported int64 // this partition's share of the in-flight gauge
-	metaDirty        bool  // the done ranges changed since meta
-	skipped          int   // messages skipped because skip held them
-	backingOff       map[*task]*time.Timer
-	runExit          chan struct{} // signalled when a handler returns while draining
-	starved          bool          // the dispatcher holds messages the budget refused
-	doneSetFull      bool          // intake stopped because the done-set neared the metadata limit
-	doneSetTruncated bool          // a commit had to leave ranges out (logged once)
-	freed            chan struct{} // wakes the dispatcher when budget frees up
+	mu         sync.Mutex   // guards the key FIFOs' contents, backingOff and free
+	phase      atomic.Int32 // a partState; written under mu, read anywhere
+	backingOff map[*task]*time.Timer
+	runExit    chan struct{} // signalled when a handler returns while draining
 
 	scratch, ready []*task // admit's buffers, reused; only the dispatcher touches them
+	offs           []int64 // admit's offsets buffer; only the dispatcher touches it
 	spare          []task  // the unused rest of the last chunk of tasks; only the dispatcher touches it
 	free           []*task // done tasks, for the dispatcher to reuse; guarded by mu
 	reuse          []*task // takeFree's buffer; only the dispatcher touches it
@@ -152,25 +147,25 @@ func (p *partition) initTask(t *task, m *sarama.ConsumerMessage) {
 // admit takes in, in order, as many of ms as the in-flight budget and the
 // done-set's room allow, starts those whose key has no earlier message
 // pending, and returns how many it took. full reports that intake must
-// wait; a completion will then wake the dispatcher through freed. Only the
-// dispatcher calls admit.
+// wait; a completion will then wake the dispatcher through state.Freed.
+// Only the dispatcher calls admit.
 func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
-	all := ms
-	p.mu.Lock()
-	room := p.maxHeld - p.offsets.heldCount()
+	var first, last int64
+	if len(ms) > 0 {
+		first, last = ms[0].Offset, ms[len(ms)-1].Offset
+	}
 	// Each message taken in may add a done range (a gap before it, or a
 	// skipped offset): take no more than the done-set has room for.
-	if fit := p.doneSetRoom(ms); fit < len(ms) {
-		ms = ms[:fit]
-	}
-	p.doneSetFull = len(ms) == 0
+	room, fit := p.state.Capacity(len(ms), last)
+	ms = ms[:min(fit, len(ms))]
+	p.mu.Lock()
 	reuse := p.takeFree(min(room, len(ms)))
 	p.mu.Unlock()
-	// Tasks are built outside the lock; the budget only grows meanwhile, so
-	// those built will fit.
-	built := p.scratch[:0]
+	// Tasks are built outside the locks; the budget only grows meanwhile,
+	// so those built will fit.
+	built, offs := p.scratch[:0], p.offs[:0]
 	for _, m := range ms {
-		if p.handles(m.Offset) {
+		if p.state.Handles(m.Offset) {
 			if len(built) == room {
 				break
 			}
@@ -185,38 +180,24 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 			t.key = p.keyOf(m.Key)
 			built = append(built, t)
 		}
+		offs = append(offs, m.Offset)
 		n++
 	}
 	now := p.clock.read()
+	for _, t := range built {
+		t.takenAt = now
+	}
+	hs, full := p.state.Admit(offs, built, n < len(ms), first)
+	for i, t := range built {
+		t.node = hs[i]
+	}
+	p.stats.addConsumed(n)
 
 	p.mu.Lock()
-	ready, tasks := p.ready[:0], built
-	for _, m := range ms[:n] {
-		if len(tasks) == 0 || tasks[0].msg.Offset != m.Offset {
-			p.offsets.skip(m.Offset) // before the start, or the previous owner did it
-			p.skipped++
-			continue
-		}
-		t := tasks[0]
-		tasks = tasks[1:]
-		t.takenAt = now
-		t.node = p.offsets.reserve(m.Offset, t)
+	ready := p.ready[:0]
+	for _, t := range built {
 		if !p.chain(t) {
 			ready = append(ready, t)
-		}
-	}
-	if p.metrics != nil {
-		p.metrics.consumed += uint64(n)
-	}
-	p.metaDirty = true
-	p.markCommittable()
-	if n < len(ms) || p.doneSetFull {
-		full = true
-		p.starved = true
-		if p.maxHeld > p.offsets.heldCount() && (!p.doneSetFull || p.doneSetRoom(all[:1]) > 0) {
-			// Completions since the room was counted freed some without a
-			// starved dispatcher to wake: wake it now, or it would wait.
-			p.wake()
 		}
 	}
 	p.free = append(p.free, reuse...) // taken but not needed
@@ -225,7 +206,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	p.pool.pushAll(ready)
 	clear(built)
 	clear(ready)
-	p.scratch, p.ready = built[:0], ready[:0]
+	p.scratch, p.ready, p.offs = built[:0], ready[:0], offs[:0]
 	return n, full
 }
 
@@ -257,12 +238,6 @@ func (p *partition) nextTask() *task {
 	t := &p.spare[0]
 	p.spare = p.spare[1:]
 	return t
-}
-
-// handles reports whether the message at offset is to be handled: not
-// before the claim's start, and not already handled by the previous owner.
-func (p *partition) handles(offset int64) bool {
-	return offset >= p.floor && !p.skip.Contains(offset)
 }
 
 // keyOf returns the FIFO of the messages with key, or nil when a message
@@ -303,7 +278,7 @@ func (p *partition) chain(t *task) (waits bool) {
 // stream of ever new keys does not grow the map without bound. Called with
 // p.mu held.
 func (p *partition) sweepKeys() {
-	if len(p.keys) < 4096 || len(p.keys) < 4*p.offsets.heldCount() {
+	if len(p.keys) < 4096 || len(p.keys) < 4*p.state.Held() {
 		return
 	}
 	for k, ks := range p.keys {
@@ -314,11 +289,7 @@ func (p *partition) sweepKeys() {
 }
 
 // inMemory is how many messages the partition holds: taken and not done.
-func (p *partition) inMemory() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.offsets.heldCount()
-}
+func (p *partition) inMemory() int { return p.state.Held() }
 
 // run delivers t to the handler and records the outcome. It returns the
 // next task of t's key when that may start now, for the caller to run.
@@ -336,9 +307,9 @@ func (p *partition) run(t *task, slot *runSlot) *task {
 	}
 
 	err := p.deliver(t)
+	p.record(t)
 
 	p.mu.Lock()
-	p.record(t)
 	var next *task
 	state := p.loadState() // changes only under p.mu
 	switch {
@@ -368,10 +339,10 @@ func (p *partition) finishRun(slot *runSlot) {
 	}
 }
 
-func (p *partition) loadState() partState { return partState(p.state.Load()) }
+func (p *partition) loadState() partState { return partState(p.phase.Load()) }
 
 // setState changes the state; called with p.mu held.
-func (p *partition) setState(s partState) { p.state.Store(int32(s)) }
+func (p *partition) setState(s partState) { p.phase.Store(int32(s)) }
 
 // reportInFlight moves the in-flight gauge by this partition's change since
 // its last report: the gauge is shared by every partition (and by workers of
@@ -381,14 +352,12 @@ func (p *partition) reportInFlight(gone bool) {
 	if p.all == nil {
 		return
 	}
-	p.mu.Lock()
-	now := int64(p.offsets.heldCount())
+	now := int64(p.state.Held())
 	if gone {
 		now = 0
 	}
 	delta := now - p.inFlightReported
 	p.inFlightReported = now
-	p.mu.Unlock()
 	if delta != 0 {
 		p.all.inFlight.Add(float64(delta))
 	}
@@ -418,120 +387,13 @@ func (p *partition) complete(t *task) *task {
 	if t.stuck {
 		p.reportUnstuck(t)
 	}
-	if !p.offsets.finish(t.node) {
-		p.metaDirty = true // done behind an unfinished one
-	}
-	p.advance()
+	p.state.Finish(t.node)
 	// Nothing refers to t any more: not its key (ks.last moved on or is
 	// nil), its predecessor (whose next was cleared when it completed), the
-	// tracker, the pool's queue or a retry timer, and run no longer touches
-	// it. The dispatcher may reuse it.
+	// commit state, the pool's queue or a retry timer, and run no longer
+	// touches it. The dispatcher may reuse it.
 	p.free = append(p.free, t)
 	return next
-}
-
-// markCommittable marks the committable offset. Called with p.mu held.
-func (p *partition) markCommittable() {
-	if c := p.offsets.committable(); c > p.marked {
-		p.marked = c
-	}
-}
-
-// advance marks the committable offset after a completion and wakes a
-// starved dispatcher: a message less is held, and the done-set may have
-// shrunk. Called with p.mu held.
-func (p *partition) advance() {
-	p.markCommittable()
-	if p.starved {
-		p.wake()
-	}
-}
-
-// wake tells a starved dispatcher that it may take in more. Called with
-// p.mu held.
-func (p *partition) wake() {
-	p.starved = false
-	select {
-	case p.freed <- struct{}{}:
-	default:
-	}
-}
-
-// doneSetRoom returns how many of ms may be taken in without the done-set
-// outgrowing its share of the commit metadata: intake stops while its
-// encoding would use more than 90% of the budget, each message counted as
-// adding a range of the widest encoding the batch can give, so that ranges
-// never have to be dropped (a restart would handle those messages again)
-// through intake. Called with p.mu held.
-func (p *partition) doneSetRoom(ms []*sarama.ConsumerMessage) int {
-	ranges := p.offsets.rangeCount()
-	if ranges+len(ms) < 64 || len(ms) == 0 { // 64 ranges of the widest encoding still fit
-		return len(ms)
-	}
-	base := p.offsets.committable()
-	span := uint64(max(ms[len(ms)-1].Offset-base, 0))
-	perRange := 2 * doneset.UvarintLen(span) // a gap and a length, each at most the span
-	limit := doneset.MaxBytes * 9 / 10
-	// Bounds first, so that the unfinished list need not be walked: every
-	// range held now at its widest, or the size at the last walk plus the
-	// most the changes since can have added. When a bound fits, so does
-	// the exact size.
-	if doneset.SizeFor(base, (ranges+len(ms))*perRange) <= limit ||
-		doneset.SizeFor(base, p.offsets.doneSizeBound(perRange/2)+len(ms)*perRange) <= limit {
-		return len(ms)
-	}
-	left := limit - doneset.EncodedSize(base, p.offsets.doneRanges())
-	if left <= 0 {
-		return 0
-	}
-	fit := left * 3 / 4 / perRange // base64 carries 3 bytes in 4
-	return min(len(ms), fit)
-}
-
-// refreshDoneSet records, in the metadata of the next commit, which
-// messages above the committable offset are already done, so that no later
-// owner of the partition handles them again. Called with p.mu held.
-func (p *partition) refreshDoneSet() {
-	if !p.metaDirty {
-		return
-	}
-	p.metaDirty = false
-	base := p.offsets.committable()
-	ranges := p.offsets.doneRanges()
-	// Carry forward what the previous owner finished beyond what this owner
-	// has taken in yet, or a commit now would erase it.
-	if len(p.skip) > 0 {
-		next := max(p.offsets.last+1, base)
-		var carried []doneset.Range
-		for _, r := range p.skip {
-			if r.End > next {
-				carried = append(carried, doneset.Range{Start: max(r.Start, next), End: r.End})
-			}
-		}
-		if len(carried) > 0 {
-			ranges = append(append([]doneset.Range(nil), ranges...), carried...)
-		}
-	}
-	if base < 0 {
-		return
-	}
-	if size := doneset.EncodedSize(base, ranges); size > doneset.MaxBytes && !p.doneSetTruncated {
-		// Intake stopped at 90%, but messages already held can still split
-		// the ranges further when they finish out of order.
-		p.doneSetTruncated = true
-		p.log.Warn("the record of finished offsets outgrew the commit metadata; the highest ranges are left out, "+
-			"and those messages will be handled again if the partition changes owner before its oldest message finishes",
-			logTopic(p.topic), logPartition(p.id), slog.Int64("committed", base), slog.Int("done_ranges", len(ranges)),
-			slog.Int("encoded_bytes", size), slog.Int("limit_bytes", doneset.MaxBytes))
-	}
-	p.meta = doneset.Encode(base, ranges)
-	p.marked = max(p.marked, base)
-}
-
-// pendingCommit reports whether marked or meta differ from what the
-// coordinator last acknowledged. Called with p.mu held.
-func (p *partition) pendingCommit() bool {
-	return p.marked >= 0 && (p.marked != p.committed || p.meta != p.commitMeta)
 }
 
 // drain stops starting handlers, waits up to timeout for the running ones,
@@ -556,7 +418,6 @@ func (p *partition) drain(timeout time.Duration) int {
 	}
 
 	p.mu.Lock()
-	p.refreshDoneSet()
 	p.setState(partFenced)
 	abandoned := p.pool.runningIn(p)
 	p.mu.Unlock()

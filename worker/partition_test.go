@@ -7,6 +7,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/doneset"
 )
 
@@ -24,10 +25,12 @@ func setupPartition(t *testing.T, budget int, skip doneset.Set) *partitionBundle
 	b.pool.cond.L = &b.pool.mu
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	log := slog.New(slog.DiscardHandler)
 	b.p = &partition{
-		topic: "t", ordering: OrderByKey, pool: b.pool, log: slog.New(slog.DiscardHandler),
-		ctx: ctx, cancel: cancel, keys: map[string]*keyState{}, offsets: newOffsetTracker(-2), maxHeld: budget,
-		skip: skip, marked: -2, freed: make(chan struct{}, 1), runExit: make(chan struct{}, 1),
+		topic: "t", ordering: OrderByKey, pool: b.pool, log: log,
+		ctx: ctx, cancel: cancel, keys: map[string]*keyState{},
+		state:   commit.NewState[*task](commit.StateParams{Topic: "t", Initial: -2, Skip: skip, MaxHeld: budget, Log: log}),
+		runExit: make(chan struct{}, 1),
 	}
 	return b
 }
@@ -66,22 +69,20 @@ func TestPartitionMarksOnlyContiguousDoneOffsets(t *testing.T) {
 	}
 	b.finish(ts[2])
 	b.finish(ts[1])
-	if b.p.marked > 0 {
-		t.Fatalf("offsets 1 and 2 done but 0 is not: nothing may be marked past 0, got %d", b.p.marked)
+	if b.p.state.Snapshot().Marked > 0 {
+		t.Fatalf("offsets 1 and 2 done but 0 is not: nothing may be marked past 0, got %d", b.p.state.Snapshot().Marked)
 	}
-	b.p.mu.Lock()
-	b.p.refreshDoneSet()
-	b.p.mu.Unlock()
-	if b.p.marked != 0 {
-		t.Fatalf("done-set refresh must mark offset 0 (first unfinished), got %d", b.p.marked)
+	_, meta, _ := b.p.state.NextCommit()
+	if b.p.state.Snapshot().Marked != 0 {
+		t.Fatalf("done-set refresh must mark offset 0 (first unfinished), got %d", b.p.state.Snapshot().Marked)
 	}
-	set, err := doneset.Decode(b.p.meta)
+	set, err := doneset.Decode(meta)
 	if err != nil || !set.Contains(1) || !set.Contains(2) || set.Contains(0) {
-		t.Fatalf("done-set %q (%v) must hold 1 and 2 but not 0", b.p.meta, err)
+		t.Fatalf("done-set %q (%v) must hold 1 and 2 but not 0", meta, err)
 	}
 	b.finish(ts[0])
-	if b.p.marked != 3 {
-		t.Fatalf("all of 0..2 done: want mark 3, got %d", b.p.marked)
+	if b.p.state.Snapshot().Marked != 3 {
+		t.Fatalf("all of 0..2 done: want mark 3, got %d", b.p.state.Snapshot().Marked)
 	}
 }
 
@@ -103,7 +104,7 @@ func TestPartitionKeyFIFOAndBudget(t *testing.T) {
 		t.Fatalf("finishing a@0 must hand back a@1, got %v", next)
 	}
 	select {
-	case <-b.p.freed:
+	case <-b.p.state.Freed():
 	default:
 		t.Fatal("budget freed but the starved dispatcher was not woken")
 	}
@@ -126,11 +127,11 @@ func TestPartitionSkipsWhatThePreviousOwnerFinished(t *testing.T) {
 	if next == nil || next.msg.Offset != 3 {
 		t.Fatalf("offsets 1 and 2 were done before: after 0 comes 3, got %v", next)
 	}
-	if b.p.marked != 3 {
-		t.Fatalf("want mark 3 (0 done now, 1-2 done before), got %d", b.p.marked)
+	if b.p.state.Snapshot().Marked != 3 {
+		t.Fatalf("want mark 3 (0 done now, 1-2 done before), got %d", b.p.state.Snapshot().Marked)
 	}
-	if b.p.skipped != 2 {
-		t.Fatalf("skipped %d, want 2", b.p.skipped)
+	if b.p.state.Snapshot().Skipped != 2 {
+		t.Fatalf("skipped %d, want 2", b.p.state.Snapshot().Skipped)
 	}
 }
 
@@ -145,10 +146,8 @@ func TestPartitionCarriesThePreviousDoneSetForward(t *testing.T) {
 	}
 	ts := b.queued()
 	b.finish(ts[1]) // offset 2 done; 0 still running
-	b.p.mu.Lock()
-	b.p.refreshDoneSet()
-	b.p.mu.Unlock()
-	set, err := doneset.Decode(b.p.meta)
+	_, meta, _ := b.p.state.NextCommit()
+	set, err := doneset.Decode(meta)
 	if err != nil {
 		t.Fatal(err)
 	}

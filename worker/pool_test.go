@@ -177,8 +177,8 @@ func TestPoolStop(t *testing.T) {
 			if d := time.Since(start); d != took {
 				t.Fatalf("stop returned after %v, want when the handler finished (%v)", d, took)
 			}
-			if c.p.marked != 1 {
-				t.Fatalf("the running handler's result must count: marked %d, want 1", c.p.marked)
+			if c.p.state.Snapshot().Marked != 1 {
+				t.Fatalf("the running handler's result must count: marked %d, want 1", c.p.state.Snapshot().Marked)
 			}
 			c.p.drain(0)
 		})
@@ -240,8 +240,8 @@ func TestPoolStop(t *testing.T) {
 			if runs := rec.snapshot(); len(runs) != 1 || runs[0].key != "a" {
 				t.Fatalf("only a may have run, got %v", runs)
 			}
-			if c.p.marked != 0 {
-				t.Fatalf("a's result came after the fence and must be discarded: marked %d, want 0", c.p.marked)
+			if c.p.state.Snapshot().Marked != 0 {
+				t.Fatalf("a's result came after the fence and must be discarded: marked %d, want 0", c.p.state.Snapshot().Marked)
 			}
 		})
 	})
@@ -270,8 +270,8 @@ func TestPoolStop(t *testing.T) {
 			if runs := rec.snapshot(); len(runs) != 1 || runs[0].key != "a" {
 				t.Fatalf("b and c were queued when stop was called: only a may run, got %v", runs)
 			}
-			if c.p.marked != 1 {
-				t.Fatalf("a finished with the partition running: want it marked (1), got %d", c.p.marked)
+			if c.p.state.Snapshot().Marked != 1 {
+				t.Fatalf("a finished with the partition running: want it marked (1), got %d", c.p.state.Snapshot().Marked)
 			}
 			c.p.drain(0)
 		})

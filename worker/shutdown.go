@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/kafkaworker/kafkaworker/internal/commit"
 )
 
 // The stop budget. When Run's context is cancelled at T, every stage of the
@@ -50,7 +52,7 @@ func (s *stopClock) commitDeadline() time.Time { return s.deadline().Add(finalCo
 // handler yet) is given up shortly after, so Run always returns.
 func (g *groupHandler) leaveAfterDrain(ctx context.Context, cancelConsume context.CancelFunc) {
 	<-ctx.Done()
-	limit := time.Until(g.stop.commitDeadline()) + commitRetryEvery
+	limit := time.Until(g.stop.commitDeadline()) + commit.RetryEvery
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	for g.active.Load() > 0 {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/attr"
 )
 
 // startFlushTimeout bounds how long a new claim waits for its start offset
@@ -46,24 +48,22 @@ func (g *groupHandler) startClaim(sess sarama.ConsumerGroupSession, claim sarama
 	}
 	if err != nil {
 		g.w.log.Error("cannot resolve the start offset of a partition with no committed offset; it is committed once a message is handled",
-			logTopic(p.topic), logPartition(p.id), slog.Any("error", err))
+			attr.Topic(p.topic), attr.Partition(p.id), slog.Any("error", err))
 		return false
 	}
-	p.mu.Lock()
-	p.floor, p.marked, p.offsets.start = start, start, start
-	p.mu.Unlock()
-	err = g.commits.flush(p, time.Now().Add(min(startFlushTimeout, g.w.revokeTimeout())), sess.Context().Done())
+	p.state.Start(start)
+	err = g.commits.Flush(p.state, time.Now().Add(min(startFlushTimeout, g.w.revokeTimeout())), sess.Context().Done())
 	if err != nil {
 		g.w.log.Warn("could not commit the start offset of a partition with no committed offset yet; retrying with the periodic commits",
-			logTopic(p.topic), logPartition(p.id), slog.Int64("start", start), slog.Any("error", err))
+			attr.Topic(p.topic), attr.Partition(p.id), slog.Int64("start", start), slog.Any("error", err))
 		return false
 	}
-	g.w.log.Info("no committed offset: committed the start offset", logTopic(p.topic), logPartition(p.id),
+	g.w.log.Info("no committed offset: committed the start offset", attr.Topic(p.topic), attr.Partition(p.id),
 		slog.Int64("start", start), slog.String("from", offsetName(want)))
 	if restart {
 		g.w.log.Warn("a retry tier holds records but had no committed offset, and its claim started at the newest offset: "+
 			"restarting the session so that they are handled from its oldest offset",
-			logTopic(p.topic), logPartition(p.id), slog.Int64("oldest", start))
+			attr.Topic(p.topic), attr.Partition(p.id), slog.Int64("oldest", start))
 	}
 	return restart
 }

@@ -27,34 +27,35 @@ func (d *dispatcher) sampleStatus(hwm int64) {
 	m.board.noteRate(time.Now(), m.processedTotals)
 }
 
-// statusSample reads the partition's numbers under its lock.
+// statusSample reads the partition's numbers; the dispatcher calls it.
 func (p *partition) statusSample(hwm int64) (s PartitionStatus, member string, gen int32) {
 	now := p.clock.read()
 	s = PartitionStatus{Topic: p.topic, Partition: p.id, Tier: p.hop.tier, EndOffset: hwm, SampledAt: time.Now().UTC()}
 	if p.sess != nil {
 		member, gen = p.sess.MemberID(), p.sess.GenerationID()
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.committed >= 0 {
-		c := p.committed
+	snap := p.state.Snapshot()
+	if snap.Committed >= 0 {
+		c := snap.Committed
 		s.CommittedOffset = &c
 	}
-	if from := max(p.marked, p.offsets.committable()); from >= 0 {
-		s.Lag = max(hwm-from, 0)
+	if snap.Resume >= 0 {
+		s.Lag = max(hwm-snap.Resume, 0)
 	}
-	s.Held, s.InFlight = p.offsets.heldCount(), p.pool.runningIn(p)
-	if oldest, ok := p.offsets.oldest(); ok {
-		off := oldest.offset
+	s.Held, s.InFlight = snap.Held, p.pool.runningIn(p)
+	// The oldest task is read on the dispatcher, the only goroutine that
+	// reuses tasks, so it stays what it is while it is read.
+	if oldest, ok := p.state.Oldest(); ok {
+		off := oldest.msg.Offset
 		s.OldestOffset = &off
-		if oldest.task != nil {
-			age := now - oldest.task.takenAt
-			s.OldestAgeSeconds = age.Seconds()
-			s.Stuck = p.stuckAfter > 0 && age >= p.stuckAfter
-		}
+		age := now - oldest.takenAt
+		s.OldestAgeSeconds = age.Seconds()
+		s.Stuck = p.stuckAfter > 0 && age >= p.stuckAfter
 	}
 	if p.hop.tier > 0 {
+		p.mu.Lock()
 		s.NextDue = p.nextDue()
+		p.mu.Unlock()
 	}
 	return s, member, gen
 }

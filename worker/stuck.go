@@ -3,6 +3,9 @@ package worker
 import (
 	"log/slog"
 	"time"
+
+	"github.com/kafkaworker/kafkaworker/internal/attr"
+	"github.com/kafkaworker/kafkaworker/internal/commit"
 )
 
 // watchHeld runs on the dispatcher's tick: it sets the partition's
@@ -15,18 +18,15 @@ func (p *partition) watchHeld() {
 	defer p.mu.Unlock()
 	p.sweepKeys()
 	var age time.Duration
-	if oldest, ok := p.offsets.oldest(); ok && oldest.task != nil {
-		age = now - oldest.task.takenAt
+	if oldest, ok := p.state.Oldest(); ok {
+		age = now - oldest.takenAt
 	}
 	p.all.setOldestAge(p.topic, p.id, age)
 	if p.stuckAfter <= 0 || age < p.stuckAfter {
 		return
 	}
-	p.offsets.each(func(n offsetNode) bool {
-		t := n.task
-		if t == nil {
-			return true
-		}
+	snap := p.state.Snapshot()
+	p.state.EachUnfinished(func(t *task) bool {
 		held := now - t.takenAt
 		if held < p.stuckAfter {
 			return false // taken in order: the rest are younger
@@ -34,14 +34,15 @@ func (p *partition) watchHeld() {
 		_, backingOff := p.backingOff[t]
 		if !t.stuck && (backingOff || t.attemptShown.Load() > 0) { // running or waiting in place, not queued behind its key
 			t.stuck = true
-			p.reportStuck(t, held)
+			p.reportStuck(t, held, snap)
 		}
 		return true
 	})
 }
 
-// reportStuck logs t as stuck. Called with p.mu held.
-func (p *partition) reportStuck(t *task, held time.Duration) {
+// reportStuck logs t as stuck; snap is the commit state's numbers. Called
+// with p.mu held.
+func (p *partition) reportStuck(t *task, held time.Duration, snap commit.Snapshot) {
 	behind := 0
 	for n := t.next; n != nil; n = n.next {
 		behind++
@@ -53,8 +54,8 @@ func (p *partition) reportStuck(t *task, held time.Duration) {
 	p.log.Warn("message stuck: held longer than WORKER_STUCK_AFTER; the partition's committed offset cannot pass it",
 		p.msgAttrs(t, slog.Int("attempt", t.base+int(t.attemptShown.Load())), slog.Duration("held_for", held.Round(time.Millisecond)),
 			slog.String("state", state), slog.Int("same_key_waiting_behind", behind),
-			slog.Int("partition_messages_held", p.offsets.heldCount()),
-			slog.Int64("committed_offset_held_back_by", max(p.offsets.last-t.msg.Offset, 0)))...)
+			slog.Int("partition_messages_held", snap.Held),
+			slog.Int64("committed_offset_held_back_by", max(snap.LastAdmitted-t.msg.Offset, 0)))...)
 	p.log.Debug("stuck message key", p.msgAttrs(t, slog.String("key", string(t.msg.Key)))...)
 }
 
@@ -69,9 +70,7 @@ func (p *partition) reportUnstuck(t *task) {
 // intakeReason says why intake stopped: "done_set" when the done-set
 // neared the metadata limit, else "in_flight".
 func (p *partition) intakeReason() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.doneSetFull {
+	if p.state.Snapshot().DoneSetFull {
 		return "done_set"
 	}
 	return "in_flight"
@@ -81,15 +80,14 @@ func (p *partition) intakeReason() string {
 // reason; the dispatcher calls it when it starts holding back and when the
 // reason it holds back for changes.
 func (p *partition) noteIntake(reason string) {
-	p.mu.Lock()
-	held, ranges := p.offsets.heldCount(), p.offsets.rangeCount()
-	p.mu.Unlock()
+	snap := p.state.Snapshot()
+	held, ranges := snap.Held, snap.Ranges
 	p.all.noteIntakeBlocked(p.topic, reason)
 	level := slog.LevelDebug
 	if reason == "done_set" {
 		level = slog.LevelWarn // rare and worth knowing: a pathological completion pattern
 	}
 	p.log.Log(p.ctx, level, "partition intake paused until its oldest message finishes",
-		logTopic(p.topic), logPartition(p.id), slog.String("reason", reason),
+		attr.Topic(p.topic), attr.Partition(p.id), slog.String("reason", reason),
 		slog.Int("messages_held", held), slog.Int("done_ranges", ranges))
 }

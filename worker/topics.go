@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/attr"
 )
 
 // hop says where a consumed topic sits in the failure flow: a source topic
@@ -222,7 +224,7 @@ func readLimits(admin sarama.ClusterAdmin, need map[string][]string, existing ma
 	for _, r := range results {
 		if r.ErrorCode != sarama.ErrNoError {
 			log.Warn("could not read max.message.bytes of a topic; "+consequence,
-				logTopic(r.Name), slog.Any("error", r.ErrorCode), slog.String("detail", r.ErrorMsg))
+				attr.Topic(r.Name), slog.Any("error", r.ErrorCode), slog.String("detail", r.ErrorMsg))
 			continue
 		}
 		if l, ok := parseLimit(r.Configs); ok {

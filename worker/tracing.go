@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/attr"
 )
 
 // tracerName identifies the worker's instrumentation scope.
@@ -81,10 +82,10 @@ func (tr tracing) start(ctx context.Context, msg *handler.Message, static []attr
 		return ctx, noSpan
 	}
 	parent := cur.prop.Extract(ctx, messageCarrier{msg})
-	ctx, span := cur.tracer.Start(parent, spanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
+	ctx, span := cur.tracer.Start(parent, attr.SpanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
 	if span.IsRecording() {
 		span.SetAttributes(static...)
-		span.SetAttributes(messageAttrs(msg.Offset, msg.Key)...)
+		span.SetAttributes(attr.MessageSpan(msg.Offset, msg.Key)...)
 		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
 			span.AddLink(trace.Link{SpanContext: sc})
 		}
@@ -101,7 +102,7 @@ func (tracing) end(span trace.Span, err error) {
 		return
 	}
 	if err != nil && span.IsRecording() {
-		span.SetAttributes(errorTypeAttr(handler.ErrorType(err)))
+		span.SetAttributes(attr.ErrorTypeSpan(handler.ErrorType(err)))
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()

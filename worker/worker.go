@@ -43,6 +43,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/middleware"
 )
 
@@ -197,7 +198,7 @@ func (w *Worker) open() (_ *conns, err error) {
 	}
 	// Commits go over a connection of their own: on the group's connection
 	// they would queue behind a JoinGroup parked for a rebalance.
-	if c.commitClient, err = sarama.NewClient(w.cfg.Brokers, commitClientConfig(w.sarama)); err != nil {
+	if c.commitClient, err = sarama.NewClient(w.cfg.Brokers, commit.ClientConfig(w.sarama)); err != nil {
 		return nil, fmt.Errorf("kafkaworker: connect the committer to %v: %w", w.cfg.Brokers, err)
 	}
 	return c, nil
@@ -242,10 +243,13 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 		}
 	}()
 	pool := newPool(w.cfg.Concurrency)
-	commits := newCommitter(w, c.commitClient, w.metrics)
+	commits := commit.NewCommitter(commit.Params{
+		Client: c.commitClient, Group: w.cfg.GroupID, Version: w.sarama.Version, InstanceID: w.cfg.InstanceID,
+		Interval: w.cfg.CommitInterval, Log: w.log, OnCommit: w.metrics.commit, Beat: func() { w.health.beat(loopCommitter) },
+	})
 	loopsCtx, stopLoops := context.WithCancel(context.Background())
 	commitsDone, probeDone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(commitsDone); commits.loop(loopsCtx, w.cfg.CommitInterval) }()
+	go func() { defer close(commitsDone); commits.Run(loopsCtx) }()
 	go func() { defer close(probeDone); w.health.probe(loopsCtx, c.commitClient, c.topo.consumed(), w.tracing) }()
 	gh := &groupHandler{
 		w: w, pool: pool, client: c.client, group: c.group, admin: c.admin, topo: c.topo, fwd: c.fwd, commits: commits, metrics: w.metrics,

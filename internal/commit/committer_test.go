@@ -1,4 +1,4 @@
-package worker
+package commit
 
 import (
 	"context"
@@ -75,7 +75,7 @@ func (f *coordinator) requests() []*sarama.OffsetCommitRequest {
 
 // committerBundle is a running committer loop on a fake coordinator.
 type committerBundle struct {
-	c     *committer
+	c     *Committer
 	coord *coordinator
 	sess  *genSession
 }
@@ -86,11 +86,11 @@ func setupCommitter(t *testing.T) *committerBundle {
 	coord := &coordinator{}
 	sess := &genSession{}
 	sess.gen.Store(1)
-	c := &committer{group: "g", log: slog.New(slog.DiscardHandler), health: &health{}, wake: make(chan struct{}, 1),
-		parts: map[*partition]struct{}{}, flushes: map[*partition]*flush{}, roundTrip: coord.roundTrip}
+	c := NewCommitter(Params{Group: "g", Interval: time.Second, Log: slog.New(slog.DiscardHandler)})
+	c.roundTrip = coord.roundTrip
 	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { defer close(done); c.loop(ctx, time.Second) }()
+	go func() { defer close(done); c.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		coord.mu.Lock()
@@ -104,11 +104,25 @@ func setupCommitter(t *testing.T) *committerBundle {
 	return &committerBundle{c: c, coord: coord, sess: sess}
 }
 
-// part adds a partition with offset marked ready to commit.
-func (b *committerBundle) part(id int32, marked int64) *partition {
-	p := &partition{topic: "t", id: id, sess: b.sess, marked: marked, committed: -1}
-	b.c.add(p)
+// testEntry is a message of the tests' States.
+type testEntry struct{ offset int64 }
+
+func (e *testEntry) Offset() int64 { return e.offset }
+
+// part adds a partition with offset marked ready to commit, nothing
+// committed yet.
+func (b *committerBundle) part(id int32, marked int64) *State[*testEntry] {
+	p := NewState[*testEntry](StateParams{Topic: "t", Partition: id, Session: b.sess, Initial: -1, Log: slog.New(slog.DiscardHandler)})
+	p.setMarked(marked)
+	b.c.Add(p)
 	return p
+}
+
+// setMarked marks offset as the next to commit, as progress would.
+func (s *State[T]) setMarked(offset int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.marked = offset
 }
 
 func TestCommitterFlushWaitsOutARebalance(t *testing.T) {
@@ -124,20 +138,20 @@ func TestCommitterFlushWaitsOutARebalance(t *testing.T) {
 		p := b.part(0, 42)
 		time.AfterFunc(time.Second, func() { b.sess.gen.Store(2) })
 		began := time.Now()
-		if err := b.c.flush(p, began.Add(5*time.Second), nil); err != nil {
+		if err := b.c.Flush(p, began.Add(5*time.Second), nil); err != nil {
 			t.Fatalf("flush: %v, want nil once the generation settled", err)
 		}
-		if took := time.Since(began); took < time.Second || took > time.Second+2*commitRetryEvery {
+		if took := time.Since(began); took < time.Second || took > time.Second+2*RetryEvery {
 			t.Fatalf("flush took %v; want it acknowledged within a retry of the generation changing at 1s", took)
 		}
 		reqs := b.coord.requests()
 		last := reqs[len(reqs)-1]
 		if last.ConsumerGroupGeneration != 2 || len(reqs) < 5 {
 			t.Fatalf("%d requests, last with generation %d; want retries every %v ending with generation 2",
-				len(reqs), last.ConsumerGroupGeneration, commitRetryEvery)
+				len(reqs), last.ConsumerGroupGeneration, RetryEvery)
 		}
-		if off, _, _ := last.Offset("t", 0); off != 42 || p.committed != 42 {
-			t.Fatalf("committed offset %d (request %d), want 42", p.committed, off)
+		if off, _, _ := last.Offset("t", 0); off != 42 || p.Snapshot().Committed != 42 {
+			t.Fatalf("committed offset %d (request %d), want 42", p.Snapshot().Committed, off)
 		}
 	})
 }
@@ -148,11 +162,11 @@ func TestCommitterFlushGivesUpAtItsDeadline(t *testing.T) {
 		b.coord.answer = func(*sarama.OffsetCommitRequest) error { return sarama.ErrRebalanceInProgress }
 		p := b.part(0, 7)
 		began := time.Now()
-		err := b.c.flush(p, began.Add(2*time.Second), nil)
+		err := b.c.Flush(p, began.Add(2*time.Second), nil)
 		if !errors.Is(err, sarama.ErrRebalanceInProgress) {
 			t.Fatalf("flush: %v, want the last error, %v", err, sarama.ErrRebalanceInProgress)
 		}
-		if took := time.Since(began); took < 2*time.Second || took > 2*time.Second+commitRetryEvery {
+		if took := time.Since(began); took < 2*time.Second || took > 2*time.Second+RetryEvery {
 			t.Fatalf("flush took %v, want its 2s deadline", took)
 		}
 	})
@@ -164,7 +178,7 @@ func TestCommitterFlushReturnsAtOnceOnAnErrorRetryingCannotFix(t *testing.T) {
 		b.coord.answer = func(*sarama.OffsetCommitRequest) error { return sarama.ErrUnknownMemberId }
 		p := b.part(0, 7)
 		began := time.Now()
-		if err := b.c.flush(p, began.Add(time.Minute), nil); !errors.Is(err, sarama.ErrUnknownMemberId) {
+		if err := b.c.Flush(p, began.Add(time.Minute), nil); !errors.Is(err, sarama.ErrUnknownMemberId) {
 			t.Fatalf("flush: %v, want %v", err, sarama.ErrUnknownMemberId)
 		}
 		if took := time.Since(began); took != 0 {
@@ -184,11 +198,11 @@ func TestCommitterSilentCoordinatorNeitherBlocksNorPilesUp(t *testing.T) {
 		b.part(1, 9)
 		for range 3 {
 			began := time.Now()
-			err := b.c.flush(p0, began.Add(time.Second), nil)
+			err := b.c.Flush(p0, began.Add(time.Second), nil)
 			if !errors.Is(err, errCommitTimeout) {
 				t.Fatalf("flush: %v, want %v", err, errCommitTimeout)
 			}
-			if took := time.Since(began); took > time.Second+commitRetryEvery {
+			if took := time.Since(began); took > time.Second+RetryEvery {
 				t.Fatalf("flush took %v, want its 1s deadline", took)
 			}
 		}
@@ -208,13 +222,13 @@ func TestCommitterSilentCoordinatorNeitherBlocksNorPilesUp(t *testing.T) {
 func TestCommitterReleasesTogetherInOneRequest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := setupCommitter(t)
-		parts := []*partition{b.part(0, 1), b.part(1, 2), b.part(2, 3), b.part(3, 4)}
+		parts := []*State[*testEntry]{b.part(0, 1), b.part(1, 2), b.part(2, 3), b.part(3, 4)}
 		var wg sync.WaitGroup
 		deadline := time.Now().Add(5 * time.Second)
 		for _, p := range parts {
 			wg.Go(func() {
-				if err := b.c.release(p, deadline); err != nil {
-					t.Errorf("release %d: %v", p.id, err)
+				if err := b.c.Release(p, deadline); err != nil {
+					t.Errorf("release %d: %v", p.Partition(), err)
 				}
 			})
 		}
@@ -224,7 +238,7 @@ func TestCommitterReleasesTogetherInOneRequest(t *testing.T) {
 			t.Fatalf("%d requests (first covering %v); want one request for all 4", len(reqs), covered(reqs[0]))
 		}
 		for _, p := range parts {
-			p.marked++ // progress after the release must not be committed
+			p.setMarked(p.Snapshot().Resume + 1) // progress after the release must not be committed
 		}
 		time.Sleep(3 * time.Second)
 		if n := len(b.coord.requests()); n != 1 {

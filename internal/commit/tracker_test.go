@@ -1,4 +1,4 @@
-package worker
+package commit
 
 import (
 	"fmt"
@@ -9,10 +9,10 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/doneset"
 )
 
-// Tests of offsetTracker on its own: a randomized comparison with a naive
+// Tests of the tracker on its own: a randomized comparison with a naive
 // model, and edge cases as tables.
 
-// otModel is the naive reference for offsetTracker: every admitted offset
+// otModel is the naive reference for the tracker: every admitted offset
 // with its state, and every offset that was never delivered (skipped over
 // between two admitted ones).
 type otModel struct {
@@ -83,7 +83,7 @@ func (m *otModel) isDone(o int64) bool {
 
 // otCheck compares the tracker with the model. full also walks every offset
 // of [committable, last] against the model's map.
-func otCheck(t *testing.T, o *offsetTracker, m *otModel, peak int, full bool) {
+func otCheck(t *testing.T, o *tracker[*testEntry], m *otModel, peak int, full bool) {
 	t.Helper()
 	c := o.committable()
 	if want := m.committable(); c != want {
@@ -100,7 +100,7 @@ func otCheck(t *testing.T, o *offsetTracker, m *otModel, peak int, full bool) {
 	}
 	// The tracker's unfinished list is the model's, in order.
 	i := 0
-	o.each(func(n offsetNode) bool {
+	o.each(func(n node[*testEntry]) bool {
 		if i >= len(m.unfinished) || n.offset != m.unfinished[i] {
 			t.Fatalf("each(): unfinished #%d is %d, model %v", i, n.offset, otHead(m.unfinished[min(i, len(m.unfinished)):]))
 		}
@@ -216,7 +216,7 @@ func TestOffsetTrackerModel(t *testing.T) {
 
 func otRunModel(t *testing.T, seed uint64, start int64, ops int) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	o := newOffsetTracker(start)
+	o := newTracker[*testEntry](start)
 	m := newOTModel(start)
 	peak := 0
 	// Offsets below a known start may come first: the partition skips
@@ -313,7 +313,7 @@ type otStep struct {
 
 func otRunScript(t *testing.T, start int64, steps []otStep) {
 	t.Helper()
-	o := newOffsetTracker(start)
+	o := newTracker[*testEntry](start)
 	handles := map[int64]int32{}
 	for i, s := range steps {
 		switch s.op {
@@ -468,7 +468,7 @@ func TestOffsetTrackerEdgeCases(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			if len(tc.steps) == 0 {
-				o := newOffsetTracker(tc.start)
+				o := newTracker[*testEntry](tc.start)
 				if o.committable() != tc.start || o.heldCount() != 0 || len(o.doneRanges()) != 0 {
 					t.Fatalf("empty tracker: committable %d, held %d, ranges %v", o.committable(), o.heldCount(), o.doneRanges())
 				}
@@ -486,13 +486,13 @@ func TestOffsetTrackerEdgeCases(t *testing.T) {
 func TestOffsetTrackerStart(t *testing.T) {
 	t.Parallel()
 	for _, start := range []int64{-2, -1, 0, 1, 1 << 40} {
-		o := newOffsetTracker(start)
+		o := newTracker[*testEntry](start)
 		if got := o.committable(); got != start {
-			t.Errorf("newOffsetTracker(%d).committable() = %d", start, got)
+			t.Errorf("newTracker[*testEntry](%d).committable() = %d", start, got)
 		}
 	}
 	// The handles stay small: len(nodes) is the peak held count.
-	o := newOffsetTracker(0)
+	o := newTracker[*testEntry](0)
 	for i := range int64(1000) {
 		h := o.reserve(i, nil)
 		if !o.finish(h) {
@@ -524,7 +524,7 @@ func TestOffsetTrackerFinishPermutations(t *testing.T) {
 	} {
 		for _, perm := range perms {
 			t.Run(fmt.Sprintf("%s/%v", layout.name, perm), func(t *testing.T) {
-				o := newOffsetTracker(layout.start)
+				o := newTracker[*testEntry](layout.start)
 				handles := make([]int32, len(layout.offsets))
 				for i, off := range layout.offsets {
 					handles[i] = o.reserve(off, nil)
@@ -636,8 +636,8 @@ func TestOffsetTrackerDoneSizeBound(t *testing.T) {
 	}
 }
 
-func newOTModelPair(start int64) (*offsetTracker, *otModel) {
-	return newOffsetTracker(start), newOTModel(start)
+func newOTModelPair(start int64) (*tracker[*testEntry], *otModel) {
+	return newTracker[*testEntry](start), newOTModel(start)
 }
 
 // otModelRanges is the done-set the model implies: every offset from the

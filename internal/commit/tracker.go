@@ -1,8 +1,8 @@
-package worker
+package commit
 
 import "github.com/kafkaworker/kafkaworker/internal/doneset"
 
-// offsetTracker is one partition's offset bookkeeping: which admitted
+// tracker is one partition's offset bookkeeping: which admitted
 // offsets are unfinished, which offsets above the committable one are
 // already done, and so what may be committed.
 //
@@ -22,9 +22,9 @@ import "github.com/kafkaworker/kafkaworker/internal/doneset"
 // transaction markers) and skipped ones count as done, so ranges join
 // across them.
 //
-// Not safe for concurrent use: the partition's lock guards it.
-type offsetTracker struct {
-	nodes      []offsetNode    // unfinished offsets; index = handle; grows to the peak held count
+// Not safe for concurrent use: the State that holds it guards it with its lock.
+type tracker[T any] struct {
+	nodes      []node[T]       // unfinished offsets; index = handle; grows to the peak held count
 	free       []int32         // free node indexes
 	head, tail int32           // the unfinished list, oldest first; -1 when empty
 	held       int             // unfinished offsets
@@ -37,25 +37,25 @@ type offsetTracker struct {
 	walkedRaw, changes int
 }
 
-// offsetNode is an unfinished offset in the list.
-type offsetNode struct {
+// node is an unfinished offset in the list.
+type node[T any] struct {
 	offset     int64
 	prev, next int32
-	task       *task // what is unfinished; nil in unit tests
+	ref        T // what is unfinished: the engine's message
 }
 
 // noNode ends the unfinished list.
 const noNode = -1
 
-// newOffsetTracker tracks a partition whose committable offset is start
+// newTracker tracks a partition whose committable offset is start
 // (the committed offset the claim began at, or -1 when not known yet).
-func newOffsetTracker(start int64) *offsetTracker {
-	return &offsetTracker{head: noNode, tail: noNode, start: start, last: -1}
+func newTracker[T any](start int64) *tracker[T] {
+	return &tracker[T]{head: noNode, tail: noNode, start: start, last: -1}
 }
 
 // reserve admits offset as unfinished and returns its handle. Offsets must
 // be admitted in ascending order.
-func (o *offsetTracker) reserve(offset int64, t *task) int32 {
+func (o *tracker[T]) reserve(offset int64, ref T) int32 {
 	if o.tail != noNode {
 		// The range after the old tail, if any, now ends at offset; one
 		// starts there when something lies between the two.
@@ -67,9 +67,9 @@ func (o *offsetTracker) reserve(offset int64, t *task) int32 {
 		h, o.free = o.free[n-1], o.free[:n-1]
 	} else {
 		h = int32(len(o.nodes))
-		o.nodes = append(o.nodes, offsetNode{})
+		o.nodes = append(o.nodes, node[T]{})
 	}
-	o.nodes[h] = offsetNode{offset: offset, prev: o.tail, next: noNode, task: t}
+	o.nodes[h] = node[T]{offset: offset, prev: o.tail, next: noNode, ref: ref}
 	if o.tail != noNode {
 		o.nodes[o.tail].next = h
 	} else {
@@ -84,7 +84,7 @@ func (o *offsetTracker) reserve(offset int64, t *task) int32 {
 // skip admits offset as already done (the previous owner handled it, or it
 // lies before the claim's start). With nothing unfinished the committable
 // offset moves past it; otherwise it joins the range after the last node.
-func (o *offsetTracker) skip(offset int64) {
+func (o *tracker[T]) skip(offset int64) {
 	if o.tail != noNode && o.last == o.nodes[o.tail].offset {
 		o.ranges++ // the first done offset after the last node
 	}
@@ -94,7 +94,7 @@ func (o *offsetTracker) skip(offset int64) {
 
 // finish marks the unfinished offset of handle h done and reports whether
 // the committable offset moved.
-func (o *offsetTracker) finish(h int32) (advanced bool) {
+func (o *tracker[T]) finish(h int32) (advanced bool) {
 	n := o.nodes[h]
 	// What is done right after n: up to the next node, or to the last
 	// admitted offset.
@@ -115,7 +115,7 @@ func (o *offsetTracker) finish(h int32) (advanced bool) {
 		o.ranges -= b2i(after)
 		o.head = n.next
 	}
-	o.nodes[h] = offsetNode{}
+	o.nodes[h] = node[T]{}
 	o.free = append(o.free, h)
 	o.held--
 	o.changes++
@@ -131,7 +131,7 @@ func b2i(b bool) int {
 
 // committable is the offset to commit: the oldest unfinished one, or the
 // one after the last admitted when nothing is unfinished; -1 when unknown.
-func (o *offsetTracker) committable() int64 {
+func (o *tracker[T]) committable() int64 {
 	if o.head != noNode {
 		return o.nodes[o.head].offset
 	}
@@ -145,7 +145,7 @@ func (o *offsetTracker) committable() int64 {
 // the gaps between unfinished offsets. It walks the unfinished list; the
 // slice is the tracker's own buffer, valid until the next call: read it
 // under the same lock.
-func (o *offsetTracker) doneRanges() []doneset.Range {
+func (o *tracker[T]) doneRanges() []doneset.Range {
 	d := o.done[:0]
 	raw, prev := 0, o.committable()
 	for h := o.head; h != noNode; h = o.nodes[h].next {
@@ -170,27 +170,27 @@ func (o *offsetTracker) doneRanges() []doneset.Range {
 // a skip adds at most two; a finish that moves the committable offset only
 // drops ranges. widest is the byte length of the largest gap or range
 // length possible (the uvarint of the span above the committable offset).
-func (o *offsetTracker) doneSizeBound(widest int) int {
+func (o *tracker[T]) doneSizeBound(widest int) int {
 	return o.walkedRaw + o.changes*3*widest
 }
 
 // rangeCount is len(doneRanges()), without the walk.
-func (o *offsetTracker) rangeCount() int { return o.ranges }
+func (o *tracker[T]) rangeCount() int { return o.ranges }
 
 // heldCount is how many admitted offsets are unfinished.
-func (o *offsetTracker) heldCount() int { return o.held }
+func (o *tracker[T]) heldCount() int { return o.held }
 
 // oldest returns the oldest unfinished node, if any.
-func (o *offsetTracker) oldest() (offsetNode, bool) {
+func (o *tracker[T]) oldest() (node[T], bool) {
 	if o.head == noNode {
-		return offsetNode{}, false
+		return node[T]{}, false
 	}
 	return o.nodes[o.head], true
 }
 
 // each calls fn for the unfinished nodes, oldest first, until it returns
 // false.
-func (o *offsetTracker) each(fn func(offsetNode) bool) {
+func (o *tracker[T]) each(fn func(node[T]) bool) {
 	for h := o.head; h != noNode; h = o.nodes[h].next {
 		if !fn(o.nodes[h]) {
 			return

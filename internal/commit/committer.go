@@ -1,4 +1,4 @@
-package worker
+package commit
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/attr"
 )
 
 // commitRequestTimeout bounds one OffsetCommit round trip: the committer's
@@ -18,10 +20,10 @@ import (
 // milliseconds.
 const commitRequestTimeout = 5 * time.Second
 
-// commitRetryEvery is how soon a commit that a waiting flush needs is sent
+// RetryEvery is how soon a commit that a waiting flush needs is sent
 // again after a retriable failure (a rebalance in progress, a moving
 // coordinator).
-const commitRetryEvery = 100 * time.Millisecond
+const RetryEvery = 100 * time.Millisecond
 
 // errCommitTimeout is the error of a commit that got no answer in time.
 var errCommitTimeout = errors.New("kafkaworker: offset commit got no answer in time")
@@ -30,34 +32,35 @@ var errCommitTimeout = errors.New("kafkaworker: offset commit got no answer in t
 // committer's loop ends.
 var errCommitterStopped = errors.New("kafkaworker: committer stopped before the commit was acknowledged")
 
-// committer sends each partition's committable offset, with its done-set
+// Committer sends each partition's committable offset, with its done-set
 // as metadata, to the group coordinator: every CommitInterval for all
 // partitions, and at once when a partition asks to be flushed (its start
 // position when first claimed, its final state when released).
 //
-// One goroutine (loop) does all the sending, one request at a time and one
+// One goroutine (Run) does all the sending, one request at a time and one
 // request per session covering every partition of that session with
 // progress, so a periodic commit built before a release can never land
 // after the release's final one and move the offset back. No lock is held
 // during a request; a flush waits on a channel with its own deadline, and
 // a request that gets no answer by then is abandoned, never waited for
 // while anything else queues behind it.
-type committer struct {
+type Committer struct {
 	client     sarama.Client
 	group      string
 	version    sarama.KafkaVersion
 	instanceID string
 	log        *slog.Logger
-	metrics    *metrics
-	health     *health
+	onCommit   func(ok bool) // counts each request's result; may be nil
+	beat       func()        // each interval tick, for the liveness check; may be nil
+	interval   time.Duration
 	wake       chan struct{} // a flush is waiting; buffered 1
 	// roundTrip sends one request to the coordinator: commit, or a fake in
 	// unit tests.
 	roundTrip func(*sarama.OffsetCommitRequest) (*sarama.OffsetCommitResponse, error)
 
 	mu      sync.Mutex // guards parts and flushes; never held during I/O
-	parts   map[*partition]struct{}
-	flushes map[*partition]*flush
+	parts   map[committable]struct{}
+	flushes map[committable]*flush
 
 	inflight chan exchangeResult // the request still unanswered, if any; loop only
 }
@@ -74,32 +77,59 @@ type exchangeResult struct {
 	err  error
 }
 
-func newCommitter(w *Worker, client sarama.Client, m *metrics) *committer {
-	c := &committer{client: client, group: w.cfg.GroupID, version: w.sarama.Version, instanceID: w.cfg.InstanceID,
-		log: w.log, metrics: m, health: &w.health, wake: make(chan struct{}, 1),
-		parts: map[*partition]struct{}{}, flushes: map[*partition]*flush{}}
+// committable is how the committer sees a partition's State: what to
+// commit (a snapshot, the done-set brought up to date), then the
+// acknowledgement of what landed.
+type committable interface {
+	Topic() string
+	Partition() int32
+	session() sarama.ConsumerGroupSession
+	toCommit() (offset int64, meta string, ok bool)
+	acked() bool
+	ack(offset int64, meta string)
+	release()
+}
+
+// Params are what a Committer is made from.
+type Params struct {
+	Client     sarama.Client // the committer's own client (see ClientConfig)
+	Group      string
+	Version    sarama.KafkaVersion // the protocol version: picks the request version
+	InstanceID string              // static membership id, or ""
+	Interval   time.Duration       // WORKER_COMMIT_INTERVAL
+	Log        *slog.Logger
+	OnCommit   func(ok bool) // each request's result, for the commits metric; may be nil
+	Beat       func()        // called every interval, for the liveness check; may be nil
+}
+
+// NewCommitter makes a committer; Run runs it.
+func NewCommitter(p Params) *Committer {
+	c := &Committer{client: p.Client, group: p.Group, version: p.Version, instanceID: p.InstanceID,
+		interval: p.Interval, log: p.Log, onCommit: p.OnCommit, beat: p.Beat, wake: make(chan struct{}, 1),
+		parts: map[committable]struct{}{}, flushes: map[committable]*flush{}}
 	c.roundTrip = c.commit
 	return c
 }
 
-// commitClientConfig is the configuration of the committer's own client:
-// the worker's, with reads bounded by commitRequestTimeout.
-func commitClientConfig(base *sarama.Config) *sarama.Config {
+// ClientConfig is the configuration of the committer's own client: the
+// worker's, with reads bounded by commitRequestTimeout.
+func ClientConfig(base *sarama.Config) *sarama.Config {
 	c := *base
 	c.Net.ReadTimeout = min(c.Net.ReadTimeout, commitRequestTimeout)
 	return &c
 }
 
-func (c *committer) add(p *partition) {
+// Add starts committing p's progress, every interval and when flushed.
+func (c *Committer) Add(p committable) {
 	c.mu.Lock()
 	c.parts[p] = struct{}{}
 	c.mu.Unlock()
 }
 
-// loop commits every interval, and whenever a flush waits, until ctx is
+// Run commits every interval, and whenever a flush waits, until ctx is
 // done. Flushes still waiting then get errCommitterStopped.
-func (c *committer) loop(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
+func (c *Committer) Run(ctx context.Context) {
+	t := time.NewTicker(c.interval)
 	defer t.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
@@ -110,24 +140,26 @@ func (c *committer) loop(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.health.beat(loopCommitter)
+			if c.beat != nil {
+				c.beat()
+			}
 		case <-c.wake:
 		case <-retry.C:
 		}
 		if wait := c.round(); wait {
-			retry.Reset(commitRetryEvery)
+			retry.Reset(RetryEvery)
 		}
 	}
 }
 
 // round commits every partition with progress, one request per session,
 // answers the flushes it can, and reports whether some still wait.
-func (c *committer) round() (flushesWait bool) {
+func (c *Committer) round() (flushesWait bool) {
 	c.settleFlushes() // a flush past its deadline is answered, not sent for again
 	c.mu.Lock()
-	bySess := map[sarama.ConsumerGroupSession][]*partition{}
+	bySess := map[sarama.ConsumerGroupSession][]committable{}
 	for p := range c.parts {
-		bySess[p.sess] = append(bySess[p.sess], p)
+		bySess[p.session()] = append(bySess[p.session()], p)
 	}
 	c.mu.Unlock()
 	for sess, parts := range bySess {
@@ -141,7 +173,7 @@ func (c *committer) round() (flushesWait bool) {
 
 // deadlineFor is how long a request for parts may take: a request's
 // timeout, or less when a flush among them must be answered sooner.
-func (c *committer) deadlineFor(parts []*partition) time.Time {
+func (c *Committer) deadlineFor(parts []committable) time.Time {
 	d := time.Now().Add(commitRequestTimeout)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -153,7 +185,7 @@ func (c *committer) deadlineFor(parts []*partition) time.Time {
 	return d
 }
 
-func (c *committer) anyFlush(parts []*partition) bool {
+func (c *Committer) anyFlush(parts []committable) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range parts {
@@ -167,17 +199,13 @@ func (c *committer) anyFlush(parts []*partition) bool {
 // settleFlushes answers each waiting flush whose partition's progress is
 // acknowledged, whose last failure cannot be cured by retrying, or whose
 // deadline passed. It reports whether some still wait.
-func (c *committer) settleFlushes() (wait bool) {
+func (c *Committer) settleFlushes() (wait bool) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for p, f := range c.flushes {
-		p.mu.Lock()
-		p.refreshDoneSet()
-		acked := !p.pendingCommit()
-		p.mu.Unlock()
 		switch {
-		case acked:
+		case p.acked():
 			f.done <- nil
 		case f.lastErr != nil && !retriableCommit(f.lastErr):
 			f.done <- f.lastErr
@@ -200,7 +228,7 @@ func orErr(err, fallback error) error {
 	return fallback
 }
 
-func (c *committer) failFlushes(err error) {
+func (c *Committer) failFlushes(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for p, f := range c.flushes {
@@ -209,11 +237,11 @@ func (c *committer) failFlushes(err error) {
 	}
 }
 
-// flush waits until p's progress as of now is acknowledged by the
+// Flush waits until p's progress as of now is acknowledged by the
 // coordinator, retrying failures that a rebalance in progress or a moving
 // coordinator cause, until deadline or until cancel is closed. It returns
 // nil once acknowledged (or when there is nothing to commit).
-func (c *committer) flush(p *partition, deadline time.Time, cancel <-chan struct{}) error {
+func (c *Committer) Flush(p committable, deadline time.Time, cancel <-chan struct{}) error {
 	f := &flush{deadline: deadline, done: make(chan error, 1)}
 	c.mu.Lock()
 	c.flushes[p] = f
@@ -224,7 +252,7 @@ func (c *committer) flush(p *partition, deadline time.Time, cancel <-chan struct
 	}
 	// The loop answers by the deadline unless a request it abandoned is
 	// still winding down; never wait much longer than asked.
-	timer := time.NewTimer(time.Until(deadline) + commitRetryEvery)
+	timer := time.NewTimer(time.Until(deadline) + RetryEvery)
 	defer timer.Stop()
 	select {
 	case err := <-f.done:
@@ -241,16 +269,14 @@ func (c *committer) flush(p *partition, deadline time.Time, cancel <-chan struct
 	return <-f.done // answered meanwhile
 }
 
-// release makes p's final commit (see flush) and then drops p: nothing is
+// Release makes p's final commit (see Flush) and then drops p: nothing is
 // committed for it afterwards.
-func (c *committer) release(p *partition, deadline time.Time) error {
-	err := c.flush(p, deadline, nil)
+func (c *Committer) Release(p committable, deadline time.Time) error {
+	err := c.Flush(p, deadline, nil)
 	c.mu.Lock()
 	delete(c.parts, p)
 	c.mu.Unlock()
-	p.mu.Lock()
-	p.released = true
-	p.mu.Unlock()
+	p.release()
 	return err
 }
 
@@ -258,17 +284,14 @@ func (c *committer) release(p *partition, deadline time.Time) error {
 // deadline. It returns the first error; the partitions that succeeded are
 // recorded as committed, and every waiting flush among parts learns the
 // error of its own partition.
-func (c *committer) send(sess sarama.ConsumerGroupSession, parts []*partition, deadline time.Time) error {
+func (c *Committer) send(sess sarama.ConsumerGroupSession, parts []committable, deadline time.Time) error {
 	req := c.request(sess)
-	var sent []*partition
+	var sent []committable
 	for _, p := range parts {
-		p.mu.Lock()
-		p.refreshDoneSet()
-		if !p.released && p.pendingCommit() {
-			req.AddBlockWithLeaderEpoch(p.topic, p.id, p.marked, -1, 0, p.meta)
+		if off, meta, ok := p.toCommit(); ok {
+			req.AddBlockWithLeaderEpoch(p.Topic(), p.Partition(), off, -1, 0, meta)
 			sent = append(sent, p)
 		}
-		p.mu.Unlock()
 	}
 	if len(sent) == 0 {
 		return nil
@@ -277,8 +300,8 @@ func (c *committer) send(sess sarama.ConsumerGroupSession, parts []*partition, d
 	var first error
 	for _, p := range sent {
 		perr := partitionCommitError(resp, err, p)
-		off, meta, _ := req.Offset(p.topic, p.id)
-		c.log.Debug("commit attempt", logTopic(p.topic), logPartition(p.id),
+		off, meta, _ := req.Offset(p.Topic(), p.Partition())
+		c.log.Debug("commit attempt", attr.Topic(p.Topic()), attr.Partition(p.Partition()),
 			slog.Int64("offset", off), slog.Int("generation", int(req.ConsumerGroupGeneration)),
 			slog.String("member_id", req.ConsumerID), slog.Any("result", orErr(perr, errNone)))
 		c.noteFlushError(p, perr)
@@ -286,11 +309,11 @@ func (c *committer) send(sess sarama.ConsumerGroupSession, parts []*partition, d
 			first = orErr(first, perr)
 			continue
 		}
-		p.mu.Lock()
-		p.committed, p.commitMeta = off, meta
-		p.mu.Unlock()
+		p.ack(off, meta)
 	}
-	c.metrics.commit(first == nil)
+	if c.onCommit != nil {
+		c.onCommit(first == nil)
+	}
 	if c.client != nil && (errors.Is(first, sarama.ErrNotCoordinatorForConsumer) || errors.Is(first, sarama.ErrConsumerCoordinatorNotAvailable)) {
 		go func() { _ = c.client.RefreshCoordinator(c.group) }() // bounded by the client's timeouts; never blocks the loop
 	}
@@ -299,11 +322,11 @@ func (c *committer) send(sess sarama.ConsumerGroupSession, parts []*partition, d
 
 var errNone = errors.New("ok")
 
-func partitionCommitError(resp *sarama.OffsetCommitResponse, err error, p *partition) error {
+func partitionCommitError(resp *sarama.OffsetCommitResponse, err error, p committable) error {
 	if err != nil {
 		return err
 	}
-	kerr, ok := resp.Errors[p.topic][p.id]
+	kerr, ok := resp.Errors[p.Topic()][p.Partition()]
 	switch {
 	case !ok:
 		return sarama.ErrIncompleteResponse
@@ -313,7 +336,7 @@ func partitionCommitError(resp *sarama.OffsetCommitResponse, err error, p *parti
 	return nil
 }
 
-func (c *committer) noteFlushError(p *partition, err error) {
+func (c *Committer) noteFlushError(p committable, err error) {
 	c.mu.Lock()
 	if f := c.flushes[p]; f != nil {
 		f.lastErr = err
@@ -325,7 +348,7 @@ func (c *committer) noteFlushError(p *partition, err error) {
 // deadline. A request still unanswered then is abandoned: the next
 // exchange first waits (again until its own deadline) for it to end, so at
 // most one request is ever outstanding and requests land in order.
-func (c *committer) exchange(req *sarama.OffsetCommitRequest, deadline time.Time) (*sarama.OffsetCommitResponse, error) {
+func (c *Committer) exchange(req *sarama.OffsetCommitRequest, deadline time.Time) (*sarama.OffsetCommitResponse, error) {
 	if !time.Now().Before(deadline) {
 		return nil, errCommitTimeout
 	}
@@ -353,7 +376,7 @@ func (c *committer) exchange(req *sarama.OffsetCommitRequest, deadline time.Time
 	}
 }
 
-func (c *committer) commit(req *sarama.OffsetCommitRequest) (*sarama.OffsetCommitResponse, error) {
+func (c *Committer) commit(req *sarama.OffsetCommitRequest) (*sarama.OffsetCommitResponse, error) {
 	broker, err := c.client.Coordinator(c.group)
 	if err != nil {
 		return nil, err
@@ -368,7 +391,7 @@ func (c *committer) commit(req *sarama.OffsetCommitRequest) (*sarama.OffsetCommi
 
 // request builds an OffsetCommit request for sess at the version sarama's
 // own offset manager would use.
-func (c *committer) request(sess sarama.ConsumerGroupSession) *sarama.OffsetCommitRequest {
+func (c *Committer) request(sess sarama.ConsumerGroupSession) *sarama.OffsetCommitRequest {
 	r := &sarama.OffsetCommitRequest{
 		Version: 2, ConsumerGroup: c.group, ConsumerID: sess.MemberID(),
 		ConsumerGroupGeneration: sess.GenerationID(),
