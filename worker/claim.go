@@ -13,6 +13,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/attr"
 	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/doneset"
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
 
 // groupHandler is the sarama.ConsumerGroupHandler of a running Worker. Each
@@ -26,7 +27,7 @@ type groupHandler struct {
 	topo    topology
 	fwd     *forwarder // nil when nothing is forwarded
 	commits *commit.Committer
-	metrics *metrics
+	metrics *telemetry.Metrics
 	// stopping is closed when Run's context is done: drains then use the
 	// shutdown timeout instead of the revoke one.
 	stopping <-chan struct{}
@@ -71,8 +72,8 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 		}
 	}()
 	p := g.newPartition(sess, claim)
-	g.metrics.noteGeneration(sess.GenerationID())
-	g.metrics.assigned.Add(1)
+	g.metrics.NoteGeneration(sess.GenerationID())
+	g.metrics.AddAssigned(1)
 	g.commits.Add(p.state)
 	if restart := g.startClaim(sess, claim, p); !restart {
 		d := &dispatcher{g: g, p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}}
@@ -108,7 +109,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 		clock: g.clock, stuckAfter: cfg.StuckAfter,
 		backingOff: make(map[*task]*time.Timer),
 		runExit:    make(chan struct{}, 1),
-		stats:      g.metrics.forPartition(topic),
+		stats:      g.metrics.ForPartition(topic),
 	}
 	return p
 }
@@ -160,10 +161,10 @@ func (g *groupHandler) release(sess sarama.ConsumerGroupSession, p *partition) {
 		attr.Partition(p.id), slog.String("reason", why), slog.Duration("timeout", timeout))
 	abandoned := p.drain(timeout)
 	commitErr := g.commits.Release(p.state, commitBy)
-	g.metrics.dropLag(p.topic, p.id)
-	g.metrics.assigned.Add(-1)
+	g.metrics.DropLag(p.topic, p.id)
+	g.metrics.AddAssigned(-1)
 	p.reportInFlight(true) // what was taken and not done now belongs to the next owner
-	g.metrics.deliveries.retire(p.stats)
+	g.metrics.Retire(p.stats)
 	attrs := append([]any{attr.Topic(p.topic), attr.Partition(p.id), slog.String("reason", why)}, p.state.LogAttrs()...)
 	attrs = append(attrs, slog.Int("skipped_already_done", p.state.Snapshot().Skipped))
 	switch {

@@ -271,9 +271,7 @@ func (r *benchRig) state() string {
 func (r *benchRig) handledOK() uint64 {
 	var n uint64
 	for _, bp := range r.parts {
-		bp.p.stats.mu.Lock()
-		n += bp.p.stats.processed[metricdef.Success]
-		bp.p.stats.mu.Unlock()
+		n += bp.p.stats.Processed(metricdef.Success)
 	}
 	return n
 }
@@ -302,7 +300,7 @@ func (r *benchRig) stop(b testing.TB) {
 			if n := bp.p.drain(time.Second); n != 0 {
 				b.Errorf("partition %d: %d handlers still running at shutdown", bp.p.id, n)
 			}
-			r.g.metrics.deliveries.retire(bp.p.stats)
+			r.g.metrics.Retire(bp.p.stats)
 		}
 		r.clock.stop()
 		if !r.pool.stop(5 * time.Second) {

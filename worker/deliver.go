@@ -51,14 +51,14 @@ func (p *partition) notDue(t *task) bool {
 // the message is done: handled, or forwarded and acknowledged.
 func (p *partition) deliver(t *task) error {
 	if t.forwarding() == nil {
-		ctx, span := p.tracing.start(p.ctx, &t.msg, p.spanAttrs)
+		ctx, span := p.tracing.Start(p.ctx, &t.msg, p.spanAttrs)
 		err := p.handle(ctx, t)
 		if err == nil || t.forwarding() == nil {
-			p.tracing.end(span, err)
+			p.tracing.End(span, err)
 			return err
 		}
 		t.fail.traceCtx = ctx // the retry or dead-letter record continues this trace
-		defer p.tracing.end(span, err)
+		defer p.tracing.End(span, err)
 	}
 	return p.forward(t)
 }
@@ -84,7 +84,7 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 	}
 	now := time.Now()
 	dest := p.fwd.next(p.hop, t.attempt, err, now)
-	p.all.noteFailure(p, t, err, dest, now) // the status page's failure list (status_sample.go)
+	p.all.NoteFailure(failureOf(p, t, err, dest, now)) // the status page's failure list (status_sample.go)
 	if dest == nil {
 		t.note(metricdef.Error)
 		return err // retry in place
@@ -100,9 +100,7 @@ func (p *partition) forward(t *task) error {
 	err := p.fwd.publish(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at)
 	if err != nil {
 		reason := forwardErrorReason(err)
-		if p.all != nil {
-			p.all.forwardErrors.WithLabelValues(p.all.group, f.dest.topic, reason).Inc()
-		}
+		p.all.ForwardError(f.dest.topic, reason)
 		attrs := p.msgAttrs(t, slog.String("destination", f.dest.topic), slog.String("reason", reason), slog.Any("error", err))
 		if fix := forwardErrorFix(err); fix != "" {
 			attrs = append(attrs, slog.String("fix", fix))
@@ -129,7 +127,7 @@ func (p *partition) record(t *task) {
 		return
 	}
 	t.noted = false
-	p.stats.record(t.outcome, t.took, t.delay, t.hasDelay)
+	p.stats.Record(t.outcome, t.took, t.delay, t.hasDelay)
 	t.hasDelay = false
 }
 

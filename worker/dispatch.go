@@ -140,7 +140,7 @@ func (d *dispatcher) resume() {
 func (d *dispatcher) reportLag() {
 	hwm := d.claim.HighWaterMarkOffset()
 	if from := d.p.state.Snapshot().Resume; from >= 0 {
-		d.g.metrics.setLag(d.p.topic, d.p.id, hwm-from)
+		d.g.metrics.SetLag(d.p.topic, d.p.id, hwm-from)
 	}
 	d.sampleStatus(hwm) // the status page's partition row (status_sample.go)
 }

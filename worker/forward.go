@@ -13,6 +13,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/attr"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
 
@@ -26,7 +27,7 @@ type forwarder struct {
 	routes    map[string]route      // retry or dead-letter topic -> how to publish to it
 	producers []sarama.SyncProducer // each producer of routes once, to close
 	version   int                   // record format the producers write (2 from Kafka 0.11), to size records
-	tracing   tracing
+	tracing   telemetry.Tracing
 }
 
 // route is how the forwarder publishes to one retry or dead-letter topic.
@@ -46,7 +47,7 @@ type route struct {
 // per partition, so a single producer sized for the largest source would
 // batch past the smaller limit of another source's retry topics, and the
 // broker would refuse the whole batch.
-func newForwarder(cfg Config, topo topology, base *sarama.Config, tr tracing, limits topicLimits, log *slog.Logger) (_ *forwarder, err error) {
+func newForwarder(cfg Config, topo topology, base *sarama.Config, tr telemetry.Tracing, limits topicLimits, log *slog.Logger) (_ *forwarder, err error) {
 	f := &forwarder{cfg: cfg, topo: topo, routes: map[string]route{}, tracing: tr, version: 1}
 	if base.Version.IsAtLeast(sarama.V0_11_0_0) {
 		f.version = 2
@@ -183,7 +184,7 @@ func (f *forwarder) publish(ctx context.Context, msg *handler.Message, h hop, at
 		pm.Headers = append(pm.Headers, sarama.RecordHeader{Key: []byte(hd.Key), Value: hd.Value})
 	}
 	if ctx != nil {
-		f.tracing.inject(ctx, &pm.Headers)
+		f.tracing.Inject(ctx, &pm.Headers)
 	}
 	r, ok := f.routes[dest.topic]
 	if !ok {

@@ -13,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 )
 
@@ -220,7 +221,7 @@ func TestForwarderProducerLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 		var logs bytes.Buffer
-		f, err := newForwarder(c, topo, base, newTracing(nil, nil), limits, slog.New(slog.NewTextHandler(&logs, nil)))
+		f, err := newForwarder(c, topo, base, telemetry.NewTracing(nil, nil), limits, slog.New(slog.NewTextHandler(&logs, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}

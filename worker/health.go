@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
 
 // probeInterval is how often the worker checks that it can reach the
@@ -74,12 +76,12 @@ func (h *health) readiness(now time.Time) (bool, string) {
 
 // probe refreshes the metadata of topics every probeInterval until ctx is
 // done, recording each success. It also rechecks whether tracing is on.
-func (h *health) probe(ctx context.Context, client sarama.Client, topics []string, tr tracing) {
+func (h *health) probe(ctx context.Context, client sarama.Client, topics []string, tr telemetry.Tracing) {
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
 	for {
 		h.beat(loopProbe)
-		tr.refresh() // a tracer provider installed after New starts being used
+		tr.Refresh() // a tracer provider installed after New starts being used
 		if err := client.RefreshMetadata(topics...); err == nil {
 			h.reachable.Store(time.Now().UnixNano())
 		}

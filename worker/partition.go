@@ -15,6 +15,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
 
@@ -76,11 +77,11 @@ type keyState struct {
 type partition struct {
 	topic      string
 	id         int32
-	hop        hop            // source topic or retry tier
-	fwd        *forwarder     // nil when nothing is forwarded
-	stats      *deliveryStats // nil in unit tests
-	all        *metrics
-	tracing    tracing
+	hop        hop              // source topic or retry tier
+	fwd        *forwarder       // nil when nothing is forwarded
+	stats      *telemetry.Stats // nil in unit tests
+	all        *telemetry.Metrics
+	tracing    telemetry.Tracing
 	spanAttrs  []attribute.KeyValue // the span attributes shared by this partition's deliveries
 	ordering   Ordering
 	handler    handler.Handler
@@ -191,7 +192,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	for i, t := range built {
 		t.node = hs[i]
 	}
-	p.stats.addConsumed(n)
+	p.stats.AddConsumed(n)
 
 	p.mu.Lock()
 	ready := p.ready[:0]
@@ -358,9 +359,7 @@ func (p *partition) reportInFlight(gone bool) {
 	}
 	delta := now - p.inFlightReported
 	p.inFlightReported = now
-	if delta != 0 {
-		p.all.inFlight.Add(float64(delta))
-	}
+	p.all.AddInFlight(delta)
 }
 
 func (p *partition) call(ctx context.Context, t *task) (err error) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
 
@@ -84,24 +85,6 @@ func TestStatusBeforeRunHidesSecrets(t *testing.T) {
 	}
 }
 
-// The ring keeps the last 20 failures, newest first.
-func TestFailureRingKeepsLast20(t *testing.T) {
-	t.Parallel()
-	b := newStatusBoard()
-	for i := range 25 {
-		b.addFailure(FailureStatus{Offset: int64(i)})
-	}
-	got := b.recentFailures()
-	if len(got) != maxFailures {
-		t.Fatalf("%d failures kept, want %d", len(got), maxFailures)
-	}
-	for i, f := range got {
-		if f.Offset != int64(24-i) {
-			t.Fatalf("failure %d has offset %d, want %d", i, f.Offset, 24-i)
-		}
-	}
-}
-
 // A failure names its message and where it went, with the error text cut
 // to 200 characters (runes, not bytes).
 func TestFailureOf(t *testing.T) {
@@ -112,48 +95,17 @@ func TestFailureOf(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	long := errors.New(strings.Repeat("é", 250))
 	f := failureOf(p, tk, long, &destination{topic: "orders.g.retry.2"}, at)
-	want := FailureStatus{Time: at, Topic: "orders.g.retry.1", Partition: 3, Offset: 42, Attempt: 5, ErrorType: "error",
-		Error: strings.Repeat("é", 200) + "…", Destination: DestinationRetryTier, Tier: 2, DestinationTopic: "orders.g.retry.2"}
+	want := telemetry.Failure{Time: at, Topic: "orders.g.retry.1", Partition: 3, Offset: 42, Attempt: 5, ErrorType: "error",
+		Error: strings.Repeat("é", 200) + "…", Destination: telemetry.DestinationRetryTier, Tier: 2, DestinationTopic: "orders.g.retry.2"}
 	if f != want {
 		t.Fatalf("got %+v\nwant %+v", f, want)
 	}
 	f = failureOf(p, tk, retry.Permanent(fmt.Errorf("bad: %w", errors.New("x"))), &destination{topic: "orders.g.dlq", deadLetter: true}, at)
-	if f.Destination != DestinationDeadLetter || f.DestinationTopic != "orders.g.dlq" || f.Tier != 0 || f.Error != "permanent: bad: x" {
+	if f.Destination != telemetry.DestinationDeadLetter || f.DestinationTopic != "orders.g.dlq" || f.Tier != 0 || f.Error != "permanent: bad: x" {
 		t.Fatalf("dead letter: %+v", f)
 	}
-	if f = failureOf(p, tk, long, nil, at); f.Destination != DestinationInPlace || f.DestinationTopic != "" {
+	if f = failureOf(p, tk, long, nil, at); f.Destination != telemetry.DestinationInPlace || f.DestinationTopic != "" {
 		t.Fatalf("in place: %+v", f)
-	}
-}
-
-// Rates are differences of the cumulative totals over their interval; at
-// most one point a second is kept, over the last five minutes.
-func TestRateSeries(t *testing.T) {
-	t.Parallel()
-	b := newStatusBoard()
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	calls := 0
-	at := func(d time.Duration, ok, fail uint64) {
-		b.noteRate(t0.Add(d), func() (c [metricdef.NumResults]uint64) {
-			calls++
-			c[metricdef.Success], c[metricdef.Error] = ok, fail
-			return c
-		})
-	}
-	at(0, 0, 0)
-	at(500*time.Millisecond, 1, 1) // within the second: skipped
-	at(2*time.Second, 100, 10)
-	at(3*time.Second, 130, 10)
-	got := b.rateSeries()
-	if calls != 3 || len(got) != 2 {
-		t.Fatalf("%d totals read, %d rates: %+v", calls, len(got), got)
-	}
-	if got[0].Success != 50 || got[0].Error != 5 || got[0].Handled != 55 || got[1].Success != 30 || got[1].Handled != 30 {
-		t.Fatalf("rates %+v", got)
-	}
-	at(10*time.Minute, 130, 10)
-	if got := b.rateSeries(); len(got) != 0 {
-		t.Fatalf("points older than the window kept: %+v", got)
 	}
 }
 
@@ -189,5 +141,14 @@ func TestRenderStatus(t *testing.T) {
 	}
 	if strings.Contains(page, "<script>alert(1)") {
 		t.Error("error text not escaped")
+	}
+}
+
+// The public destination names are the status board's.
+func TestDestinationsAreTheBoards(t *testing.T) {
+	t.Parallel()
+	if DestinationInPlace != telemetry.DestinationInPlace || DestinationRetryTier != telemetry.DestinationRetryTier ||
+		DestinationDeadLetter != telemetry.DestinationDeadLetter {
+		t.Fatal("worker.Destination* differ from the board's")
 	}
 }

@@ -21,7 +21,7 @@ func (p *partition) watchHeld() {
 	if oldest, ok := p.state.Oldest(); ok {
 		age = now - oldest.takenAt
 	}
-	p.all.setOldestAge(p.topic, p.id, age)
+	p.all.SetOldestAge(p.topic, p.id, age)
 	if p.stuckAfter <= 0 || age < p.stuckAfter {
 		return
 	}
@@ -82,7 +82,7 @@ func (p *partition) intakeReason() string {
 func (p *partition) noteIntake(reason string) {
 	snap := p.state.Snapshot()
 	held, ranges := snap.Held, snap.Ranges
-	p.all.noteIntakeBlocked(p.topic, reason)
+	p.all.NoteIntakeBlocked(p.topic, reason)
 	level := slog.LevelDebug
 	if reason == "done_set" {
 		level = slog.LevelWarn // rare and worth knowing: a pathological completion pattern

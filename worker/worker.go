@@ -44,6 +44,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/commit"
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/middleware"
 )
 
@@ -56,10 +57,10 @@ type Worker struct {
 	saramaHooks    []func(*sarama.Config)
 	sarama         *sarama.Config
 	registerer     prometheus.Registerer
-	metrics        *metrics
+	metrics        *telemetry.Metrics
 	tracerProvider trace.TracerProvider
 	propagator     propagation.TextMapPropagator
-	tracing        tracing
+	tracing        telemetry.Tracing
 	middleware     []middleware.Middleware
 	httpServer     bool
 	tokenProvider  sarama.AccessTokenProvider
@@ -87,9 +88,9 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 		return nil, err
 	}
 	w.sarama = s
-	w.tracing = newTracing(w.tracerProvider, w.propagator)
+	w.tracing = telemetry.NewTracing(w.tracerProvider, w.propagator)
 	w.handler = middleware.Chain(w.middleware...)(w.handler)
-	if w.metrics, err = newMetrics(w.registerer, cfg.GroupID); err != nil {
+	if w.metrics, err = telemetry.NewMetrics(w.registerer, cfg.GroupID); err != nil {
 		return nil, fmt.Errorf("kafkaworker: register metrics: %w", err)
 	}
 	return w, nil
@@ -245,7 +246,7 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	pool := newPool(w.cfg.Concurrency)
 	commits := commit.NewCommitter(commit.Params{
 		Client: c.commitClient, Group: w.cfg.GroupID, Version: w.sarama.Version, InstanceID: w.cfg.InstanceID,
-		Interval: w.cfg.CommitInterval, Log: w.log, OnCommit: w.metrics.commit, Beat: func() { w.health.beat(loopCommitter) },
+		Interval: w.cfg.CommitInterval, Log: w.log, OnCommit: w.metrics.Commit, Beat: func() { w.health.beat(loopCommitter) },
 	})
 	loopsCtx, stopLoops := context.WithCancel(context.Background())
 	commitsDone, probeDone := make(chan struct{}), make(chan struct{})

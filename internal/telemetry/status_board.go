@@ -1,4 +1,4 @@
-package worker
+package telemetry
 
 import (
 	"slices"
@@ -8,7 +8,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
@@ -18,27 +17,27 @@ const maxFailures = 20
 // maxErrorText is how many characters of an error's text it shows.
 const maxErrorText = 200
 
-// rateWindow is how far back the throughput chart goes, one point a second.
-const rateWindow = 5 * time.Minute
+// RateWindow is how far back the throughput chart goes, one point a second.
+const RateWindow = 5 * time.Minute
 
-// statusBoard holds what the status page shows beyond the Config and the
+// Board holds what the status page shows beyond the Config and the
 // health flags. Nothing here is touched per successful message: partitions
 // are sampled at their dispatcher's lag tick, failures recorded on the
 // failure branch of a delivery, and delivery totals summed from the
 // per-partition counters when the status is read, as a scrape would.
-type statusBoard struct {
+type Board struct {
 	started time.Time
 
 	mu         sync.Mutex
-	parts      map[partKey]PartitionStatus
+	parts      map[partKey]PartitionSample
 	member     string
 	generation int32
-	failures   [maxFailures]FailureStatus // a ring; next is the slot written next
+	failures   [maxFailures]Failure // a ring; next is the slot written next
 	next       int
 	nFailures  int
 
 	rateMu   sync.Mutex
-	rates    []ratePoint // oldest first, one a second at most, over rateWindow
+	rates    []ratePoint // oldest first, one a second at most, over RateWindow
 	rateNext atomic.Int64
 }
 
@@ -54,12 +53,12 @@ type ratePoint struct {
 	counts [metricdef.NumResults]uint64
 }
 
-func newStatusBoard() *statusBoard {
-	return &statusBoard{started: time.Now(), parts: map[partKey]PartitionStatus{}}
+func newBoard() *Board {
+	return &Board{started: time.Now(), parts: map[partKey]PartitionSample{}}
 }
 
-// putPartition stores a partition's sample and the session it was taken in.
-func (b *statusBoard) putPartition(s PartitionStatus, member string, generation int32) {
+// PutPartition stores a partition's sample and the session it was taken in.
+func (b *Board) PutPartition(s PartitionSample, member string, generation int32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.parts[partKey{s.Topic, s.Partition}] = s
@@ -69,23 +68,23 @@ func (b *statusBoard) putPartition(s PartitionStatus, member string, generation 
 }
 
 // dropPartition forgets a released partition.
-func (b *statusBoard) dropPartition(topic string, partition int32) {
+func (b *Board) dropPartition(topic string, partition int32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.parts, partKey{topic, partition})
 }
 
-// partitions returns the samples sorted by topic and partition, and the
+// Partitions returns the samples sorted by topic and partition, and the
 // latest session's member id and generation.
-func (b *statusBoard) partitions() ([]PartitionStatus, string, int32) {
+func (b *Board) Partitions() ([]PartitionSample, string, int32) {
 	b.mu.Lock()
-	out := make([]PartitionStatus, 0, len(b.parts))
+	out := make([]PartitionSample, 0, len(b.parts))
 	for _, s := range b.parts {
 		out = append(out, s)
 	}
 	member, gen := b.member, b.generation
 	b.mu.Unlock()
-	slices.SortFunc(out, func(a, c PartitionStatus) int {
+	slices.SortFunc(out, func(a, c PartitionSample) int {
 		if n := strings.Compare(a.Topic, c.Topic); n != 0 {
 			return n
 		}
@@ -94,8 +93,8 @@ func (b *statusBoard) partitions() ([]PartitionStatus, string, int32) {
 	return out, member, gen
 }
 
-// addFailure records a failed delivery in the ring.
-func (b *statusBoard) addFailure(f FailureStatus) {
+// AddFailure records a failed delivery in the ring.
+func (b *Board) AddFailure(f Failure) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.failures[b.next] = f
@@ -103,38 +102,20 @@ func (b *statusBoard) addFailure(f FailureStatus) {
 	b.nFailures = min(b.nFailures+1, maxFailures)
 }
 
-// recentFailures returns the ring's failures, newest first.
-func (b *statusBoard) recentFailures() []FailureStatus {
+// RecentFailures returns the ring's failures, newest first.
+func (b *Board) RecentFailures() []Failure {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]FailureStatus, 0, b.nFailures)
+	out := make([]Failure, 0, b.nFailures)
 	for i := 1; i <= b.nFailures; i++ {
 		out = append(out, b.failures[(b.next-i+maxFailures)%maxFailures])
 	}
 	return out
 }
 
-// failureOf describes a failed delivery of t for the status page; dest is
-// where it goes next, nil for a retry in place.
-func failureOf(p *partition, t *task, err error, dest *destination, at time.Time) FailureStatus {
-	f := FailureStatus{
-		Time: at.UTC(), Topic: p.topic, Partition: p.id, Offset: t.msg.Offset, Attempt: t.base + t.attempt,
-		ErrorType: handler.ErrorType(err), Error: truncateText(err.Error(), maxErrorText),
-		Destination: DestinationInPlace,
-	}
-	switch {
-	case dest == nil:
-	case dest.deadLetter:
-		f.Destination, f.DestinationTopic = DestinationDeadLetter, dest.topic
-	default:
-		f.Destination, f.DestinationTopic, f.Tier = DestinationRetryTier, dest.topic, p.hop.tier+1
-	}
-	return f
-}
-
-// truncateText returns s's first n characters (runes), with an ellipsis
+// TruncateText returns s's first n characters (runes), with an ellipsis
 // when it had more, and never a broken UTF-8 sequence.
-func truncateText(s string, n int) string {
+func TruncateText(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {
 		return strings.ToValidUTF8(s, "\uFFFD")
 	}
@@ -146,10 +127,10 @@ func truncateText(s string, n int) string {
 	return strings.ToValidUTF8(s[:i], "\uFFFD") + "…"
 }
 
-// noteRate appends totals to the rate history when a second has passed
+// NoteRate appends totals to the rate history when a second has passed
 // since the last point; total is called only then. Safe from any goroutine;
 // callers that lose the race for the second skip without waiting.
-func (b *statusBoard) noteRate(now time.Time, total func() [metricdef.NumResults]uint64) {
+func (b *Board) NoteRate(now time.Time, total func() [metricdef.NumResults]uint64) {
 	due := b.rateNext.Load()
 	if now.UnixNano() < due || !b.rateNext.CompareAndSwap(due, now.Add(time.Second).UnixNano()) {
 		return
@@ -159,14 +140,14 @@ func (b *statusBoard) noteRate(now time.Time, total func() [metricdef.NumResults
 	defer b.rateMu.Unlock()
 	b.rates = append(b.rates, ratePoint{at: now, counts: counts})
 	cut := 0
-	for cut < len(b.rates)-1 && now.Sub(b.rates[cut].at) > rateWindow {
+	for cut < len(b.rates)-1 && now.Sub(b.rates[cut].at) > RateWindow {
 		cut++
 	}
 	b.rates = slices.Delete(b.rates, 0, cut)
 }
 
-// rateSeries turns the history into per-second rates, oldest first.
-func (b *statusBoard) rateSeries() []RatePoint {
+// RateSeries turns the history into per-second rates, oldest first.
+func (b *Board) RateSeries() []RatePoint {
 	b.rateMu.Lock()
 	defer b.rateMu.Unlock()
 	out := make([]RatePoint, 0, len(b.rates))
@@ -183,13 +164,6 @@ func (b *statusBoard) rateSeries() []RatePoint {
 		out = append(out, pt)
 	}
 	return out
-}
-
-// countsOf turns per-result totals into DeliveryCounts.
-func countsOf(c [metricdef.NumResults]uint64) DeliveryCounts {
-	d := DeliveryCounts{Success: c[metricdef.Success], Error: c[metricdef.Error], Retry: c[metricdef.Retry], DeadLetter: c[metricdef.DeadLetter]}
-	d.Handled = d.Success + d.Error + d.Retry + d.DeadLetter
-	return d
 }
 
 // groupTotals sums the consumed and processed counters of group's
@@ -219,3 +193,6 @@ func (c *deliveryCollector) groupTotals(group string) (consumed uint64, processe
 	}
 	return t.consumed, t.processed
 }
+
+// Started is when the board was made: when the worker was created.
+func (b *Board) Started() time.Time { return b.started }

@@ -1,4 +1,4 @@
-package worker
+package telemetry
 
 import (
 	"context"
@@ -20,12 +20,12 @@ import (
 // tracerName identifies the worker's instrumentation scope.
 const tracerName = "github.com/kafkaworker/kafkaworker/worker"
 
-// tracing starts one span per delivery and carries the trace context
+// Tracing starts one span per delivery and carries the trace context
 // through the message headers.
-type tracing struct {
+type Tracing struct {
 	// cur is nil while there is no real tracer (the otel global before the
 	// application installs a provider, or a no-op one): deliveries then skip
-	// tracing entirely, which keeps its cost off the hot path.
+	// Tracing entirely, which keeps its cost off the hot path.
 	cur *atomic.Pointer[tracerSet]
 	// global means the provider and propagator come from the otel globals,
 	// which refresh reads again, so a provider installed after New is used.
@@ -39,16 +39,16 @@ type tracerSet struct {
 	prop   propagation.TextMapPropagator
 }
 
-// newTracing uses tp and prop; nil means the otel globals.
-func newTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) tracing {
-	tr := tracing{cur: new(atomic.Pointer[tracerSet]), global: tp == nil, tp: tp, prop: prop}
-	tr.refresh()
+// NewTracing uses tp and prop; nil means the otel globals.
+func NewTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) Tracing {
+	tr := Tracing{cur: new(atomic.Pointer[tracerSet]), global: tp == nil, tp: tp, prop: prop}
+	tr.Refresh()
 	return tr
 }
 
-// refresh decides whether to trace, reading the otel globals again when the
+// Refresh decides whether to trace, reading the otel globals again when the
 // worker uses them.
-func (tr tracing) refresh() {
+func (tr Tracing) Refresh() {
 	tp, prop := tr.tp, tr.prop
 	if tr.global {
 		tp = otel.GetTracerProvider()
@@ -72,11 +72,11 @@ func isNoopProvider(tp trace.TracerProvider) bool {
 	return reflect.TypeOf(tp).String() == "*global.tracerProvider"
 }
 
-// start begins the span of one delivery: named "process <topic>", kind
+// Start begins the span of one delivery: named "process <topic>", kind
 // CONSUMER, with the context the producer injected (traceparent) as its
 // parent and also as a link. The attributes are built only when the span
 // records, so a no-op tracer costs next to nothing.
-func (tr tracing) start(ctx context.Context, msg *handler.Message, static []attribute.KeyValue) (context.Context, trace.Span) {
+func (tr Tracing) Start(ctx context.Context, msg *handler.Message, static []attribute.KeyValue) (context.Context, trace.Span) {
 	cur := tr.cur.Load()
 	if cur == nil {
 		return ctx, noSpan
@@ -93,11 +93,11 @@ func (tr tracing) start(ctx context.Context, msg *handler.Message, static []attr
 	return ctx, span
 }
 
-// noSpan stands for a delivery's span while tracing is off.
+// noSpan stands for a delivery's span while Tracing is off.
 var noSpan = trace.SpanFromContext(context.Background())
 
-// end closes a delivery's span, marking it failed with the error's type.
-func (tracing) end(span trace.Span, err error) {
+// End closes a delivery's span, marking it failed with the error's type.
+func (Tracing) End(span trace.Span, err error) {
 	if span == noSpan {
 		return
 	}
@@ -108,9 +108,9 @@ func (tracing) end(span trace.Span, err error) {
 	span.End()
 }
 
-// inject writes ctx's trace context into outgoing headers, replacing what
+// Inject writes ctx's trace context into outgoing headers, replacing what
 // the message carried, so the next delivery's span is this one's child.
-func (tr tracing) inject(ctx context.Context, headers *[]sarama.RecordHeader) {
+func (tr Tracing) Inject(ctx context.Context, headers *[]sarama.RecordHeader) {
 	cur := tr.cur.Load()
 	if cur == nil || !trace.SpanContextFromContext(ctx).IsValid() {
 		return // not traced: the forwarded record keeps the traceparent it came with

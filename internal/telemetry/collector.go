@@ -1,4 +1,4 @@
-package worker
+package telemetry
 
 import (
 	"sync"
@@ -9,13 +9,13 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
-// deliveryStats are one claimed partition's per-message metrics: plain
+// Stats are one claimed partition's per-message metrics: plain
 // numbers behind a lock of their own, which the partition's goroutines
 // take once per delivery and the dispatcher once per batch; no atomic
 // shared between partitions or goroutines sits on the hot path. The
 // collector adds them up when Prometheus scrapes, taking this lock and no
 // partition's.
-type deliveryStats struct {
+type Stats struct {
 	group, topic string
 	mu           sync.Mutex
 	consumed     uint64
@@ -24,12 +24,12 @@ type deliveryStats struct {
 	delay        localHist
 }
 
-func newDeliveryStats(group, topic string) *deliveryStats {
-	return &deliveryStats{group: group, topic: topic}
+func newStats(group, topic string) *Stats {
+	return &Stats{group: group, topic: topic}
 }
 
-// addConsumed counts n messages taken from Kafka.
-func (s *deliveryStats) addConsumed(n int) {
+// AddConsumed counts n messages taken from Kafka.
+func (s *Stats) AddConsumed(n int) {
 	if s == nil {
 		return
 	}
@@ -38,9 +38,9 @@ func (s *deliveryStats) addConsumed(n int) {
 	s.mu.Unlock()
 }
 
-// record counts one delivery with outcome r that took took; delay, when
+// Record counts one delivery with outcome r that took took; delay, when
 // hasDelay, is the message's processing delay.
-func (s *deliveryStats) record(r metricdef.Result, took, delay time.Duration, hasDelay bool) {
+func (s *Stats) Record(r metricdef.Result, took, delay time.Duration, hasDelay bool) {
 	s.mu.Lock()
 	s.processed[r]++
 	s.duration[r].observe(took)
@@ -108,7 +108,7 @@ type topicTotals struct {
 	delay     histTotal
 }
 
-func (t *topicTotals) add(s *deliveryStats) {
+func (t *topicTotals) add(s *Stats) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t.consumed += s.consumed
@@ -122,37 +122,37 @@ func (t *topicTotals) add(s *deliveryStats) {
 type topicKey struct{ group, topic string }
 
 // deliveryCollector exports the consumed, processed, duration and delay
-// metrics from every partition's deliveryStats: the live ones, plus the
+// metrics from every partition's Stats: the live ones, plus the
 // totals of partitions already released, so every counter only grows.
 // Workers sharing a registry share one collector.
 type deliveryCollector struct {
 	consumed, processed, duration, delay *prometheus.Desc
 
 	mu      sync.Mutex
-	live    map[*deliveryStats]struct{}
+	live    map[*Stats]struct{}
 	retired map[topicKey]*topicTotals
 }
 
 func newDeliveryCollector() *deliveryCollector {
 	return &deliveryCollector{
-		consumed:  metricdef.Desc(MetricMessagesConsumed), // from the metric table (metrics.go)
-		processed: metricdef.Desc(MetricMessagesProcessed),
-		duration:  metricdef.Desc(MetricProcessingDuration),
-		delay:     metricdef.Desc(MetricProcessingDelay),
-		live:      map[*deliveryStats]struct{}{},
+		consumed:  metricdef.Desc(metricdef.MessagesConsumed), // from the metric table (metrics.go)
+		processed: metricdef.Desc(metricdef.MessagesProcessed),
+		duration:  metricdef.Desc(metricdef.ProcessingDuration),
+		delay:     metricdef.Desc(metricdef.ProcessingDelay),
+		live:      map[*Stats]struct{}{},
 		retired:   map[topicKey]*topicTotals{},
 	}
 }
 
 // track adds a partition's stats; retire folds them into the totals when
 // the partition is released.
-func (c *deliveryCollector) track(s *deliveryStats) {
+func (c *deliveryCollector) track(s *Stats) {
 	c.mu.Lock()
 	c.live[s] = struct{}{}
 	c.mu.Unlock()
 }
 
-func (c *deliveryCollector) retire(s *deliveryStats) {
+func (c *deliveryCollector) retire(s *Stats) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.live, s)
@@ -211,4 +211,11 @@ func constHistogram(desc *prometheus.Desc, h histTotal, labels ...string) promet
 		}
 	}
 	return prometheus.MustNewConstHistogram(desc, h.count, h.sum, buckets, labels...)
+}
+
+// Processed is how many deliveries ended with outcome r.
+func (s *Stats) Processed(r metricdef.Result) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.processed[r]
 }
