@@ -13,6 +13,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/attr"
 	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/doneset"
+	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
 
@@ -24,8 +25,8 @@ type groupHandler struct {
 	client  sarama.Client // the group's: resolves a new claim's start offset
 	group   sarama.ConsumerGroup
 	admin   sarama.ClusterAdmin // reads the done-set committed with each offset
-	topo    topology
-	fwd     *forwarder // nil when nothing is forwarded
+	topo    forward.Topology
+	fwd     *forward.Forwarder // nil when nothing is forwarded
 	commits *commit.Committer
 	metrics *telemetry.Metrics
 	// stopping is closed when Run's context is done: drains then use the
@@ -89,7 +90,7 @@ func (g *groupHandler) newPartition(sess sarama.ConsumerGroupSession, claim sara
 	topic, id := claim.Topic(), claim.Partition()
 	skip, meta := g.previousDoneSet(topic, id)
 	p := &partition{
-		topic: topic, id: id, ordering: cfg.Ordering, hop: g.topo.hops[topic], fwd: g.fwd,
+		topic: topic, id: id, ordering: cfg.Ordering, hop: g.topo.Hop(topic), fwd: g.fwd,
 		handler: g.w.handler, pool: g.pool, log: g.w.log,
 		retry: func() backoff.BackOff {
 			b := backoff.NewExponentialBackOff()

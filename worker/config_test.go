@@ -278,28 +278,28 @@ func TestTopologyNamesAndPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topo := newTopology(c)
-	if got := fmt.Sprint(topo.consumed()); got != "[orders orders.billing.retry.1 orders.billing.retry.2]" {
+	topo := c.topology()
+	if got := fmt.Sprint(topo.Consumed()); got != "[orders orders.billing.retry.1 orders.billing.retry.2]" {
 		t.Fatalf("consumed topics %s", got)
 	}
-	f := &forwarder{cfg: c, topo: topo}
+	f := c.retryPolicy(topo)
 	now := time.Now()
-	src, tier2 := topo.hops["orders"], topo.hops["orders.billing.retry.2"]
-	if d := f.next(src, 2, errors.New("x"), now); d != nil {
+	src, tier2 := topo.Hop("orders"), topo.Hop("orders.billing.retry.2")
+	if d := f.Next(src, 2, errors.New("x"), now); d != nil {
 		t.Fatalf("attempt 2 of 3 must retry in place, got %+v", d)
 	}
-	if d := f.next(src, 3, errors.New("x"), now); d == nil || d.topic != "orders.billing.retry.1" || !d.notBefore.Equal(now.Add(time.Second)) {
+	if d := f.Next(src, 3, errors.New("x"), now); d == nil || d.Topic != "orders.billing.retry.1" || !d.NotBefore.Equal(now.Add(time.Second)) {
 		t.Fatalf("after 3 local attempts: tier 1 due in 1s, got %+v", d)
 	}
-	if d := f.next(tier2, 3, errors.New("x"), now); d == nil || d.topic != "orders.billing.dlq" || !d.deadLetter {
+	if d := f.Next(tier2, 3, errors.New("x"), now); d == nil || d.Topic != "orders.billing.dlq" || !d.DeadLetter {
 		t.Fatalf("exhausted on the last tier: dead letter, got %+v", d)
 	}
-	if d := f.next(src, 1, retry.Permanent(errors.New("x")), now); d == nil || !d.deadLetter {
+	if d := f.Next(src, 1, retry.Permanent(errors.New("x")), now); d == nil || !d.DeadLetter {
 		t.Fatalf("permanent: dead letter at once, got %+v", d)
 	}
 	c.DLQEnabled = false
-	f = &forwarder{cfg: c, topo: newTopology(c)}
-	if d := f.next(tier2, 3, retry.Permanent(errors.New("x")), now); d != nil {
+	f = c.retryPolicy(c.topology())
+	if d := f.Next(tier2, 3, retry.Permanent(errors.New("x")), now); d != nil {
 		t.Fatalf("no dead-letter topic: keep retrying in place, never drop; got %+v", d)
 	}
 }

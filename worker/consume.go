@@ -28,7 +28,7 @@ func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerG
 	delay := 100 * time.Millisecond
 	var missing missingTopics
 	for ctx.Err() == nil {
-		err := group.Consume(consumeCtx, gh.topo.consumed(), gh)
+		err := group.Consume(consumeCtx, gh.topo.Consumed(), gh)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -40,7 +40,7 @@ func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerG
 		if f := w.fatal(err, nil); f != nil {
 			return f
 		}
-		if f := missing.check(gh.admin, gh.topo.consumed()); f != nil {
+		if f := missing.check(gh.admin, gh.topo.Consumed()); f != nil {
 			return f
 		}
 		w.log.Warn("consumer group session failed; rejoining", slog.Any("error", err), slog.Duration("retry_in", delay))

@@ -103,7 +103,7 @@ func newBenchRig(b testing.TB, h handler.Handler, adjust func(*Config), pooled b
 	}
 	r := &benchRig{w: w, pool: newPool(goroutines), clock: &coarseClock{}, stopping: make(chan struct{}), abort: make(chan struct{})}
 	r.g = &groupHandler{
-		w: w, pool: r.pool, group: &fakeGroup{}, admin: fakeAdmin{}, topo: newTopology(cfg), metrics: w.metrics,
+		w: w, pool: r.pool, group: &fakeGroup{}, admin: fakeAdmin{}, topo: cfg.topology(), metrics: w.metrics,
 		stopping: r.stopping, stop: &stopClock{timeout: cfg.ShutdownTimeout}, clock: r.clock,
 		base: context.Background(), exited: make(chan struct{}, 1),
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/attr"
+	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
@@ -83,7 +84,7 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 		return err // given up by the worker, not a failure of the message
 	}
 	now := time.Now()
-	dest := p.fwd.next(p.hop, t.attempt, err, now)
+	dest := p.fwd.Next(p.hop, t.attempt, err, now)
 	p.all.NoteFailure(failureOf(p, t, err, dest, now)) // the status page's failure list (status_sample.go)
 	if dest == nil {
 		t.note(metricdef.Error)
@@ -97,12 +98,12 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 // forward publishes t where it failed to; nil once the broker acknowledged.
 func (p *partition) forward(t *task) error {
 	f := t.fail
-	err := p.fwd.publish(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at)
+	err := p.fwd.Publish(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at)
 	if err != nil {
-		reason := forwardErrorReason(err)
-		p.all.ForwardError(f.dest.topic, reason)
-		attrs := p.msgAttrs(t, slog.String("destination", f.dest.topic), slog.String("reason", reason), slog.Any("error", err))
-		if fix := forwardErrorFix(err); fix != "" {
+		reason := forward.ErrorReason(err)
+		p.all.ForwardError(f.dest.Topic, reason)
+		attrs := p.msgAttrs(t, slog.String("destination", f.dest.Topic), slog.String("reason", reason), slog.Any("error", err))
+		if fix := forward.ErrorFix(err); fix != "" {
 			attrs = append(attrs, slog.String("fix", fix))
 		}
 		p.log.Error("forwarding a failed message failed; its offset stays uncommitted and the publish is retried", attrs...)
@@ -110,11 +111,11 @@ func (p *partition) forward(t *task) error {
 	}
 	level, what := slog.LevelWarn, "message sent to a retry topic"
 	t.note(metricdef.Retry)
-	if f.dest.deadLetter {
+	if f.dest.DeadLetter {
 		level, what = slog.LevelError, "message dead-lettered"
 		t.note(metricdef.DeadLetter)
 	}
-	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", f.dest.topic),
+	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", f.dest.Topic),
 		slog.Int("attempt", t.base+t.attempt), slog.Any("error", f.err))...)
 	return nil
 }
@@ -206,10 +207,10 @@ func (t *task) note(r metricdef.Result) { t.outcome, t.noted = r, true }
 // failure only, so the task every message needs stays small.
 type failure struct {
 	backoff  backoff.BackOff
-	dest     *destination    // set once the message failed for good on this hop
-	err      error           // the failure that sent it there
-	at       time.Time       // when
-	traceCtx context.Context // the failed delivery's span, continued by the forwarded record
+	dest     *forward.Destination // set once the message failed for good on this hop
+	err      error                // the failure that sent it there
+	at       time.Time            // when
+	traceCtx context.Context      // the failed delivery's span, continued by the forwarded record
 }
 
 func (t *task) failed() *failure {
@@ -220,7 +221,7 @@ func (t *task) failed() *failure {
 }
 
 // forwarding returns where t is being published, or nil.
-func (t *task) forwarding() *destination {
+func (t *task) forwarding() *forward.Destination {
 	if t.fail == nil {
 		return nil
 	}

@@ -93,7 +93,7 @@ var fatalHints = map[sarama.KError]func(c Config, topics []string) string{
 	},
 	sarama.ErrTopicAuthorizationFailed: func(c Config, topics []string) string {
 		if len(topics) == 0 {
-			topics = newTopology(c).consumed()
+			topics = c.topology().Consumed()
 		}
 		cmds := make([]string, len(topics))
 		quoted := make([]string, len(topics))

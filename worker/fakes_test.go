@@ -312,7 +312,7 @@ func newRig(t *testing.T, h handler.Handler, adjust func(*Config)) *rig {
 	w, cfg := newFakeWorker(t, h, []string{"t", "u"}, adjust)
 	r := &rig{w: w, group: &fakeGroup{}, pool: newPool(cfg.Concurrency), stopping: newLatch()}
 	r.g = &groupHandler{
-		w: w, pool: r.pool, group: r.group, admin: fakeAdmin{}, topo: newTopology(cfg), metrics: w.metrics,
+		w: w, pool: r.pool, group: r.group, admin: fakeAdmin{}, topo: cfg.topology(), metrics: w.metrics,
 		stopping: r.stopping.done(), base: context.Background(), exited: make(chan struct{}, 1),
 	}
 	t.Cleanup(r.forceStop)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/commit"
+	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/retry"
@@ -77,9 +78,9 @@ type keyState struct {
 type partition struct {
 	topic      string
 	id         int32
-	hop        hop              // source topic or retry tier
-	fwd        *forwarder       // nil when nothing is forwarded
-	stats      *telemetry.Stats // nil in unit tests
+	hop        forward.Hop        // source topic or retry tier
+	fwd        *forward.Forwarder // nil when nothing is forwarded
+	stats      *telemetry.Stats   // nil in unit tests
 	all        *telemetry.Metrics
 	tracing    telemetry.Tracing
 	spanAttrs  []attribute.KeyValue // the span attributes shared by this partition's deliveries
@@ -132,11 +133,8 @@ func (p *partition) initTask(t *task, m *sarama.ConsumerMessage) {
 			}
 		}
 	}
-	if p.hop.tier > 0 {
-		var delay time.Duration // a tier always has a delay and a forwarder
-		if p.fwd != nil && p.hop.tier <= len(p.fwd.cfg.RetryTopicDelays) {
-			delay = p.fwd.cfg.RetryTopicDelays[p.hop.tier-1]
-		}
+	if p.hop.Tier > 0 {
+		delay := p.fwd.TierDelay(p.hop.Tier) // a tier always has a delay and a forwarder
 		th := readTierHeaders(&t.msg, delay, time.Now())
 		t.base, t.notBefore = th.attempts, th.notBefore
 		for _, problem := range th.problems {

@@ -36,7 +36,7 @@ func (g *groupHandler) startClaim(sess sarama.ConsumerGroupSession, claim sarama
 	}
 	saramaStart := g.w.sarama.Consumer.Offsets.Initial
 	want := saramaStart
-	if p.hop.tier > 0 {
+	if p.hop.Tier > 0 {
 		want = sarama.OffsetOldest
 	}
 	start, err := g.client.GetOffset(p.topic, p.id, want)

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
@@ -33,7 +34,7 @@ func (d *dispatcher) sampleStatus(hwm int64) {
 // statusSample reads the partition's numbers; the dispatcher calls it.
 func (p *partition) statusSample(hwm int64) (s telemetry.PartitionSample, member string, gen int32) {
 	now := p.clock.read()
-	s = telemetry.PartitionSample{Topic: p.topic, Partition: p.id, Tier: p.hop.tier, EndOffset: hwm, SampledAt: time.Now().UTC()}
+	s = telemetry.PartitionSample{Topic: p.topic, Partition: p.id, Tier: p.hop.Tier, EndOffset: hwm, SampledAt: time.Now().UTC()}
 	if p.sess != nil {
 		member, gen = p.sess.MemberID(), p.sess.GenerationID()
 	}
@@ -55,7 +56,7 @@ func (p *partition) statusSample(hwm int64) (s telemetry.PartitionSample, member
 		s.OldestAgeSeconds = age.Seconds()
 		s.Stuck = p.stuckAfter > 0 && age >= p.stuckAfter
 	}
-	if p.hop.tier > 0 {
+	if p.hop.Tier > 0 {
 		p.mu.Lock()
 		s.NextDue = p.nextDue()
 		p.mu.Unlock()
@@ -84,7 +85,7 @@ func (p *partition) nextDue() *time.Time {
 
 // failureOf describes a failed delivery of t for the status page; dest is
 // where it goes next, nil for a retry in place.
-func failureOf(p *partition, t *task, err error, dest *destination, at time.Time) telemetry.Failure {
+func failureOf(p *partition, t *task, err error, dest *forward.Destination, at time.Time) telemetry.Failure {
 	f := telemetry.Failure{
 		Time: at.UTC(), Topic: p.topic, Partition: p.id, Offset: t.msg.Offset, Attempt: t.base + t.attempt,
 		ErrorType: handler.ErrorType(err), Error: telemetry.TruncateText(err.Error(), maxErrorText),
@@ -92,10 +93,10 @@ func failureOf(p *partition, t *task, err error, dest *destination, at time.Time
 	}
 	switch {
 	case dest == nil:
-	case dest.deadLetter:
-		f.Destination, f.DestinationTopic = telemetry.DestinationDeadLetter, dest.topic
+	case dest.DeadLetter:
+		f.Destination, f.DestinationTopic = telemetry.DestinationDeadLetter, dest.Topic
 	default:
-		f.Destination, f.DestinationTopic, f.Tier = telemetry.DestinationRetryTier, dest.topic, p.hop.tier+1
+		f.Destination, f.DestinationTopic, f.Tier = telemetry.DestinationRetryTier, dest.Topic, p.hop.Tier+1
 	}
 	return f
 }

@@ -1,46 +1,28 @@
 package worker
 
 import (
-	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/IBM/sarama"
 
-	"github.com/kafkaworker/kafkaworker/internal/attr"
+	"github.com/kafkaworker/kafkaworker/internal/forward"
 )
 
-// hop says where a consumed topic sits in the failure flow: a source topic
-// (tier 0) or retry tier n of a source topic.
-type hop struct {
-	source string
-	tier   int
-}
-
-// topology names the retry and dead-letter topics of each source topic.
-type topology struct {
-	tiers map[string][]string // source -> retry topic of tier n at [n-1]
-	dlq   map[string]string   // source -> dead-letter topic ("" when disabled)
-	hops  map[string]hop      // every consumed topic -> its place
-}
-
-func newTopology(c Config) topology {
-	t := topology{tiers: map[string][]string{}, dlq: map[string]string{}, hops: map[string]hop{}}
-	for _, src := range c.Topics {
-		t.hops[src] = hop{source: src}
-		for n := 1; n <= len(c.RetryTopicDelays); n++ {
-			name := c.RetryTopic(src, n)
-			t.tiers[src] = append(t.tiers[src], name)
-			t.hops[name] = hop{source: src, tier: n}
-		}
-		if c.DLQEnabled {
-			t.dlq[src] = c.DLQTopic(src)
-		}
+// forward.Topology is the worker's retry and dead-letter topics, named from c.
+func (c Config) topology() forward.Topology {
+	var dlq func(string) string
+	if c.DLQEnabled {
+		dlq = c.DLQTopic
 	}
-	return t
+	return forward.NewTopology(c.Topics, len(c.RetryTopicDelays), c.RetryTopic, dlq)
+}
+
+// retryPolicy is where the worker sends failed messages, over topo.
+func (c Config) retryPolicy(topo forward.Topology) forward.Policy {
+	return forward.Policy{Topology: topo, LocalAttempts: c.RetryLocalAttempts, Delays: c.RetryTopicDelays}
 }
 
 // RetryTopic returns the name of retry tier n (1-based) of source, from
@@ -57,231 +39,6 @@ func (c Config) DLQTopic(source string) string {
 
 func expandTopic(template, topic, group string, n int) string {
 	return strings.NewReplacer("{topic}", topic, "{group}", group, "{n}", strconv.Itoa(n)).Replace(template)
-}
-
-// consumed lists the topics the worker subscribes to: the sources and
-// every retry tier.
-func (t topology) consumed() []string {
-	out := make([]string, 0, len(t.hops))
-	for name := range t.hops {
-		out = append(out, name)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// forwardTopics lists the retry and dead-letter topics, by source.
-func (t topology) forwardTopics() map[string][]string {
-	out := map[string][]string{}
-	for src, tiers := range t.tiers {
-		out[src] = append(out[src], tiers...)
-	}
-	for src, dlq := range t.dlq {
-		out[src] = append(out[src], dlq)
-	}
-	return out
-}
-
-// ensureTopics checks that every retry and dead-letter topic exists,
-// creating the missing ones with the source topic's partition count and
-// replication factor, and its max.message.bytes when the source sets one
-// larger than the broker's (see copiedLimit), when create is set. A retry
-// or dead-letter topic that already exists with a smaller max.message.bytes
-// than its source is logged at Warn with the command that fixes it. The
-// error names every topic it could not have and how to fix it. It returns
-// the max.message.bytes of the topics it could read (see readLimits).
-func ensureTopics(admin sarama.ClusterAdmin, t topology, create bool, log *slog.Logger) (topicLimits, error) {
-	need := t.forwardTopics()
-	existing, err := admin.ListTopics()
-	if err != nil {
-		return nil, fmt.Errorf("kafkaworker: list topics to check the retry and dead-letter topics: %w", err)
-	}
-	var missing []string
-	for _, src := range sortedKeys(need) {
-		if _, ok := existing[src]; !ok {
-			missing = append(missing, src)
-		}
-	}
-	if len(missing) > 0 { // checkSourceTopics passed, so deleted since
-		return nil, sourceTopicsMissing(missing)
-	}
-	limits := readLimits(admin, need, existing, log)
-	var problems []string
-	for _, src := range sortedKeys(need) {
-		detail := existing[src]
-		srcLimit, srcKnown := limits[src]
-		copied, copyLimit := copiedLimit(srcLimit)
-		for _, name := range need[src] {
-			if _, ok := existing[name]; ok {
-				warnSmallerLimit(log, src, name, limits)
-				continue
-			}
-			if !create {
-				extra := ""
-				if copyLimit {
-					extra = fmt.Sprintf(" --config %s=%s (like %q)", configMaxMessageBytes, copied, src)
-				}
-				problems = append(problems, fmt.Sprintf("%q is missing: create it with %d partitions (like %q), e.g. kafka-topics.sh --create --topic %s --partitions %d --replication-factor %d%s",
-					name, detail.NumPartitions, src, name, detail.NumPartitions, detail.ReplicationFactor, extra))
-				continue
-			}
-			td := &sarama.TopicDetail{NumPartitions: detail.NumPartitions, ReplicationFactor: detail.ReplicationFactor}
-			if copyLimit {
-				td.ConfigEntries = map[string]*string{configMaxMessageBytes: &copied}
-			}
-			err := admin.CreateTopic(name, td, false)
-			switch {
-			case err == nil && srcKnown:
-				if l := srcLimit.created(copyLimit); l > 0 {
-					limits[name] = topicLimit{bytes: l}
-				}
-			case err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists):
-				problems = append(problems, fmt.Sprintf("%q could not be created: %v", name, err))
-			}
-		}
-	}
-	if len(problems) == 0 {
-		return limits, nil
-	}
-	hint := ""
-	if !create {
-		hint = "\n  (or set RETRY_CREATE_TOPICS=true to let the worker create them)"
-	}
-	return nil, fmt.Errorf("kafkaworker: retry and dead-letter topics are not ready:\n  - %s%s", strings.Join(problems, "\n  - "), hint)
-}
-
-// configMaxMessageBytes is the topic config that bounds the size of a
-// record batch the broker accepts on the topic (message.max.bytes on the
-// broker).
-const configMaxMessageBytes = "max.message.bytes"
-
-// topicLimit is what DescribeConfigs says of a topic's max.message.bytes.
-type topicLimit struct {
-	bytes     int  // the value in force
-	explicit  bool // set on the topic itself, not inherited from the broker
-	inherited int  // what the topic would have without its own setting (the broker's); 0 when not known
-}
-
-// topicLimits holds the max.message.bytes of the source, retry and
-// dead-letter topics whose configuration could be read, by topic name.
-type topicLimits map[string]topicLimit
-
-// created is the max.message.bytes a retry or dead-letter topic created
-// for a source with limit l has: the copied value, or what a new topic
-// inherits from the broker (0 when not known).
-func (l topicLimit) created(copied bool) int {
-	if copied || !l.explicit {
-		return l.bytes
-	}
-	return l.inherited
-}
-
-// copiedLimit says whether a retry or dead-letter topic created for a
-// source with limit l gets max.message.bytes set, and to what. It is set
-// only when the source sets it on the topic and to more than the topic
-// would inherit from the broker: a source that follows the broker's value
-// leaves its new topics following it too (a later change of the broker's
-// message.max.bytes then applies to both), and a smaller value is not
-// copied, since a retry topic stricter than its source gains nothing and
-// the forwarder's producer, which never goes below sarama's 1 MiB default,
-// could batch records past it. When the broker's value is not reported
-// (DescribeConfigs before v1 has no synonyms) sarama's default producer
-// limit stands in for it.
-func copiedLimit(l topicLimit) (string, bool) {
-	inherited := l.inherited
-	if inherited == 0 {
-		inherited = sarama.NewConfig().Producer.MaxMessageBytes
-	}
-	if !l.explicit || l.bytes <= inherited {
-		return "", false
-	}
-	return strconv.Itoa(l.bytes), true
-}
-
-// readLimits reads max.message.bytes of every source topic in need and of
-// every retry and dead-letter topic that already exists, in one
-// DescribeConfigs request. What cannot be read is logged at Warn and left
-// out: the worker then starts as before, creating its topics with the
-// broker's default and keeping sarama's producer limit.
-func readLimits(admin sarama.ClusterAdmin, need map[string][]string, existing map[string]sarama.TopicDetail, log *slog.Logger) topicLimits {
-	var resources []*sarama.ConfigResource
-	for _, src := range sortedKeys(need) {
-		names := append([]string{src}, need[src]...)
-		for _, name := range names {
-			if _, ok := existing[name]; ok {
-				resources = append(resources, &sarama.ConfigResource{Type: sarama.TopicResource, Name: name, ConfigNames: []string{configMaxMessageBytes}})
-			}
-		}
-	}
-	limits := topicLimits{}
-	const consequence = "retry and dead-letter topics are created with the broker's max.message.bytes, and records larger than the forwarder's Producer.MaxMessageBytes cannot be forwarded"
-	results, err := admin.DescribeConfigs(resources, sarama.DescribeConfigsOptions{IncludeSynonyms: true})
-	if err != nil {
-		log.Warn("could not read max.message.bytes of the source, retry and dead-letter topics; "+consequence,
-			slog.Any("error", err))
-		return limits
-	}
-	for _, r := range results {
-		if r.ErrorCode != sarama.ErrNoError {
-			log.Warn("could not read max.message.bytes of a topic; "+consequence,
-				attr.Topic(r.Name), slog.Any("error", r.ErrorCode), slog.String("detail", r.ErrorMsg))
-			continue
-		}
-		if l, ok := parseLimit(r.Configs); ok {
-			limits[r.Name] = l
-		}
-	}
-	return limits
-}
-
-// parseLimit reads max.message.bytes out of a topic's config entries.
-func parseLimit(entries []sarama.ConfigEntry) (topicLimit, bool) {
-	for _, e := range entries {
-		if e.Name != configMaxMessageBytes {
-			continue
-		}
-		n, err := strconv.Atoi(e.Value)
-		if err != nil || n <= 0 {
-			return topicLimit{}, false
-		}
-		l := topicLimit{bytes: n, explicit: e.Source == sarama.SourceTopic || (e.Source == sarama.SourceUnknown && !e.Default)}
-		if !l.explicit {
-			l.inherited = n
-		}
-		for _, syn := range e.Synonyms { // in precedence order: the topic's own setting first
-			if syn.Source == sarama.SourceTopic {
-				continue
-			}
-			if v, err := strconv.Atoi(syn.ConfigValue); err == nil && v > 0 && l.explicit {
-				l.inherited = v
-			}
-			break
-		}
-		return l, true
-	}
-	return topicLimit{}, false
-}
-
-// warnSmallerLimit logs at Warn when the existing retry or dead-letter
-// topic fwd accepts smaller records than its source src: a record that
-// fails there and is larger than fwd's limit cannot be forwarded, and
-// stays uncommitted until the limit is raised.
-func warnSmallerLimit(log *slog.Logger, src, fwd string, limits topicLimits) {
-	s, ok1 := limits[src]
-	f, ok2 := limits[fwd]
-	if !ok1 || !ok2 || f.bytes >= s.bytes {
-		return
-	}
-	log.Warn("a retry or dead-letter topic accepts smaller records than its source topic: a failing record larger than its limit cannot be forwarded, and its offset stays uncommitted until the limit is raised",
-		slog.String("forward_topic", fwd), slog.Int("forward_max_message_bytes", f.bytes),
-		slog.String("source_topic", src), slog.Int("source_max_message_bytes", s.bytes),
-		slog.String("fix", raiseLimitCommand(fwd, s.bytes)))
-}
-
-// raiseLimitCommand is the command that sets topic's max.message.bytes to n.
-func raiseLimitCommand(topic string, n int) string {
-	return fmt.Sprintf("kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config %s=%d",
-		topic, configMaxMessageBytes, n)
 }
 
 // checkSourceTopics returns an error naming every source topic of c that
@@ -313,13 +70,4 @@ func checkSourceTopics(admin sarama.ClusterAdmin, c Config) error {
 		return nil
 	}
 	return sourceTopicsMissing(missing)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

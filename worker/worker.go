@@ -44,6 +44,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/commit"
+	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/middleware"
 )
@@ -148,8 +149,8 @@ type conns struct {
 	commitClient sarama.Client // commits and the readiness probe, apart from the group's connection
 	group        sarama.ConsumerGroup
 	admin        sarama.ClusterAdmin
-	topo         topology
-	fwd          *forwarder
+	topo         forward.Topology
+	fwd          *forward.Forwarder
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed once everything is closed
@@ -169,7 +170,7 @@ func (w *Worker) connect(ctx context.Context) (*conns, error) {
 // open opens the clients, the admin and the forwarder, after checking that
 // the source topics exist: all or nothing.
 func (w *Worker) open() (_ *conns, err error) {
-	c := &conns{topo: newTopology(w.cfg)}
+	c := &conns{topo: w.cfg.topology()}
 	defer func() {
 		if err != nil {
 			c.closeWithin(closeTimeout)
@@ -217,7 +218,7 @@ func (c *conns) closeWithin(d time.Duration) bool {
 			if c.group != nil {
 				_ = c.group.Close()
 			}
-			_ = c.fwd.close()
+			_ = c.fwd.Close()
 			for _, cl := range []sarama.Client{c.commitClient, c.client} {
 				if cl != nil {
 					_ = cl.Close()
@@ -235,7 +236,7 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	defer cancel()
 	errsDone := make(chan struct{})
 	failed := &fatalSignal{ch: make(chan struct{})}
-	go w.logGroupErrors(c.group, c.admin, c.topo.consumed(), failed, errsDone)
+	go w.logGroupErrors(c.group, c.admin, c.topo.Consumed(), failed, errsDone)
 	go func() { // a fatal error stops the worker as a cancellation would
 		select {
 		case <-failed.ch:
@@ -251,7 +252,7 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	loopsCtx, stopLoops := context.WithCancel(context.Background())
 	commitsDone, probeDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(commitsDone); commits.Run(loopsCtx) }()
-	go func() { defer close(probeDone); w.health.probe(loopsCtx, c.commitClient, c.topo.consumed(), w.tracing) }()
+	go func() { defer close(probeDone); w.health.probe(loopsCtx, c.commitClient, c.topo.Consumed(), w.tracing) }()
 	gh := &groupHandler{
 		w: w, pool: pool, client: c.client, group: c.group, admin: c.admin, topo: c.topo, fwd: c.fwd, commits: commits, metrics: w.metrics,
 		stopping: ctx.Done(), stop: &stopClock{timeout: w.cfg.ShutdownTimeout}, clock: &coarseClock{},
@@ -313,15 +314,22 @@ func waitWithin(d time.Duration, chs ...<-chan struct{}) bool {
 
 // startForwarder makes sure the retry and dead-letter topics exist and
 // starts the producer that publishes to them; nil when nothing is forwarded.
-func (w *Worker) startForwarder(admin sarama.ClusterAdmin, topo topology) (*forwarder, error) {
-	if len(topo.forwardTopics()) == 0 { // no retry tiers and no dead-letter topic
+func (w *Worker) startForwarder(admin sarama.ClusterAdmin, topo forward.Topology) (*forward.Forwarder, error) {
+	if len(topo.ForwardTopics()) == 0 { // no retry tiers and no dead-letter topic
 		return nil, nil
 	}
-	limits, err := ensureTopics(admin, topo, w.cfg.RetryCreateTopics, w.log)
+	limits, err := forward.EnsureTopics(admin, topo, w.cfg.RetryCreateTopics, w.log)
+	var gone *forward.MissingSourcesError
+	if errors.As(err, &gone) {
+		return nil, sourceTopicsMissing(gone.Topics)
+	}
 	if err != nil {
 		return nil, err
 	}
-	return newForwarder(w.cfg, topo, w.sarama, w.tracing, limits, w.log)
+	return forward.New(forward.Params{
+		Brokers: w.cfg.Brokers, Group: w.cfg.GroupID, Policy: w.cfg.retryPolicy(topo),
+		Principal: w.cfg.principalArg(), Base: w.sarama, Tracing: w.tracing, Limits: limits, Log: w.log,
+	})
 }
 
 // logGroupErrors logs what sarama reports on the group's error channel. A

@@ -1,4 +1,4 @@
-package worker
+package forward
 
 import (
 	"bytes"
@@ -52,9 +52,9 @@ func TestForwardErrorReason(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			got := forwardErrorReason(c.err)
+			got := ErrorReason(c.err)
 			if got != c.want {
-				t.Errorf("forwardErrorReason(%v) = %q, want %q", c.err, got, c.want)
+				t.Errorf("ErrorReason(%v) = %q, want %q", c.err, got, c.want)
 			}
 			if !slices.Contains(metricdef.ForwardErrorReasons(), got) {
 				t.Errorf("%q is not in ForwardErrorReasons %v", got, metricdef.ForwardErrorReasons())
@@ -83,7 +83,7 @@ func TestForwardErrorReason(t *testing.T) {
 		}
 		defer p.Close()
 		_, _, err = p.SendMessage(&sarama.ProducerMessage{Topic: "t", Value: sarama.ByteEncoder(make([]byte, 2000))})
-		if got := forwardErrorReason(err); got != metricdef.ReasonTooLarge {
+		if got := ErrorReason(err); got != metricdef.ReasonTooLarge {
 			t.Fatalf("sarama's refusal %v (%T) classified %q, want %q", err, err, got, metricdef.ReasonTooLarge)
 		}
 	})
@@ -122,14 +122,14 @@ func TestForwardErrorFix(t *testing.T) {
 		{"unknown topic", &publishError{topic: topic, err: sarama.ErrUnknownTopicOrPartition}, []string{"RETRY_CREATE_TOPICS=true", "--create --topic " + topic}},
 		{"invalid", &publishError{topic: topic, err: sarama.ErrInvalidRecord}, []string{"cleanup.policy=compact"}},
 	} {
-		fix := forwardErrorFix(fmt.Errorf("wrapped: %w", c.err))
+		fix := ErrorFix(fmt.Errorf("wrapped: %w", c.err))
 		for _, w := range c.want {
 			if !strings.Contains(fix, w) {
 				t.Errorf("%s: fix %q does not say %q", c.name, fix, w)
 			}
 		}
 	}
-	if fix := forwardErrorFix(&publishError{topic: topic, err: sarama.ErrNotEnoughReplicas}); fix != "" {
+	if fix := ErrorFix(&publishError{topic: topic, err: sarama.ErrNotEnoughReplicas}); fix != "" {
 		t.Errorf("a retriable error has nothing to fix, got %q", fix)
 	}
 	if e := (&publishError{topic: topic, err: sarama.ErrNotEnoughReplicas}); e.Error() != "publish to "+topic+": "+sarama.ErrNotEnoughReplicas.Error() {
@@ -207,30 +207,31 @@ func TestForwarderProducerLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cluster.Close()
-	c := DefaultConfig()
-	c.Brokers, c.GroupID, c.Topics = cluster.Addrs(), "g", []string{"big", "small"}
-	c.RetryTopicDelays, c.DLQEnabled = []time.Duration{time.Second}, true
-	topo := newTopology(c)
-	limits := topicLimits{"big": {bytes: 4 << 20, explicit: true, inherited: 1048588}, "small": {bytes: 1048588, inherited: 1048588}}
+	topo := NewTopology([]string{"big", "small"}, 1,
+		func(src string, n int) string { return fmt.Sprintf("%s.g.retry.%d", src, n) },
+		func(src string) string { return src + ".g.dlq" })
+	limits := Limits{"big": {bytes: 4 << 20, explicit: true, inherited: 1048588}, "small": {bytes: 1048588, inherited: 1048588}}
 	def := sarama.NewConfig().Producer.MaxMessageBytes
 
-	start := func(t *testing.T, hooks ...func(*sarama.Config)) (*forwarder, string) {
+	start := func(t *testing.T, hooks ...func(*sarama.Config)) (*Forwarder, string) {
 		t.Helper()
-		base, err := saramaConfig(c, hooks)
-		if err != nil {
-			t.Fatal(err)
+		base := sarama.NewConfig()
+		base.ClientID = "kafkaworker"
+		for _, hook := range hooks {
+			hook(base)
 		}
 		var logs bytes.Buffer
-		f, err := newForwarder(c, topo, base, telemetry.NewTracing(nil, nil), limits, slog.New(slog.NewTextHandler(&logs, nil)))
+		f, err := New(Params{Brokers: cluster.Addrs(), Group: "g", Policy: Policy{Topology: topo, Delays: []time.Duration{time.Second}},
+			Base: base, Tracing: telemetry.NewTracing(nil, nil), Limits: limits, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = f.close() })
+		t.Cleanup(func() { _ = f.Close() })
 		return f, logs.String()
 	}
-	check := func(t *testing.T, f *forwarder, source string, want int) {
+	check := func(t *testing.T, f *Forwarder, source string, want int) {
 		t.Helper()
-		for _, name := range topo.forwardTopics()[source] {
+		for _, name := range topo.ForwardTopics()[source] {
 			if got := f.routes[name].maxBytes; got != want {
 				t.Errorf("%s: Producer.MaxMessageBytes %d, want %d", name, got, want)
 			}

@@ -1,4 +1,9 @@
-package worker
+// Package forward publishes messages that failed for good on their hop to
+// the next retry tier or the dead-letter topic, and knows those topics:
+// their names (Topology), their existence and size limits (EnsureTopics),
+// and what a failed publish means and how to fix it (ErrorReason,
+// ErrorFix).
+package forward
 
 import (
 	"context"
@@ -17,13 +22,14 @@ import (
 	"github.com/kafkaworker/kafkaworker/retry"
 )
 
-// forwarder publishes messages that failed for good to a retry tier or the
+// Forwarder publishes messages that failed for good to a retry tier or the
 // dead-letter topic, through idempotent producers that wait for all
 // in-sync replicas. The caller marks the message's offset only after
 // publish returns nil.
-type forwarder struct {
-	cfg       Config
-	topo      topology
+type Forwarder struct {
+	group     string
+	policy    Policy
+	principal string                // the worker's, as kafka-acls.sh takes it, for fix hints
 	routes    map[string]route      // retry or dead-letter topic -> how to publish to it
 	producers []sarama.SyncProducer // each producer of routes once, to close
 	version   int                   // record format the producers write (2 from Kafka 0.11), to size records
@@ -39,7 +45,19 @@ type route struct {
 	sourceLimit int  // its source topic's; 0 when not known
 }
 
-// newForwarder starts the producers that publish to the retry and
+// Params are what a Forwarder is made from.
+type Params struct {
+	Brokers   []string
+	Group     string
+	Policy    Policy         // where failed messages go
+	Principal string         // the worker's principal as kafka-acls.sh takes it, for fix hints
+	Base      *sarama.Config // the worker's; each producer copies and adjusts it
+	Tracing   telemetry.Tracing
+	Limits    Limits // from EnsureTopics
+	Log       *slog.Logger
+}
+
+// New starts the producers that publish to the retry and
 // dead-letter topics: one per distinct Producer.MaxMessageBytes, which
 // follows the max.message.bytes of each source topic (never below sarama's
 // default) unless WithSaramaConfig set it. sarama's producer refuses a
@@ -47,21 +65,23 @@ type route struct {
 // per partition, so a single producer sized for the largest source would
 // batch past the smaller limit of another source's retry topics, and the
 // broker would refuse the whole batch.
-func newForwarder(cfg Config, topo topology, base *sarama.Config, tr telemetry.Tracing, limits topicLimits, log *slog.Logger) (_ *forwarder, err error) {
-	f := &forwarder{cfg: cfg, topo: topo, routes: map[string]route{}, tracing: tr, version: 1}
+func New(params Params) (_ *Forwarder, err error) {
+	base, topo, limits, log := params.Base, params.Policy.Topology, params.Limits, params.Log
+	f := &Forwarder{group: params.Group, policy: params.Policy, principal: params.Principal,
+		routes: map[string]route{}, tracing: params.Tracing, version: 1}
 	if base.Version.IsAtLeast(sarama.V0_11_0_0) {
 		f.version = 2
 	}
 	defer func() {
 		if err != nil {
-			_ = f.close()
+			_ = f.Close()
 		}
 	}()
 	def := sarama.NewConfig().Producer.MaxMessageBytes
 	userSet := base.Producer.MaxMessageBytes != def
 	byLimit := map[int]sarama.SyncProducer{}
 	largest, largestSource := 0, ""
-	need := topo.forwardTopics()
+	need := topo.ForwardTopics()
 	for _, src := range sortedKeys(need) {
 		maxBytes := base.Producer.MaxMessageBytes
 		srcLimit, known := limits[src]
@@ -88,7 +108,7 @@ func newForwarder(cfg Config, topo topology, base *sarama.Config, tr telemetry.T
 			pc.Producer.Return.Errors = true
 			pc.Producer.MaxMessageBytes = maxBytes
 			pc.ClientID = base.ClientID + "-forwarder"
-			if p, err = sarama.NewSyncProducer(cfg.Brokers, &pc); err != nil {
+			if p, err = sarama.NewSyncProducer(params.Brokers, &pc); err != nil {
 				return nil, fmt.Errorf("kafkaworker: start the retry/dead-letter producer: %w", err)
 			}
 			byLimit[maxBytes] = p
@@ -117,7 +137,7 @@ func producerLimit(limit, def int) int {
 	return min(max(limit-recordBatchOverhead, def), int(sarama.MaxRequestSize)-1)
 }
 
-func (f *forwarder) close() error {
+func (f *Forwarder) Close() error {
 	if f == nil {
 		return nil
 	}
@@ -128,52 +148,68 @@ func (f *forwarder) close() error {
 	return errors.Join(errs...)
 }
 
-// destination is where a failed message goes next.
-type destination struct {
-	topic      string
-	notBefore  time.Time // due time on a retry tier; zero for the dead-letter topic
-	deadLetter bool
+// Destination is where a failed message goes next.
+type Destination struct {
+	Topic      string
+	NotBefore  time.Time // due time on a retry tier; zero for the dead-letter topic
+	DeadLetter bool
 }
 
-// next decides what happens to a message whose delivery just failed with
-// err: nil means retry it in place; otherwise the topic to publish it to.
-// h is where the message was consumed; local counts its deliveries there.
-func (f *forwarder) next(h hop, local int, err error, now time.Time) *destination {
+// Next is the forwarder's Policy.Next; a nil Forwarder (nothing is
+// forwarded) always retries in place.
+func (f *Forwarder) Next(h Hop, local int, err error, now time.Time) *Destination {
 	if f == nil {
 		return nil
 	}
+	return f.policy.Next(h, local, err, now)
+}
+
+// Policy is where failed messages go: after LocalAttempts deliveries in
+// place, to the next of Topology's retry tiers (due Delays[tier] later),
+// then to the dead-letter topic.
+type Policy struct {
+	Topology      Topology
+	LocalAttempts int
+	Delays        []time.Duration
+}
+
+// Next decides what happens to a message whose delivery just failed with
+// err: nil means retry it in place; otherwise the topic to publish it to.
+// h is where the message was consumed; local counts its deliveries there.
+// A permanent error (retry.Permanent) skips the tiers.
+func (p Policy) Next(h Hop, local int, err error, now time.Time) *Destination {
 	permanent := retry.IsPermanent(err)
-	if !permanent && local < f.cfg.RetryLocalAttempts {
+	if !permanent && local < p.LocalAttempts {
 		return nil
 	}
-	tiers := f.topo.tiers[h.source]
-	if !permanent && h.tier < len(tiers) {
-		return &destination{topic: tiers[h.tier], notBefore: now.Add(f.cfg.RetryTopicDelays[h.tier])}
+	tiers := p.Topology.tiers[h.Source]
+	if !permanent && h.Tier < len(tiers) {
+		return &Destination{Topic: tiers[h.Tier], NotBefore: now.Add(p.Delays[h.Tier])}
 	}
-	if dlq := f.topo.dlq[h.source]; dlq != "" {
-		return &destination{topic: dlq, deadLetter: true}
+	if dlq := p.Topology.dlq[h.Source]; dlq != "" {
+		return &Destination{Topic: dlq, DeadLetter: true}
 	}
 	return nil // no dead-letter topic: keep retrying in place, never drop
 }
 
-// publish sends msg to dest with its key, value and headers, plus the kw-*
+// Publish sends msg to dest with its key, value and headers, plus the kw-*
 // headers describing where it came from and why it failed.
-func (f *forwarder) publish(ctx context.Context, msg *handler.Message, h hop, attempts int, err error, dest *destination, now time.Time) error {
+func (f *Forwarder) Publish(ctx context.Context, msg *handler.Message, h Hop, attempts int, err error, dest *Destination, now time.Time) error {
 	info, forwarded := retry.ReadInfo(msg.Headers)
-	if !forwarded || h.tier == 0 {
+	if !forwarded || h.Tier == 0 {
 		info = retry.Info{
 			OriginalTopic: msg.Topic, OriginalPartition: msg.Partition,
 			OriginalOffset: msg.Offset, OriginalTimestamp: msg.Timestamp,
 		}
 	}
-	info.Group = f.cfg.GroupID
+	info.Group = f.group
 	info.Attempt = attempts
-	info.NotBefore = dest.notBefore
+	info.NotBefore = dest.NotBefore
 	info.Error = err.Error()
 	info.ErrorType = handler.ErrorType(err)
 	info.FailedAt = now
 
-	pm := &sarama.ProducerMessage{Topic: dest.topic}
+	pm := &sarama.ProducerMessage{Topic: dest.Topic}
 	if msg.Key != nil {
 		pm.Key = sarama.ByteEncoder(msg.Key)
 	}
@@ -186,19 +222,19 @@ func (f *forwarder) publish(ctx context.Context, msg *handler.Message, h hop, at
 	if ctx != nil {
 		f.tracing.Inject(ctx, &pm.Headers)
 	}
-	r, ok := f.routes[dest.topic]
+	r, ok := f.routes[dest.Topic]
 	if !ok {
-		return fmt.Errorf("kafkaworker: no producer for %s, which is not a retry or dead-letter topic of this worker", dest.topic)
+		return fmt.Errorf("kafkaworker: no producer for %s, which is not a retry or dead-letter topic of this worker", dest.Topic)
 	}
 	if _, _, err := r.producer.SendMessage(pm); err != nil {
-		return &publishError{topic: dest.topic, size: pm.ByteSize(f.version), route: r, principal: f.cfg.principalArg(), err: err}
+		return &publishError{topic: dest.Topic, size: pm.ByteSize(f.version), route: r, principal: f.principal, err: err}
 	}
 	return nil
 }
 
-// forwardErrorReason classifies an error of a publish to a retry or
+// ErrorReason classifies an error of a publish to a retry or
 // dead-letter topic into one of metricdef.ForwardErrorReasons.
-func forwardErrorReason(err error) string {
+func ErrorReason(err error) string {
 	if producerRefusedSize(err) {
 		return metricdef.ReasonTooLarge
 	}
@@ -249,7 +285,7 @@ type publishError struct {
 	topic     string
 	size      int // the record's size as sarama counts it against Producer.MaxMessageBytes
 	route     route
-	principal string // the worker's, as kafka-acls.sh takes it (Config.principalArg)
+	principal string // the worker's, as kafka-acls.sh takes it
 	err       error
 }
 
@@ -260,7 +296,7 @@ func (e *publishError) Unwrap() error { return e.err }
 // retrying is all there is to do.
 func (e *publishError) fix() string {
 	r := e.route
-	switch forwardErrorReason(e.err) {
+	switch ErrorReason(e.err) {
 	case metricdef.ReasonTooLarge:
 		if producerRefusedSize(e.err) {
 			if r.userSet {
@@ -301,9 +337,9 @@ func (e *publishError) fix() string {
 	return ""
 }
 
-// forwardErrorFix is what to change so that a failed publish can succeed
+// ErrorFix is what to change so that a failed publish can succeed
 // (see publishError.fix); empty when retrying is all there is to do.
-func forwardErrorFix(err error) string {
+func ErrorFix(err error) string {
 	var pe *publishError
 	if errors.As(err, &pe) {
 		return pe.fix()
@@ -316,3 +352,11 @@ func forwardErrorFix(err error) string {
 const recordBatchOverhead = 61
 
 func roundUp(n, to int) int { return (n + to - 1) / to * to }
+
+// TierDelay is the delay of retry tier n (1-based); 0 for the source.
+func (f *Forwarder) TierDelay(n int) time.Duration {
+	if f == nil || n < 1 || n > len(f.policy.Delays) {
+		return 0
+	}
+	return f.policy.Delays[n-1]
+}
