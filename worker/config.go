@@ -9,6 +9,8 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/caarlos0/env/v11"
+
+	"github.com/kafkaworker/kafkaworker/internal/engine"
 )
 
 // Ordering says which messages must be handled one after another.
@@ -24,6 +26,17 @@ const (
 	// OrderNone handles messages in any order, concurrently.
 	OrderNone Ordering = "none"
 )
+
+// engine is o as the engine takes it; o is valid (Validate checks).
+func (o Ordering) engine() engine.Ordering {
+	switch o {
+	case OrderByPartition:
+		return engine.OrderByPartition
+	case OrderNone:
+		return engine.OrderNone
+	}
+	return engine.OrderByKey
+}
 
 // RebalanceStrategy is how the group assigns partitions to its members.
 type RebalanceStrategy string

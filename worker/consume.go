@@ -24,11 +24,11 @@ const (
 // call, and transient errors are logged and retried with a capped backoff.
 // It returns a *FatalError for a failure that retrying cannot fix, and
 // nil once ctx is done.
-func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerGroup, gh *groupHandler) *FatalError {
+func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerGroup, admin sarama.ClusterAdmin, topics []string, h sarama.ConsumerGroupHandler) *FatalError {
 	delay := 100 * time.Millisecond
 	var missing missingTopics
 	for ctx.Err() == nil {
-		err := group.Consume(consumeCtx, gh.topo.Consumed(), gh)
+		err := group.Consume(consumeCtx, topics, h)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -40,7 +40,7 @@ func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerG
 		if f := w.fatal(err, nil); f != nil {
 			return f
 		}
-		if f := missing.check(gh.admin, gh.topo.Consumed()); f != nil {
+		if f := missing.check(admin, topics); f != nil {
 			return f
 		}
 		w.log.Warn("consumer group session failed; rejoining", slog.Any("error", err), slog.Duration("retry_in", delay))

@@ -3,19 +3,19 @@ package worker
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/kafkaworker/kafkaworker/handler"
-	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
-	"github.com/kafkaworker/kafkaworker/retry"
 )
 
 // get serves path from the worker's status endpoints.
@@ -86,30 +86,6 @@ func TestStatusBeforeRunHidesSecrets(t *testing.T) {
 	}
 }
 
-// A failure names its message and where it went, with the error text cut
-// to 200 characters (runes, not bytes).
-func TestFailureOf(t *testing.T) {
-	t.Parallel()
-	p := &partition{topic: "orders.g.retry.1", id: 3, hop: forward.Hop{Source: "orders", Tier: 1}}
-	tk := &task{base: 3, attempt: 2}
-	tk.msg.Offset = 42
-	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	long := errors.New(strings.Repeat("é", 250))
-	f := failureOf(p, tk, long, &forward.Destination{Topic: "orders.g.retry.2"}, at)
-	want := telemetry.Failure{Time: at, Topic: "orders.g.retry.1", Partition: 3, Offset: 42, Attempt: 5, ErrorType: "error",
-		Error: strings.Repeat("é", 200) + "…", Destination: telemetry.DestinationRetryTier, Tier: 2, DestinationTopic: "orders.g.retry.2"}
-	if f != want {
-		t.Fatalf("got %+v\nwant %+v", f, want)
-	}
-	f = failureOf(p, tk, retry.Permanent(fmt.Errorf("bad: %w", errors.New("x"))), &forward.Destination{Topic: "orders.g.dlq", DeadLetter: true}, at)
-	if f.Destination != telemetry.DestinationDeadLetter || f.DestinationTopic != "orders.g.dlq" || f.Tier != 0 || f.Error != "permanent: bad: x" {
-		t.Fatalf("dead letter: %+v", f)
-	}
-	if f = failureOf(p, tk, long, nil, at); f.Destination != telemetry.DestinationInPlace || f.DestinationTopic != "" {
-		t.Fatalf("in place: %+v", f)
-	}
-}
-
 // The page shows every number of the status, marks a stuck partition, and
 // escapes error text.
 func TestRenderStatus(t *testing.T) {
@@ -152,4 +128,29 @@ func TestDestinationsAreTheBoards(t *testing.T) {
 		DestinationDeadLetter != telemetry.DestinationDeadLetter {
 		t.Fatal("worker.Destination* differ from the board's")
 	}
+}
+
+// newFakeWorker builds a Worker for fake claims on topics, with no retry
+// topics, metrics on a registry of its own, tracing off and no HTTP server;
+// adjust changes the configuration first.
+func newFakeWorker(tb testing.TB, h handler.Handler, topics []string, adjust func(*Config)) (*Worker, Config) {
+	tb.Helper()
+	cfg := DefaultConfig()
+	cfg.Brokers = []string{"fake:9092"}
+	cfg.GroupID = "g"
+	cfg.Topics = topics
+	cfg.RetryTopicDelays = nil
+	cfg.DLQEnabled = false
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	w, err := New(cfg, h,
+		WithLogger(slog.New(slog.DiscardHandler)),
+		WithRegisterer(prometheus.NewRegistry()),
+		WithTracerProvider(noop.NewTracerProvider()),
+		WithHTTPServer(false))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return w, cfg
 }

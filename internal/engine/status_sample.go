@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"time"
@@ -18,7 +18,7 @@ import (
 // it just read. It also adds a point to the throughput history when a
 // second has passed.
 func (d *dispatcher) sampleStatus(hwm int64) {
-	m := d.g.metrics
+	m := d.metrics
 	if m == nil || m.Board() == nil {
 		return
 	}

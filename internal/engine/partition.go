@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"context"
@@ -86,10 +86,10 @@ type partition struct {
 	spanAttrs  []attribute.KeyValue // the span attributes shared by this partition's deliveries
 	ordering   Ordering
 	handler    handler.Handler
-	pool       *pool
+	pool       *Pool
 	log        *slog.Logger
 	retry      func() backoff.BackOff
-	clock      *coarseClock
+	clock      *Clock
 	stuckAfter time.Duration // WORKER_STUCK_AFTER; 0: never reported
 
 	ctx    context.Context // handlers' context; cancelled when the claim is given up
@@ -289,6 +289,9 @@ func (p *partition) sweepKeys() {
 
 // inMemory is how many messages the partition holds: taken and not done.
 func (p *partition) inMemory() int { return p.state.Held() }
+
+// runTask is what the pool runs: t's delivery by its partition.
+func runTask(t *task, slot *runSlot) *task { return t.part.run(t, slot) }
 
 // run delivers t to the handler and records the outcome. It returns the
 // next task of t's key when that may start now, for the caller to run.

@@ -1,9 +1,11 @@
-package worker
+package engine
 
 import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
 
 // maxBatch is how many messages the dispatcher takes from the claim before
@@ -27,10 +29,13 @@ const stallAfter = 500 * time.Millisecond
 // already fetched; a revocation is then noticed at once. Pausing is kept for
 // that case because a paused broker connection idles for 100ms in sarama.
 type dispatcher struct {
-	g     *groupHandler
-	p     *partition
-	claim sarama.ConsumerGroupClaim
-	tp    map[string][]int32
+	group     sarama.ConsumerGroup // pauses and resumes the claim's fetching
+	metrics   *telemetry.Metrics
+	stopping  <-chan struct{} // Run's stop
+	tickEvery time.Duration
+	p         *partition
+	claim     sarama.ConsumerGroupClaim
+	tp        map[string][]int32
 
 	overflow  []*sarama.ConsumerMessage // taken from the claim, not yet admitted
 	head      int                       // overflow[head:] is pending
@@ -40,12 +45,18 @@ type dispatcher struct {
 	stall     *time.Timer // runs while holding; on expiry, pause and read on
 }
 
+// newDispatcher makes the dispatcher of claim, whose state is p.
+func newDispatcher(c *Consumer, p *partition, claim sarama.ConsumerGroupClaim) *dispatcher {
+	return &dispatcher{group: c.ConsumerGroup, metrics: c.Metrics, stopping: c.Stopping, tickEvery: c.TickEvery,
+		p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}}
+}
+
 // run dispatches until the claim closes, done or Run's stop fires.
 func (d *dispatcher) run(done <-chan struct{}) {
 	defer d.resume() // sarama keeps a pause across reassignment: never leave one behind
 	msgs := d.claim.Messages()
 	in := msgs
-	tick := time.NewTicker(d.g.w.cfg.CommitInterval)
+	tick := time.NewTicker(d.tickEvery)
 	defer tick.Stop()
 	d.stall = time.NewTimer(time.Hour)
 	d.stall.Stop()
@@ -62,7 +73,7 @@ func (d *dispatcher) run(done <-chan struct{}) {
 			}
 		case <-d.p.state.Freed():
 		case <-d.stall.C:
-			d.g.group.Pause(d.tp)
+			d.group.Pause(d.tp)
 			d.paused, d.holding = true, false
 		case <-tick.C:
 			d.reportLag()
@@ -71,7 +82,7 @@ func (d *dispatcher) run(done <-chan struct{}) {
 			continue
 		case <-done:
 			return
-		case <-d.g.stopping:
+		case <-d.stopping:
 			return
 		}
 		in = d.admitPending(msgs)
@@ -130,7 +141,7 @@ func (d *dispatcher) admitPending(msgs <-chan *sarama.ConsumerMessage) <-chan *s
 
 func (d *dispatcher) resume() {
 	if d.paused {
-		d.g.group.Resume(d.tp)
+		d.group.Resume(d.tp)
 		d.paused = false
 	}
 }
@@ -140,7 +151,7 @@ func (d *dispatcher) resume() {
 func (d *dispatcher) reportLag() {
 	hwm := d.claim.HighWaterMarkOffset()
 	if from := d.p.state.Snapshot().Resume; from >= 0 {
-		d.g.metrics.SetLag(d.p.topic, d.p.id, hwm-from)
+		d.metrics.SetLag(d.p.topic, d.p.id, hwm-from)
 	}
 	d.sampleStatus(hwm) // the status page's partition row (status_sample.go)
 }

@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"log/slog"
@@ -30,38 +30,38 @@ const startFlushTimeout = 10 * time.Second
 // records while sarama started its claim at the newest offset would skip
 // them, and a claim cannot seek; once the oldest offset is committed, a new
 // session's claim starts from it.
-func (g *groupHandler) startClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim, p *partition) (restart bool) {
+func (g *Consumer) startClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim, p *partition) (restart bool) {
 	if claim.InitialOffset() >= 0 {
 		return false // the group has a committed offset
 	}
-	saramaStart := g.w.sarama.Consumer.Offsets.Initial
+	saramaStart := g.InitialOffset
 	want := saramaStart
 	if p.hop.Tier > 0 {
 		want = sarama.OffsetOldest
 	}
-	start, err := g.client.GetOffset(p.topic, p.id, want)
+	start, err := g.Client.GetOffset(p.topic, p.id, want)
 	if err == nil && want != saramaStart {
 		var end int64
-		if end, err = g.client.GetOffset(p.topic, p.id, saramaStart); err == nil {
+		if end, err = g.Client.GetOffset(p.topic, p.id, saramaStart); err == nil {
 			restart = start < end
 		}
 	}
 	if err != nil {
-		g.w.log.Error("cannot resolve the start offset of a partition with no committed offset; it is committed once a message is handled",
+		g.log.Error("cannot resolve the start offset of a partition with no committed offset; it is committed once a message is handled",
 			attr.Topic(p.topic), attr.Partition(p.id), slog.Any("error", err))
 		return false
 	}
 	p.state.Start(start)
-	err = g.commits.Flush(p.state, time.Now().Add(min(startFlushTimeout, g.w.revokeTimeout())), sess.Context().Done())
+	err = g.Committer.Flush(p.state, time.Now().Add(g.Deadlines.StartFlush()), sess.Context().Done())
 	if err != nil {
-		g.w.log.Warn("could not commit the start offset of a partition with no committed offset yet; retrying with the periodic commits",
+		g.log.Warn("could not commit the start offset of a partition with no committed offset yet; retrying with the periodic commits",
 			attr.Topic(p.topic), attr.Partition(p.id), slog.Int64("start", start), slog.Any("error", err))
 		return false
 	}
-	g.w.log.Info("no committed offset: committed the start offset", attr.Topic(p.topic), attr.Partition(p.id),
+	g.log.Info("no committed offset: committed the start offset", attr.Topic(p.topic), attr.Partition(p.id),
 		slog.Int64("start", start), slog.String("from", offsetName(want)))
 	if restart {
-		g.w.log.Warn("a retry tier holds records but had no committed offset, and its claim started at the newest offset: "+
+		g.log.Warn("a retry tier holds records but had no committed offset, and its claim started at the newest offset: "+
 			"restarting the session so that they are handled from its oldest offset",
 			attr.Topic(p.topic), attr.Partition(p.id), slog.Int64("oldest", start))
 	}

@@ -1,4 +1,4 @@
-package worker
+package engine
 
 // Benchmarks of the worker's core without Kafka: a fake claim's Messages()
 // channel → dispatcher → partition admit → pool goroutines → no-op handler
@@ -66,10 +66,9 @@ var benchNoop = handler.HandlerFunc(func(context.Context, *handler.Message) erro
 // Worker.run builds them, without the Kafka clients and the committer, and
 // outside any synctest bubble.
 type benchRig struct {
-	w        *Worker
-	g        *groupHandler
-	pool     *pool
-	clock    *coarseClock
+	g        *Consumer
+	pool     *Pool
+	clock    *Clock
 	stopping chan struct{}
 	parts    []*benchPart
 	abort    chan struct{} // stops the feeders early (a failed benchmark)
@@ -94,19 +93,20 @@ type benchPart struct {
 // to h. With pooled, the pool runs cfg.Concurrency goroutines; without, it
 // runs none and the benchmark takes the queued tasks itself. stop (also
 // registered as a cleanup) ends everything.
-func newBenchRig(b testing.TB, h handler.Handler, adjust func(*Config), pooled bool) *benchRig {
+func newBenchRig(b testing.TB, h handler.Handler, adjust func(*testConfig), pooled bool) *benchRig {
 	b.Helper()
-	w, cfg := newFakeWorker(b, h, []string{"t"}, adjust)
+	cfg := defaultTestConfig()
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	goroutines := 0
 	if pooled {
 		goroutines = cfg.Concurrency
 	}
-	r := &benchRig{w: w, pool: newPool(goroutines), clock: &coarseClock{}, stopping: make(chan struct{}), abort: make(chan struct{})}
-	r.g = &groupHandler{
-		w: w, pool: r.pool, group: &fakeGroup{}, admin: fakeAdmin{}, topo: cfg.topology(), metrics: w.metrics,
-		stopping: r.stopping, stop: &stopClock{timeout: cfg.ShutdownTimeout}, clock: r.clock,
-		base: context.Background(), exited: make(chan struct{}, 1),
-	}
+	r := &benchRig{pool: NewPool(goroutines), clock: &Clock{}, stopping: make(chan struct{}), abort: make(chan struct{})}
+	p := testParams(b, h, cfg)
+	p.ConsumerGroup, p.Pool, p.Clock, p.Stopping = &fakeGroup{}, r.pool, r.clock, r.stopping
+	r.g = New(p)
 	b.Cleanup(func() { r.stop(b) })
 	return r
 }
@@ -118,7 +118,7 @@ func (r *benchRig) claim(b testing.TB, id int32, n int64, keys int) *benchPart {
 	b.Helper()
 	ctx, end := context.WithCancel(context.Background())
 	sess := &fakeSession{ctx: ctx}
-	claim := &fakeClaim{topic: "t", partition: id, msgs: make(chan *sarama.ConsumerMessage, r.w.sarama.ChannelBufferSize)}
+	claim := &fakeClaim{topic: "t", partition: id, msgs: make(chan *sarama.ConsumerMessage, sarama.NewConfig().ChannelBufferSize)}
 	claim.next.Store(n) // the high watermark: everything is produced already
 	bp := &benchPart{claim: claim, sess: sess, end: end, n: n}
 	bp.p = r.g.newPartition(sess, claim)
@@ -164,7 +164,7 @@ func benchMessages(n int, topic string, id int32, keys int) []sarama.ConsumerMes
 
 // dispatch starts the claim's dispatcher, built as ConsumeClaim builds it.
 func (r *benchRig) dispatch(bp *benchPart) {
-	d := &dispatcher{g: r.g, p: bp.p, claim: bp.claim, tp: map[string][]int32{bp.claim.Topic(): {bp.claim.Partition()}}}
+	d := newDispatcher(r.g, bp.p, bp.claim)
 	bp.runDone = make(chan struct{})
 	go func() {
 		defer close(bp.runDone)
@@ -300,10 +300,10 @@ func (r *benchRig) stop(b testing.TB) {
 			if n := bp.p.drain(time.Second); n != 0 {
 				b.Errorf("partition %d: %d handlers still running at shutdown", bp.p.id, n)
 			}
-			r.g.metrics.Retire(bp.p.stats)
+			r.g.Metrics.Retire(bp.p.stats)
 		}
-		r.clock.stop()
-		if !r.pool.stop(5 * time.Second) {
+		r.clock.Stop()
+		if !r.pool.Stop(5 * time.Second) {
 			b.Error("pool goroutines still running at shutdown")
 		}
 	})
@@ -357,7 +357,7 @@ func BenchmarkCoreNoop(b *testing.B) {
 }
 
 func benchCore(b *testing.B, c benchCoreCase) {
-	r := newBenchRig(b, benchNoop, func(cfg *Config) { cfg.Ordering = c.ordering }, true)
+	r := newBenchRig(b, benchNoop, func(cfg *testConfig) { cfg.Ordering = c.ordering }, true)
 	for i := range c.partitions {
 		n := int64(b.N / c.partitions)
 		if i < b.N%c.partitions {
@@ -449,7 +449,7 @@ func benchAdmit(b *testing.B, keys, batch int, run bool) {
 
 // benchTakeQueued moves every task queued in a pool without goroutines into
 // buf, as the pool's goroutines would pop them.
-func benchTakeQueued(p *pool, buf []*task) []*task {
+func benchTakeQueued(p *Pool, buf []*task) []*task {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	buf = append(buf, p.items[p.head:]...)

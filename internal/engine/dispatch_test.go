@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func stallRig(t *testing.T) (*rig, *claimed, *gates, *recorder, time.Time) {
 	t.Helper()
 	g := newGates(16)
 	rec := newRecorder(g.block)
-	r := newRig(t, rec, func(c *Config) { c.MaxInFlight, c.Concurrency = 2, 4 })
+	r := newRig(t, rec, func(c *testConfig) { c.MaxInFlight, c.Concurrency = 2, 4 })
 	r.atCleanup(g.all.open)
 	c := r.claim("t", 3)
 	c.claim.send(t, "a", "b", "a")
@@ -170,7 +170,7 @@ func TestDispatchShortHoldsNeverPause(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const took = stallAfter * 4 / 5
 		rec := newRecorder(func(context.Context, *handler.Message) { time.Sleep(took) })
-		r := newRig(t, rec, func(c *Config) { c.MaxInFlight, c.Concurrency = 2, 4 })
+		r := newRig(t, rec, func(c *testConfig) { c.MaxInFlight, c.Concurrency = 2, 4 })
 		c := r.claim("t", 0)
 		start := time.Now()
 		c.claim.send(t, "a", "b", "c", "d") // a, b run; c, d wait until took
@@ -201,7 +201,7 @@ func TestDispatchProgressDoesNotPostponeThePause(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const budget, took = 2, stallAfter * 2 / 5 // two rounds of completions within stallAfter
 		rec := newRecorder(func(context.Context, *handler.Message) { time.Sleep(took) })
-		r := newRig(t, rec, func(c *Config) { c.MaxInFlight, c.Concurrency = budget, 4 })
+		r := newRig(t, rec, func(c *testConfig) { c.MaxInFlight, c.Concurrency = budget, 4 })
 		c := r.claim("t", 0)
 		start := time.Now()
 		c.claim.send(t, "a", "b", "c", "d", "e", "f", "g", "h", "i", "j")

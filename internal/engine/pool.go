@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"runtime"
@@ -8,12 +8,12 @@ import (
 	"unsafe"
 )
 
-// pool runs handler goroutines, shared by all partitions of a worker. Tasks
+// Pool runs handler goroutines, shared by all partitions of a worker. Tasks
 // reach it through a FIFO ready queue that never blocks the pusher: a
 // partition's dispatcher must keep reading its claim (to notice revocation)
 // whatever the handlers are doing. The queue's length is bounded anyway,
 // because every queued task holds a slot of its partition's in-flight budget.
-type pool struct {
+type Pool struct {
 	mu     sync.Mutex
 	cond   sync.Cond
 	items  []*task
@@ -29,6 +29,10 @@ type pool struct {
 	// running, so that a partition can count its running handlers (see
 	// partition.run) without a counter every goroutine writes.
 	slots []runSlot
+
+	// run runs one task on the calling goroutine (slot is its own) and
+	// returns the next task of its key when that may start at once.
+	run func(t *task, slot *runSlot) (next *task)
 
 	// Waking goroutines for a batch (see pushAll).
 	wakeAtOnce int         // how many idle goroutines a batch wakes at once
@@ -56,8 +60,14 @@ type runSlot struct {
 // meanwhile.
 func partID(part *partition) uintptr { return uintptr(unsafe.Pointer(part)) }
 
-func newPool(concurrency int) *pool {
-	p := &pool{
+// NewPool starts concurrency handler goroutines, which run each task with
+// its partition's delivery (runTask).
+func NewPool(concurrency int) *Pool { return newPool(concurrency, runTask) }
+
+// newPool starts concurrency goroutines that run each task with run.
+func newPool(concurrency int, run func(*task, *runSlot) *task) *Pool {
+	p := &Pool{
+		run:   run,
 		slots: make([]runSlot, concurrency), seen: make([]uint64, concurrency),
 		wakeAtOnce: max(1, runtime.GOMAXPROCS(0)),
 	}
@@ -72,7 +82,7 @@ func newPool(concurrency int) *pool {
 }
 
 // runningIn counts the goroutines running a handler of part.
-func (p *pool) runningIn(part *partition) int {
+func (p *Pool) runningIn(part *partition) int {
 	n, id := 0, partID(part)
 	for i := range p.slots {
 		if p.slots[i].part.Load() == id {
@@ -83,7 +93,7 @@ func (p *pool) runningIn(part *partition) int {
 }
 
 // push hands a task to the first free goroutine.
-func (p *pool) push(t *task) {
+func (p *Pool) push(t *task) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -105,7 +115,7 @@ func (p *pool) push(t *task) {
 // for every waiting task once a handler has run for nudgeAfter: handlers
 // that block or take long get the whole pool's concurrency within a
 // millisecond or two.
-func (p *pool) pushAll(ts []*task) {
+func (p *Pool) pushAll(ts []*task) {
 	if len(ts) == 0 {
 		return
 	}
@@ -137,7 +147,7 @@ func (p *pool) pushAll(ts []*task) {
 // goroutine is still in the handler it was in at the last look, handlers
 // are slow enough for concurrency to pay: it wakes an idle goroutine for
 // each waiting task.
-func (p *pool) nudge() {
+func (p *Pool) nudge() {
 	p.mu.Lock()
 	need := min(len(p.items)-p.head, p.idle)
 	slow := p.longRuns()
@@ -157,7 +167,7 @@ func (p *pool) nudge() {
 
 // longRuns reports whether a goroutine is in the same run as at the last
 // call, and notes where each is now. Called with mu held.
-func (p *pool) longRuns() bool {
+func (p *Pool) longRuns() bool {
 	long := false
 	for i := range p.slots {
 		runs := p.slots[i].runs.Load()
@@ -169,7 +179,7 @@ func (p *pool) longRuns() bool {
 	return long
 }
 
-func (p *pool) pop() (*task, bool) {
+func (p *Pool) pop() (*task, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for p.head == len(p.items) && !p.closed {
@@ -207,7 +217,7 @@ const maxInlineRun = 16
 // to the back of the queue, so a key with a long backlog cannot hold a
 // goroutine while other keys and partitions starve: they wait for at most
 // maxInlineRun of its messages.
-func (p *pool) loop(slot *runSlot) {
+func (p *Pool) loop(slot *runSlot) {
 	defer p.wg.Done()
 	for {
 		t, ok := p.pop()
@@ -215,7 +225,7 @@ func (p *pool) loop(slot *runSlot) {
 			return
 		}
 		for run := 1; t != nil; run++ {
-			next := t.part.run(t, slot)
+			next := p.run(t, slot)
 			if p.stopped.Load() {
 				break // a key's next message does not start after stop either
 			}
@@ -228,10 +238,10 @@ func (p *pool) loop(slot *runSlot) {
 	}
 }
 
-// stop lets every goroutine finish its current task and exit, waiting at most
+// Stop lets every goroutine finish its current task and exit, waiting at most
 // grace. It reports whether all exited; the ones that did not are running a
 // handler that ignored its cancelled context.
-func (p *pool) stop(grace time.Duration) bool {
+func (p *Pool) Stop(grace time.Duration) bool {
 	p.stopped.Store(true)
 	p.nudgeTimer.Stop()
 	p.mu.Lock()

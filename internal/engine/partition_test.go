@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"context"
@@ -15,13 +15,13 @@ import (
 // messages go to a slice instead of a pool.
 type partitionBundle struct {
 	p      *partition
-	pool   *pool
+	pool   *Pool
 	offset int64
 }
 
 func setupPartition(t *testing.T, budget int, skip doneset.Set) *partitionBundle {
 	t.Helper()
-	b := &partitionBundle{pool: &pool{}}
+	b := &partitionBundle{pool: &Pool{}}
 	b.pool.cond.L = &b.pool.mu
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"bytes"
@@ -14,10 +14,13 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/forward"
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
 
 // Fakes of the sarama interfaces the dispatcher and the partition use. Each
@@ -265,56 +268,70 @@ func newLatch() *latch { return &latch{ch: make(chan struct{})} }
 func (l *latch) open()                 { l.once.Do(func() { close(l.ch) }) }
 func (l *latch) done() <-chan struct{} { return l.ch }
 
-// rig is a groupHandler with its pool and fakes, built as Worker.run builds
-// them, minus the Kafka clients and the committer.
+// rig is a Consumer with its pool and fakes, built as the worker's run
+// builds them, minus the Kafka clients and the committer.
 type rig struct {
-	w        *Worker
-	g        *groupHandler
+	g        *Consumer
 	group    *fakeGroup
-	pool     *pool
+	pool     *Pool
 	stopping *latch // Run's context done
 	claims   []*claimed
 	unblock  []func() // opens whatever the test's handlers block on
 }
 
-// newFakeWorker builds a Worker for fake claims on topics, with no retry
-// topics, metrics on a registry of its own, tracing off and no HTTP server;
-// adjust changes the configuration first.
-func newFakeWorker(tb testing.TB, h handler.Handler, topics []string, adjust func(*Config)) (*Worker, Config) {
+// testConfig is what the tests vary of a Consumer's settings; the
+// defaults are the worker's (worker.DefaultConfig).
+type testConfig struct {
+	Concurrency     int
+	MaxInFlight     int
+	Ordering        Ordering
+	ShutdownTimeout time.Duration
+}
+
+func defaultTestConfig() testConfig {
+	return testConfig{Concurrency: 64, MaxInFlight: 1000, Ordering: OrderByKey, ShutdownTimeout: 30 * time.Second}
+}
+
+// testParams are a Consumer's parameters for fake claims with cfg, handing
+// messages to h: no retry topics, metrics on a registry of its own, tracing
+// off, the worker's default backoff and commit interval.
+func testParams(tb testing.TB, h handler.Handler, cfg testConfig) Params {
 	tb.Helper()
-	cfg := DefaultConfig()
-	cfg.Brokers = []string{"fake:9092"}
-	cfg.GroupID = "g"
-	cfg.Topics = topics
-	cfg.RetryTopicDelays = nil
-	cfg.DLQEnabled = false
-	if adjust != nil {
-		adjust(&cfg)
-	}
-	w, err := New(cfg, h,
-		WithLogger(slog.New(slog.DiscardHandler)),
-		WithRegisterer(prometheus.NewRegistry()),
-		WithTracerProvider(noop.NewTracerProvider()),
-		WithHTTPServer(false))
+	m, err := telemetry.NewMetrics(prometheus.NewRegistry(), "g")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return w, cfg
+	return Params{
+		Group: "g", Ordering: cfg.Ordering, MaxInFlight: cfg.MaxInFlight,
+		RetryBackoff: func() backoff.BackOff {
+			b := backoff.NewExponentialBackOff()
+			b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
+			b.Reset()
+			return b
+		},
+		StuckAfter: 5 * time.Minute, TickEvery: time.Second, InitialOffset: sarama.OffsetOldest,
+		Handler: h, Log: slog.New(slog.DiscardHandler), Tracing: telemetry.NewTracing(noop.NewTracerProvider(), nil), Metrics: m,
+		Admin: fakeAdmin{}, Topology: forward.NewTopology([]string{"t", "u"}, 0, nil, nil),
+		Deadlines: NewDeadlines(cfg.ShutdownTimeout, 60*time.Second), Base: context.Background(),
+	}
 }
 
-// newRig builds a worker with cfg adjusted by adjust, handing messages to h,
-// with a pool of cfg.Concurrency goroutines. Call it inside the bubble when
-// the test uses synctest: the pool's goroutines and channels belong to it.
-// A cleanup stops everything, so that a failed test ends with its failure
-// rather than with goroutines left blocked in the bubble.
-func newRig(t *testing.T, h handler.Handler, adjust func(*Config)) *rig {
+// newRig builds a Consumer with the default settings adjusted by adjust,
+// handing messages to h, with a pool of Concurrency goroutines. Call it
+// inside the bubble when the test uses synctest: the pool's goroutines and
+// channels belong to it. A cleanup stops everything, so that a failed test
+// ends with its failure rather than with goroutines left blocked in the
+// bubble.
+func newRig(t *testing.T, h handler.Handler, adjust func(*testConfig)) *rig {
 	t.Helper()
-	w, cfg := newFakeWorker(t, h, []string{"t", "u"}, adjust)
-	r := &rig{w: w, group: &fakeGroup{}, pool: newPool(cfg.Concurrency), stopping: newLatch()}
-	r.g = &groupHandler{
-		w: w, pool: r.pool, group: r.group, admin: fakeAdmin{}, topo: cfg.topology(), metrics: w.metrics,
-		stopping: r.stopping.done(), base: context.Background(), exited: make(chan struct{}, 1),
+	cfg := defaultTestConfig()
+	if adjust != nil {
+		adjust(&cfg)
 	}
+	r := &rig{group: &fakeGroup{}, pool: NewPool(cfg.Concurrency), stopping: newLatch()}
+	p := testParams(t, h, cfg)
+	p.ConsumerGroup, p.Pool, p.Stopping = r.group, r.pool, r.stopping.done()
+	r.g = New(p)
 	t.Cleanup(r.forceStop)
 	return r
 }
@@ -338,7 +355,7 @@ func (r *rig) forceStop() {
 		}
 		c.p.drain(0)
 	}
-	r.pool.stop(5 * time.Second)
+	r.pool.Stop(5 * time.Second)
 }
 
 // claimed is one claimed partition: its partition state and, once started,
@@ -365,7 +382,7 @@ func (r *rig) claim(topic string, id int32) *claimed {
 
 // dispatch starts the claim's dispatcher, built as ConsumeClaim builds it.
 func (r *rig) dispatch(c *claimed) {
-	c.d = &dispatcher{g: r.g, p: c.p, claim: c.claim, tp: map[string][]int32{c.claim.Topic(): {c.claim.Partition()}}}
+	c.d = newDispatcher(r.g, c.p, c.claim)
 	c.runDone = make(chan struct{})
 	go func() {
 		defer close(c.runDone)
@@ -404,7 +421,7 @@ func (r *rig) shutdown(t *testing.T, cs ...*claimed) {
 			t.Errorf("%d handlers still running at shutdown", n)
 		}
 	}
-	if !r.pool.stop(time.Second) {
+	if !r.pool.Stop(time.Second) {
 		t.Error("pool goroutines still running at shutdown")
 	}
 }

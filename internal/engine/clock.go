@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"sync"
@@ -12,7 +12,7 @@ const coarseTick = time.Millisecond
 // coarseIdleTicks is how many ticks without a reader park the clock.
 const coarseIdleTicks = 200
 
-// coarseClock is the clock of delivery timing: reading it is an atomic load
+// Clock is the clock of delivery timing: reading it is an atomic load
 // instead of a system clock read (two of those per delivery cost about a
 // tenth of a microsecond on a virtual machine, a third of a no-op
 // delivery's cost). It reads time.Since(clockAnchor) as of the last tick,
@@ -20,8 +20,8 @@ const coarseIdleTicks = 200
 // machine so loaded that the ticking goroutine runs late); the smallest
 // duration bucket is 5ms. The ticking goroutine parks after
 // coarseIdleTicks without a reader and the next reader wakes it, so an
-// idle worker costs nothing. A nil *coarseClock reads the exact clock.
-type coarseClock struct {
+// idle worker costs nothing. A nil *Clock reads the exact clock.
+type Clock struct {
 	now     atomic.Int64 // time.Since(clockAnchor) at the last tick
 	used    atomic.Bool  // read since the last tick
 	running atomic.Bool  // the ticking goroutine runs
@@ -34,7 +34,7 @@ type coarseClock struct {
 }
 
 // read returns the time since clockAnchor.
-func (c *coarseClock) read() time.Duration {
+func (c *Clock) read() time.Duration {
 	if c == nil {
 		return time.Since(clockAnchor)
 	}
@@ -49,7 +49,7 @@ func (c *coarseClock) read() time.Duration {
 
 // wake starts the ticking goroutine unless the clock stopped, and reads the
 // exact clock meanwhile.
-func (c *coarseClock) wake() time.Duration {
+func (c *Clock) wake() time.Duration {
 	now := time.Since(clockAnchor)
 	if c.stopped.Load() {
 		return now
@@ -65,7 +65,7 @@ func (c *coarseClock) wake() time.Duration {
 	return now
 }
 
-func (c *coarseClock) tick() {
+func (c *Clock) tick() {
 	defer c.wg.Done()
 	t := time.NewTicker(coarseTick)
 	defer t.Stop()
@@ -87,9 +87,9 @@ func (c *coarseClock) tick() {
 	}
 }
 
-// stop ends the ticking goroutine and waits for it; reads after stop read
+// Stop ends the ticking goroutine and waits for it; reads after stop read
 // the exact clock.
-func (c *coarseClock) stop() {
+func (c *Clock) Stop() {
 	c.mu.Lock()
 	c.stopped.Store(true)
 	c.mu.Unlock()

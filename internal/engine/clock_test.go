@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"sync"
@@ -14,7 +14,7 @@ import (
 func TestCoarseClockReadsRacingStop(t *testing.T) {
 	t.Parallel()
 	for range 50 {
-		c := &coarseClock{}
+		c := &Clock{}
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for range 4 {
@@ -26,7 +26,7 @@ func TestCoarseClockReadsRacingStop(t *testing.T) {
 			})
 		}
 		close(start)
-		c.stop()
+		c.Stop()
 		wg.Wait()
 		if c.running.Load() {
 			t.Fatal("the clock ticks after stop")
@@ -42,8 +42,8 @@ func TestCoarseClockReadsRacingStop(t *testing.T) {
 // coarseIdleTicks without a reader, and the next read starts it again.
 func TestCoarseClockTicksParksAndWakes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := &coarseClock{}
-		defer c.stop()
+		c := &Clock{}
+		defer c.Stop()
 		first := c.read()
 		time.Sleep(10*coarseTick + coarseTick/2)
 		if got := c.read() - first; got < 10*coarseTick || got > 11*coarseTick {

@@ -1,4 +1,4 @@
-package worker
+package engine
 
 import (
 	"context"
@@ -43,7 +43,7 @@ func TestPoolBacklogDoesNotStarveOtherKeys(t *testing.T) {
 						<-first.done()
 					}
 				})
-				r := newRig(t, rec, func(c *Config) { c.Concurrency, c.MaxInFlight = 1, 2*backlog })
+				r := newRig(t, rec, func(c *testConfig) { c.Concurrency, c.MaxInFlight = 1, 2*backlog })
 				r.atCleanup(first.open)
 				ca := r.claim("t", 0)
 				admitKey(t, ca, "a", backlog)
@@ -116,7 +116,7 @@ func TestPoolRunsNextOfKeyInline(t *testing.T) {
 	})
 	// Two goroutines: an idle one could take the next message if it were
 	// queued.
-	r := newRig(t, rec, func(c *Config) { c.Concurrency, c.MaxInFlight = 2, n })
+	r := newRig(t, rec, func(c *testConfig) { c.Concurrency, c.MaxInFlight = 2, n })
 	r.atCleanup(release.open)
 	c := r.claim("t", 0)
 	admitKey(t, c, "a", n)
@@ -151,9 +151,9 @@ func TestPoolStop(t *testing.T) {
 
 	t.Run("idle goroutines exit at once", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			p := newPool(3)
+			p := NewPool(3)
 			start := time.Now()
-			if !p.stop(grace) {
+			if !p.Stop(grace) {
 				t.Fatal("idle pool: stop reported goroutines still running")
 			}
 			if d := time.Since(start); d != 0 {
@@ -166,12 +166,12 @@ func TestPoolStop(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			const took = 300 * time.Millisecond
 			rec := newRecorder(func(context.Context, *handler.Message) { time.Sleep(took) })
-			r := newRig(t, rec, func(c *Config) { c.Concurrency = 2 })
+			r := newRig(t, rec, func(c *testConfig) { c.Concurrency = 2 })
 			c := r.claim("t", 0)
 			admitKey(t, c, "a", 1)
 			synctest.Wait()
 			start := time.Now()
-			if !r.pool.stop(grace) {
+			if !r.pool.Stop(grace) {
 				t.Fatal("the handler finished within grace, yet stop reported it running")
 			}
 			if d := time.Since(start); d != took {
@@ -188,7 +188,7 @@ func TestPoolStop(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			const drainTimeout = 200 * time.Millisecond
 			rec := newRecorder(func(ctx context.Context, _ *handler.Message) { <-ctx.Done() })
-			r := newRig(t, rec, func(c *Config) { c.Concurrency = 2 })
+			r := newRig(t, rec, func(c *testConfig) { c.Concurrency = 2 })
 			c := r.claim("t", 0)
 			admitKey(t, c, "a", 1)
 			synctest.Wait()
@@ -196,7 +196,7 @@ func TestPoolStop(t *testing.T) {
 				t.Fatalf("drain: %d handlers abandoned, want 1", n)
 			}
 			start := time.Now()
-			if !r.pool.stop(grace) {
+			if !r.pool.Stop(grace) {
 				t.Fatal("the handler returned on cancellation, yet stop reported it running")
 			}
 			if d := time.Since(start); d != 0 {
@@ -214,7 +214,7 @@ func TestPoolStop(t *testing.T) {
 					<-stuck.done()
 				}
 			})
-			r := newRig(t, rec, func(c *Config) { c.Concurrency = 1 })
+			r := newRig(t, rec, func(c *testConfig) { c.Concurrency = 1 })
 			r.atCleanup(stuck.open)
 			c := r.claim("t", 0)
 			admitKey(t, c, "a", 1)
@@ -224,7 +224,7 @@ func TestPoolStop(t *testing.T) {
 				t.Fatalf("drain: %d handlers abandoned, want 1", n)
 			}
 			start := time.Now()
-			if r.pool.stop(grace) {
+			if r.pool.Stop(grace) {
 				t.Fatal("a handler ignores its cancelled context, yet stop reported every goroutine gone")
 			}
 			if d := time.Since(start); d != grace {
@@ -255,14 +255,14 @@ func TestPoolStop(t *testing.T) {
 					<-stuck.done()
 				}
 			})
-			r := newRig(t, rec, func(c *Config) { c.Concurrency = 1 })
+			r := newRig(t, rec, func(c *testConfig) { c.Concurrency = 1 })
 			r.atCleanup(stuck.open)
 			c := r.claim("t", 0)
 			admitKey(t, c, "a", 1)
 			admitKey(t, c, "b", 1)
 			admitKey(t, c, "c", 1)
 			synctest.Wait()
-			if r.pool.stop(grace) {
+			if r.pool.Stop(grace) {
 				t.Fatal("a is still running, yet stop reported every goroutine gone")
 			}
 			stuck.open()
@@ -304,7 +304,7 @@ func TestPoolBlockingBatchReachesFullConcurrency(t *testing.T) {
 			running.Add(1)
 			<-release.done()
 		})
-		r := newRig(t, rec, func(c *Config) { c.Concurrency, c.MaxInFlight = 32, batch })
+		r := newRig(t, rec, func(c *testConfig) { c.Concurrency, c.MaxInFlight = 32, batch })
 		r.pool.wakeAtOnce = 2
 		r.atCleanup(release.open)
 		c := r.claim("t", 0)
@@ -334,7 +334,7 @@ func TestPoolShortHandlersDoNotWakeEveryGoroutine(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const batch = 200
 		rec := newRecorder(func(context.Context, *handler.Message) { runtime.Gosched() })
-		r := newRig(t, rec, func(c *Config) { c.Concurrency, c.MaxInFlight = 32, batch })
+		r := newRig(t, rec, func(c *testConfig) { c.Concurrency, c.MaxInFlight = 32, batch })
 		r.pool.wakeAtOnce = 2
 		c := r.claim("t", 0)
 		synctest.Wait() // every pool goroutine idle
