@@ -324,7 +324,7 @@ func (c Config) validate(hasTokenProvider bool) error {
 	if c.RetryBackoffInitial > 0 && c.RetryBackoffMax > 0 && c.RetryBackoffMax < c.RetryBackoffInitial {
 		add("RETRY_BACKOFF_MAX=%v: below RETRY_BACKOFF_INITIAL (%v): raise it or lower RETRY_BACKOFF_INITIAL", c.RetryBackoffMax, c.RetryBackoffInitial)
 	}
-	c.validateSecurity(add, hasTokenProvider)
+	c.security().Validate(add, hasTokenProvider)
 	if len(p) == 0 {
 		return nil
 	}

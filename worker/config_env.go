@@ -90,7 +90,7 @@ func configFrom(environ map[string]string) (Config, error) {
 	}
 	c.Brokers = trimList(c.Brokers)
 	c.Topics = trimList(c.Topics)
-	if v, ok := environ["KAFKA_TLS_ENABLED"]; ok && c.tlsOn() && !c.TLSEnabled && strings.TrimSpace(v) != "" {
+	if v, ok := environ["KAFKA_TLS_ENABLED"]; ok && c.security().TLSOn() && !c.TLSEnabled && strings.TrimSpace(v) != "" {
 		problems = append(problems, fmt.Sprintf("KAFKA_TLS_ENABLED=%q, but other KAFKA_TLS_* variables are set, which turn TLS on: unset one or the other", v))
 	}
 	// Kafka's own names for where a new group starts.

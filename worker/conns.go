@@ -12,6 +12,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/engine"
 	"github.com/kafkaworker/kafkaworker/internal/forward"
+	"github.com/kafkaworker/kafkaworker/internal/kconn"
 )
 
 // conns are the Kafka clients of one Run.
@@ -35,7 +36,7 @@ func (w *Worker) connect(ctx context.Context) (*conns, error) {
 	if err := w.awaitBroker(ctx); err != nil {
 		return nil, err
 	}
-	return openCancellable(ctx, w.log, w.open, func(c *conns) { c.closeWithin(engine.CloseTimeout) })
+	return kconn.OpenCancellable(ctx, w.log, w.open, func(c *conns) { c.closeWithin(engine.CloseTimeout) })
 }
 
 // open opens the clients, the admin and the forwarder, after checking that

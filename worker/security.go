@@ -1,242 +1,35 @@
 package worker
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"os"
-	"strings"
-	"syscall"
 
-	"github.com/IBM/sarama"
-	"github.com/xdg-go/scram"
+	"github.com/kafkaworker/kafkaworker/internal/kconn"
 )
 
 // Connecting to a secured cluster: TLS (KAFKA_TLS_*) and SASL
-// (KAFKA_SASL_*). Validate checks these settings, files included, naming
-// every problem at once; applySecurity turns them into sarama's; and
-// authFailure tells a refused login apart from a broker that is not there
-// yet, so Run fails at once on the first instead of retrying until
-// KAFKA_CONNECT_TIMEOUT. The password never appears in a log line, an
-// error or Config's String and LogValue.
+// (KAFKA_SASL_*), in internal/kconn; here are the names and what Config
+// hands it. The password never appears in a log line, an error or Config's
+// String and LogValue.
 
 // SASL mechanisms accepted by KAFKA_SASL_MECHANISM.
 const (
-	SASLPlain       = "PLAIN"
-	SASLSCRAMSHA256 = "SCRAM-SHA-256"
-	SASLSCRAMSHA512 = "SCRAM-SHA-512"
-	SASLOAuthBearer = "OAUTHBEARER"
+	SASLPlain       = kconn.SASLPlain       // "PLAIN"
+	SASLSCRAMSHA256 = kconn.SASLSCRAMSHA256 // "SCRAM-SHA-256"
+	SASLSCRAMSHA512 = kconn.SASLSCRAMSHA512 // "SCRAM-SHA-512"
+	SASLOAuthBearer = kconn.SASLOAuthBearer // "OAUTHBEARER"
 )
 
-var saslMechanisms = []string{SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512, SASLOAuthBearer}
-
-// tlsOn says whether the worker connects over TLS: KAFKA_TLS_ENABLED, or
-// any other KAFKA_TLS_* setting.
-func (c Config) tlsOn() bool {
-	return c.TLSEnabled || c.TLSCAFile != "" || c.TLSCertFile != "" || c.TLSKeyFile != "" ||
-		c.TLSServerName != "" || c.TLSInsecureSkipVerify
+// security is c's TLS and SASL settings, as kconn takes them.
+func (c Config) security() kconn.Security {
+	return kconn.Security{
+		TLSEnabled: c.TLSEnabled, TLSCAFile: c.TLSCAFile, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile,
+		TLSServerName: c.TLSServerName, TLSInsecureSkipVerify: c.TLSInsecureSkipVerify,
+		SASLMechanism: c.SASLMechanism, SASLUsername: c.SASLUsername, SASLPassword: c.SASLPassword, SASLPasswordFile: c.SASLPasswordFile,
+	}
 }
 
 // saslMechanism is KAFKA_SASL_MECHANISM in canonical (upper) case, or "".
-func (c Config) saslMechanism() string {
-	return strings.ToUpper(strings.TrimSpace(c.SASLMechanism))
-}
-
-// validateSecurity appends a problem for every bad TLS or SASL setting.
-// hasTokenProvider says whether WithTokenProvider was given; Validate,
-// which knows no options, passes true.
-func (c Config) validateSecurity(add func(string, ...any), hasTokenProvider bool) {
-	if c.tlsOn() {
-		// buildTLS reads every file; each failure names its variable.
-		for _, err := range c.tlsProblems() {
-			add("%s", err)
-		}
-	}
-	mech := c.saslMechanism()
-	switch mech {
-	case "":
-		var set []string
-		for _, v := range []struct{ name, val string }{
-			{"KAFKA_SASL_USERNAME", c.SASLUsername}, {"KAFKA_SASL_PASSWORD", c.SASLPassword},
-			{"KAFKA_SASL_PASSWORD_FILE", c.SASLPasswordFile},
-		} {
-			if v.val != "" {
-				set = append(set, v.name)
-			}
-		}
-		if len(set) > 0 {
-			add("KAFKA_SASL_MECHANISM: missing, but %s set: set the mechanism (%s) or unset them",
-				strings.Join(set, ", "), strings.Join(saslMechanisms, ", "))
-		}
-		return
-	case SASLOAuthBearer:
-		if !hasTokenProvider {
-			add("KAFKA_SASL_MECHANISM: OAUTHBEARER takes its tokens from code: pass worker.WithTokenProvider to New")
-		}
-		for _, v := range []struct{ name, val string }{
-			{"KAFKA_SASL_USERNAME", c.SASLUsername}, {"KAFKA_SASL_PASSWORD", c.SASLPassword},
-			{"KAFKA_SASL_PASSWORD_FILE", c.SASLPasswordFile},
-		} {
-			if v.val != "" {
-				add("%s: not used with KAFKA_SASL_MECHANISM=OAUTHBEARER (the token comes from WithTokenProvider): unset it", v.name)
-			}
-		}
-		return
-	case SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512:
-	default:
-		add("KAFKA_SASL_MECHANISM=%q: unknown mechanism: use one of %s", c.SASLMechanism, strings.Join(saslMechanisms, ", "))
-		return
-	}
-	if strings.TrimSpace(c.SASLUsername) == "" {
-		add("KAFKA_SASL_USERNAME: missing: KAFKA_SASL_MECHANISM=%s needs a user name", mech)
-	}
-	switch {
-	case c.SASLPassword != "" && c.SASLPasswordFile != "":
-		add("KAFKA_SASL_PASSWORD_FILE: set together with KAFKA_SASL_PASSWORD: set only one of them")
-	case c.SASLPassword == "" && c.SASLPasswordFile == "":
-		add("KAFKA_SASL_PASSWORD: missing: KAFKA_SASL_MECHANISM=%s needs a password: set it, or KAFKA_SASL_PASSWORD_FILE", mech)
-	case c.SASLPasswordFile != "":
-		if _, err := c.password(); err != nil {
-			add("%s", err)
-		}
-	}
-}
-
-// password returns the SASL password: KAFKA_SASL_PASSWORD, or the content
-// of KAFKA_SASL_PASSWORD_FILE less one trailing line break. Its errors
-// never hold the password.
-func (c Config) password() (string, error) {
-	if c.SASLPasswordFile == "" {
-		return c.SASLPassword, nil
-	}
-	b, err := os.ReadFile(c.SASLPasswordFile)
-	if err != nil {
-		return "", fmt.Errorf("KAFKA_SASL_PASSWORD_FILE: cannot read it: %w", err)
-	}
-	p := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	if p == "" {
-		return "", fmt.Errorf("KAFKA_SASL_PASSWORD_FILE: %s is empty", c.SASLPasswordFile)
-	}
-	return p, nil
-}
-
-// tlsProblems lists what is wrong with the KAFKA_TLS_* settings, each
-// naming its variable.
-func (c Config) tlsProblems() []string {
-	_, errs := c.buildTLS()
-	out := make([]string, len(errs))
-	for i, e := range errs {
-		out[i] = e.Error()
-	}
-	return out
-}
-
-// buildTLS returns the client TLS configuration, or every problem found.
-func (c Config) buildTLS() (*tls.Config, []error) {
-	var errs []error
-	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName, InsecureSkipVerify: c.TLSInsecureSkipVerify} //nolint:gosec // opt-in, warned about at start
-	if c.TLSCAFile != "" {
-		pem, err := os.ReadFile(c.TLSCAFile)
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("KAFKA_TLS_CA_FILE: cannot read it: %w", err))
-		default:
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				errs = append(errs, fmt.Errorf("KAFKA_TLS_CA_FILE: %s holds no PEM certificate", c.TLSCAFile))
-			}
-			t.RootCAs = pool
-		}
-	}
-	switch {
-	case c.TLSCertFile != "" && c.TLSKeyFile == "":
-		errs = append(errs, errors.New("KAFKA_TLS_KEY_FILE: missing: KAFKA_TLS_CERT_FILE is set, and mutual TLS needs both"))
-	case c.TLSCertFile == "" && c.TLSKeyFile != "":
-		errs = append(errs, errors.New("KAFKA_TLS_CERT_FILE: missing: KAFKA_TLS_KEY_FILE is set, and mutual TLS needs both"))
-	case c.TLSCertFile != "":
-		certPEM, cerr := os.ReadFile(c.TLSCertFile)
-		if cerr != nil {
-			errs = append(errs, fmt.Errorf("KAFKA_TLS_CERT_FILE: cannot read it: %w", cerr))
-		}
-		keyPEM, kerr := os.ReadFile(c.TLSKeyFile)
-		if kerr != nil {
-			errs = append(errs, fmt.Errorf("KAFKA_TLS_KEY_FILE: cannot read it: %w", kerr))
-		}
-		if cerr == nil && kerr == nil {
-			cert, err := tls.X509KeyPair(certPEM, keyPEM)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE: %s and %s are not a certificate and its key: %v",
-					c.TLSCertFile, c.TLSKeyFile, err))
-			} else {
-				t.Certificates = []tls.Certificate{cert}
-			}
-		}
-	}
-	return t, errs
-}
-
-// applySecurity sets sarama's TLS and SASL settings from c. tp is the
-// WithTokenProvider option, used only with OAUTHBEARER.
-func applySecurity(c Config, s *sarama.Config, tp sarama.AccessTokenProvider) error {
-	if c.tlsOn() {
-		t, errs := c.buildTLS()
-		if len(errs) > 0 {
-			return errors.Join(errs...)
-		}
-		s.Net.TLS.Enable, s.Net.TLS.Config = true, t
-	}
-	mech := c.saslMechanism()
-	if mech == "" {
-		return nil
-	}
-	s.Net.SASL.Enable = true
-	s.Net.SASL.Handshake = true
-	// v1 (SaslAuthenticate requests) lets the broker answer a refused login
-	// with an error code instead of only closing the connection.
-	s.Net.SASL.Version = sarama.SASLHandshakeV1
-	s.Net.SASL.Mechanism = sarama.SASLMechanism(mech)
-	switch mech {
-	case SASLOAuthBearer:
-		s.Net.SASL.TokenProvider = tp
-		return nil
-	case SASLSCRAMSHA256:
-		s.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: scram.SHA256} }
-	case SASLSCRAMSHA512:
-		s.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: scram.SHA512} }
-	}
-	p, err := c.password()
-	if err != nil {
-		return err
-	}
-	s.Net.SASL.User, s.Net.SASL.Password = c.SASLUsername, p
-	return nil
-}
-
-// scramClient implements sarama.SCRAMClient with github.com/xdg-go/scram,
-// as sarama's own examples do.
-type scramClient struct {
-	hash scram.HashGeneratorFcn
-	conv *scram.ClientConversation
-}
-
-func (s *scramClient) Begin(user, password, authzID string) error {
-	c, err := s.hash.NewClient(user, password, authzID)
-	if err != nil {
-		// scram's errors speak of the user name's or password's form
-		// (SASLprep), never of the value.
-		return fmt.Errorf("SCRAM: %w", err)
-	}
-	s.conv = c.NewConversation()
-	return nil
-}
-
-func (s *scramClient) Step(challenge string) (string, error) { return s.conv.Step(challenge) }
-
-func (s *scramClient) Done() bool { return s.conv.Done() }
+func (c Config) saslMechanism() string { return c.security().Mechanism() }
 
 // warnInsecure logs, at the start of Run, the settings that weaken
 // security: skipping certificate verification, and a PLAIN password sent
@@ -245,73 +38,9 @@ func (w *Worker) warnInsecure() {
 	if w.cfg.TLSInsecureSkipVerify {
 		w.log.Warn("KAFKA_TLS_INSECURE_SKIP_VERIFY=true: the broker's certificate is not verified, so anyone on the path can impersonate it; use this in development only")
 	}
-	if w.cfg.saslMechanism() == SASLPlain && !w.cfg.tlsOn() {
+	if w.cfg.security().Mechanism() == SASLPlain && !w.cfg.security().TLSOn() {
 		w.log.Warn("KAFKA_SASL_MECHANISM=PLAIN without TLS: the password crosses the network in cleartext; set KAFKA_TLS_ENABLED=true")
 	}
-}
-
-// authFailure returns an error that retrying cannot cure when err, from
-// probing addr, says the broker refused the TLS handshake's certificate or
-// the SASL login, and nil otherwise. answersUnauthenticated is asked only
-// when the SASL login ended with the connection closed (which is how some
-// brokers refuse a login): if the broker answers a connection that does
-// not log in, the closed connection was the refusal.
-func (w *Worker) authFailure(addr string, err error, answersUnauthenticated func() bool) error {
-	if err == nil {
-		return nil
-	}
-	if tlsRejected(err) {
-		return fmt.Errorf("kafkaworker: TLS handshake with %s failed: %w; check KAFKA_TLS_CA_FILE (the CA that signed the broker's certificate), "+
-			"KAFKA_TLS_SERVER_NAME, and for mutual TLS KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE", addr, err)
-	}
-	mech := w.cfg.saslMechanism()
-	if mech == "" {
-		return nil
-	}
-	who := fmt.Sprintf("as user %q", w.cfg.SASLUsername)
-	if mech == SASLOAuthBearer {
-		who = "with the token from WithTokenProvider"
-	}
-	var kerr sarama.KError
-	if errors.As(err, &kerr) {
-		switch kerr {
-		case sarama.ErrSASLAuthenticationFailed, sarama.ErrIllegalSASLState:
-			return fmt.Errorf("kafkaworker: SASL %s authentication failed at %s %s: %w; check KAFKA_SASL_USERNAME and the password", mech, addr, who, err)
-		case sarama.ErrUnsupportedSASLMechanism:
-			return fmt.Errorf("kafkaworker: SASL %s authentication failed at %s %s: the broker does not accept mechanism %s: %w; check KAFKA_SASL_MECHANISM", mech, addr, who, mech, err)
-		}
-		return nil
-	}
-	if connectionDropped(err) && answersUnauthenticated() {
-		return fmt.Errorf("kafkaworker: SASL %s authentication failed at %s %s: the broker closed the connection during the login (%v); check KAFKA_SASL_USERNAME and the password", mech, addr, who, err)
-	}
-	return nil
-}
-
-// tlsRejected says whether err is a certificate the client would not
-// accept, or a TLS alert from the broker (which refused the handshake:
-// no or a bad client certificate, no common protocol version or cipher).
-func tlsRejected(err error) bool {
-	var (
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-		verify   *tls.CertificateVerificationError
-		alert    tls.AlertError
-		op       *net.OpError
-	)
-	return errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
-		errors.As(err, &verify) || errors.As(err, &alert) ||
-		errors.As(err, &op) && op.Op == "remote error" // crypto/tls's form of a received alert
-}
-
-func connectionDropped(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return false
-	}
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
 // logSecurity is the part of Config.LogValue about TLS and SASL: paths
@@ -322,7 +51,7 @@ func (c Config) logSecurity() []slog.Attr {
 		pw = "[set]"
 	}
 	return []slog.Attr{
-		slog.Bool("tls_enabled", c.tlsOn()), slog.String("tls_ca_file", c.TLSCAFile),
+		slog.Bool("tls_enabled", c.security().TLSOn()), slog.String("tls_ca_file", c.TLSCAFile),
 		slog.String("tls_cert_file", c.TLSCertFile), slog.String("tls_key_file", c.TLSKeyFile),
 		slog.String("tls_server_name", c.TLSServerName), slog.Bool("tls_insecure_skip_verify", c.TLSInsecureSkipVerify),
 		slog.String("sasl_mechanism", c.SASLMechanism), slog.String("sasl_username", c.SASLUsername),
