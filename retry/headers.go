@@ -30,10 +30,11 @@ const MaxErrorBytes = 1024
 
 // MaxAttempt is the largest kw-attempt WriteInfo writes: a message
 // delivered more often than that (only possible with a huge
-// RETRY_LOCAL_ATTEMPTS) carries MaxAttempt. ReadInfo, and the worker
-// consuming a retry tier, read a negative or larger value as 0: no worker
-// wrote it. The bound leaves room to add a hop's deliveries to a count read
-// from a header without overflowing an int, even a 32-bit one.
+// RETRY_LOCAL_ATTEMPTS) carries MaxAttempt. ReadInfo and ReadTierHeaders
+// (which the worker consuming a retry tier uses) read a negative or larger
+// value as 0: no worker wrote it. The bound leaves room to add a hop's
+// deliveries to a count read from a header without overflowing an int,
+// even a 32-bit one.
 const MaxAttempt = 1 << 20
 
 // Times in the kw-original-timestamp, kw-not-before and kw-failed-at
@@ -68,29 +69,25 @@ type Info struct {
 // number reads as the zero value, and so does a kw-attempt that is negative
 // or above MaxAttempt. A timestamp after 2262-04-11 (the end of
 // time.Time.UnixNano's range) reads as that instant, one before 1677-09-21
-// as the zero time.
+// as the zero time. ReadTierHeaders reads kw-attempt by the same rules and
+// kw-not-before as a due time, bounded by the tier's delay.
 func ReadInfo(headers []handler.Header) (info Info, ok bool) {
-	get := func(k string) string {
-		m := handler.Message{Headers: headers}
-		v, _ := m.Header(k)
-		return string(v)
-	}
-	if info.OriginalTopic = get(HeaderOriginalTopic); info.OriginalTopic == "" {
+	raw := func(k string) []byte { v, _ := header(headers, k); return v }
+	text := func(k string) string { return string(raw(k)) }
+	if info.OriginalTopic = text(HeaderOriginalTopic); info.OriginalTopic == "" {
 		return Info{}, false
 	}
-	if p, valid := parseInt(get(HeaderOriginalPartition)); valid && p >= math.MinInt32 && p <= math.MaxInt32 {
+	if p, valid := parseInt(raw(HeaderOriginalPartition)); valid && p >= math.MinInt32 && p <= math.MaxInt32 {
 		info.OriginalPartition = int32(p)
 	}
-	info.OriginalOffset, _ = parseInt(get(HeaderOriginalOffset))
-	info.OriginalTimestamp = unixMs(get(HeaderOriginalTimestamp))
-	info.Group = get(HeaderGroup)
-	if n, valid := parseInt(get(HeaderAttempt)); valid && n >= 0 && n <= MaxAttempt {
-		info.Attempt = int(n)
-	}
-	info.NotBefore = unixMs(get(HeaderNotBefore))
-	info.Error = get(HeaderError)
-	info.ErrorType = get(HeaderErrorType)
-	info.FailedAt = unixMs(get(HeaderFailedAt))
+	info.OriginalOffset, _ = parseInt(raw(HeaderOriginalOffset))
+	info.OriginalTimestamp = unixMs(raw(HeaderOriginalTimestamp))
+	info.Group = text(HeaderGroup)
+	info.Attempt, _ = parseAttempt(raw(HeaderAttempt))
+	info.NotBefore = unixMs(raw(HeaderNotBefore))
+	info.Error = text(HeaderError)
+	info.ErrorType = text(HeaderErrorType)
+	info.FailedAt = unixMs(raw(HeaderFailedAt))
 	return info, true
 }
 
@@ -124,23 +121,58 @@ func WriteInfo(headers []handler.Header, info Info) []handler.Header {
 	return out
 }
 
+// header returns the value of the last header named k, as
+// handler.Message.Header finds it: when a header is repeated, the last one
+// counts.
+func header(headers []handler.Header, k string) ([]byte, bool) {
+	m := handler.Message{Headers: headers}
+	return m.Header(k)
+}
+
 // parseInt parses a decimal as WriteInfo writes it: an optional '-', then
-// ASCII digits. ok is false for anything else and for a value out of int64.
-func parseInt(s string) (n int64, ok bool) {
-	if s == "" || s[0] == '+' { // strconv takes a '+'; WriteInfo never writes one
+// ASCII digits. ok is false for anything else (empty, a '+', spaces, '_',
+// other digits) and for a value out of int64. Every numeric kw-* header is
+// read through it, by ReadInfo and ReadTierHeaders alike.
+func parseInt(v []byte) (n int64, ok bool) {
+	if len(v) == 0 || v[0] == '+' { // strconv takes a '+'; WriteInfo never writes one
 		return 0, false
 	}
-	n, err := strconv.ParseInt(s, 10, 64) // no spaces, no '_' in base 10
+	n, err := strconv.ParseInt(string(v), 10, 64) // no spaces, no '_' in base 10
 	if err != nil {
 		return 0, false // ParseInt returns the nearest bound when out of range
 	}
 	return n, true
 }
 
+// attemptFault says why a kw-attempt value was not taken as written.
+type attemptFault uint8
+
+const (
+	attemptOK         attemptFault = iota // a decimal in [0, MaxAttempt]
+	attemptNotDecimal                     // not as parseInt reads numbers (also: absent, empty)
+	attemptNegative                       // below 0
+	attemptTooLarge                       // above MaxAttempt
+)
+
+// parseAttempt reads a kw-attempt value, for ReadInfo and ReadTierHeaders
+// alike: n is the count when fault is attemptOK, else 0.
+func parseAttempt(v []byte) (n int, fault attemptFault) {
+	a, ok := parseInt(v)
+	switch {
+	case !ok:
+		return 0, attemptNotDecimal
+	case a < 0:
+		return 0, attemptNegative
+	case a > MaxAttempt:
+		return 0, attemptTooLarge
+	}
+	return int(a), attemptOK
+}
+
 // unixMs reads a unix-ms timestamp header, clamped as clampTime does; a
 // malformed one is the zero time.
-func unixMs(s string) time.Time {
-	ms, ok := parseInt(s)
+func unixMs(v []byte) time.Time {
+	ms, ok := parseInt(v)
 	if !ok {
 		return time.Time{}
 	}

@@ -135,9 +135,9 @@ func (p *partition) initTask(t *task, m *sarama.ConsumerMessage) {
 	}
 	if p.hop.Tier > 0 {
 		delay := p.fwd.TierDelay(p.hop.Tier) // a tier always has a delay and a forwarder
-		th := readTierHeaders(&t.msg, delay, time.Now())
-		t.base, t.notBefore = th.attempts, th.notBefore
-		for _, problem := range th.problems {
+		base, notBefore, problems := retry.ReadTierHeaders(t.msg.Headers, delay, time.Now())
+		t.base, t.notBefore = base, notBefore
+		for _, problem := range problems {
 			p.log.Warn("retry record header corrected", p.msgAttrs(t, slog.String("problem", problem))...)
 		}
 	}

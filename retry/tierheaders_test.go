@@ -1,4 +1,4 @@
-package engine
+package retry
 
 import (
 	"math"
@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
-	"github.com/kafkaworker/kafkaworker/retry"
 )
 
 func TestReadTierHeaders(t *testing.T) {
@@ -36,7 +35,7 @@ func TestReadTierHeaders(t *testing.T) {
 		{name: "due exactly at now + delay", nb: s(ms(capped)), wantNotBefore: capped},
 		{name: "within the clock-skew margin", nb: s(ms(capped.Add(tierClockSkew))), wantNotBefore: capped.Add(tierClockSkew)},
 		{name: "just past the clock-skew margin", nb: s(ms(capped.Add(tierClockSkew + time.Millisecond))),
-			wantNotBefore: capped, problems: []string{retry.HeaderNotBefore + ` "` + ms(capped.Add(tierClockSkew+time.Millisecond)) + `"`}},
+			wantNotBefore: capped, problems: []string{HeaderNotBefore + ` "` + ms(capped.Add(tierClockSkew+time.Millisecond)) + `"`}},
 		{name: "in the past", nb: s(ms(now.Add(-time.Hour))), wantNotBefore: now.Add(-time.Hour)},
 		{name: "year 3000", nb: s(ms(year3000)), wantNotBefore: capped,
 			problems: []string{`kw-not-before "32503680000000" (3000-01-01T00:00:00Z) is later than now + the tier's delay 10s (+1s allowed for clock skew); due in 10s instead`}},
@@ -62,8 +61,8 @@ func TestReadTierHeaders(t *testing.T) {
 		{name: "huge attempt", attempt: s("123456789012"), problems: []string{`kw-attempt "123456789012" is above 1048576; counted as 0 deliveries`}},
 		{name: "MaxInt64 attempt", attempt: i64(math.MaxInt64), problems: []string{`"9223372036854775807" is above 1048576`}},
 		{name: "attempt beyond int64", attempt: s("9223372036854775808"), problems: []string{"is not a decimal count"}},
-		{name: "attempt exactly at the maximum", attempt: s(strconv.Itoa(retry.MaxAttempt)), wantAttempts: retry.MaxAttempt},
-		{name: "attempt just above the maximum", attempt: s(strconv.Itoa(retry.MaxAttempt + 1)), problems: []string{"is above"}},
+		{name: "attempt exactly at the maximum", attempt: s(strconv.Itoa(MaxAttempt)), wantAttempts: MaxAttempt},
+		{name: "attempt just above the maximum", attempt: s(strconv.Itoa(MaxAttempt + 1)), problems: []string{"is above"}},
 		{name: "both bad, one problem each", attempt: i64(math.MaxInt64), nb: s(ms(year3000)), wantNotBefore: capped,
 			problems: []string{"kw-attempt", "kw-not-before"}},
 		{name: "long value quoted in part", attempt: s(strings.Repeat("9", 5000)),
@@ -75,16 +74,21 @@ func TestReadTierHeaders(t *testing.T) {
 			msg := &handler.Message{Topic: "t.g.retry.1", Value: []byte("SECRET-PAYLOAD"),
 				Headers: []handler.Header{{Key: "traceparent", Value: []byte("00-abc")}}}
 			if c.attempt != nil {
-				msg.Headers = append(msg.Headers, handler.Header{Key: retry.HeaderAttempt, Value: []byte(*c.attempt)})
+				msg.Headers = append(msg.Headers, handler.Header{Key: HeaderAttempt, Value: []byte(*c.attempt)})
 			}
 			if c.nb != nil {
-				msg.Headers = append(msg.Headers, handler.Header{Key: retry.HeaderNotBefore, Value: []byte(*c.nb)})
+				msg.Headers = append(msg.Headers, handler.Header{Key: HeaderNotBefore, Value: []byte(*c.nb)})
 			}
 			d := delay
 			if c.delay != 0 {
 				d = c.delay
 			}
-			got := readTierHeaders(msg, d, now)
+			var got struct {
+				attempts  int
+				notBefore time.Time
+				problems  []string
+			}
+			got.attempts, got.notBefore, got.problems = ReadTierHeaders(msg.Headers, d, now)
 			if got.attempts != c.wantAttempts {
 				t.Errorf("attempts = %d, want %d", got.attempts, c.wantAttempts)
 			}
@@ -107,31 +111,31 @@ func TestReadTierHeaders(t *testing.T) {
 			if limit := now.Add(max(d, 0) + tierClockSkew); got.notBefore.After(limit) {
 				t.Errorf("notBefore %v after now + delay + skew (%v)", got.notBefore, limit)
 			}
-			if got.attempts < 0 || got.attempts > retry.MaxAttempt {
-				t.Errorf("attempts %d out of [0, %d]", got.attempts, retry.MaxAttempt)
+			if got.attempts < 0 || got.attempts > MaxAttempt {
+				t.Errorf("attempts %d out of [0, %d]", got.attempts, MaxAttempt)
 			}
-			// The worker reads kw-attempt as retry.ReadInfo does, which
+			// The worker reads kw-attempt as ReadInfo does, which
 			// publish uses on the next hop.
-			hs := append(slices.Clone(msg.Headers), handler.Header{Key: retry.HeaderOriginalTopic, Value: []byte("t")})
-			info, _ := retry.ReadInfo(hs)
+			hs := append(slices.Clone(msg.Headers), handler.Header{Key: HeaderOriginalTopic, Value: []byte("t")})
+			info, _ := ReadInfo(hs)
 			if info.Attempt != got.attempts {
-				t.Errorf("retry.ReadInfo reads kw-attempt as %d, readTierHeaders as %d", info.Attempt, got.attempts)
+				t.Errorf("ReadInfo reads kw-attempt as %d, ReadTierHeaders as %d", info.Attempt, got.attempts)
 			}
 		})
 	}
 }
 
 // The last of repeated headers counts, as handler.Message.Header and
-// retry.ReadInfo read them.
+// ReadInfo read them.
 func TestReadTierHeadersLastHeaderWins(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	msg := &handler.Message{Headers: []handler.Header{
-		{Key: retry.HeaderAttempt, Value: []byte("9223372036854775807")},
-		{Key: retry.HeaderAttempt, Value: []byte("4")},
+		{Key: HeaderAttempt, Value: []byte("9223372036854775807")},
+		{Key: HeaderAttempt, Value: []byte("4")},
 	}}
-	if got := readTierHeaders(msg, time.Second, now); got.attempts != 4 || got.problems != nil {
-		t.Fatalf("got %+v, want 4 attempts and no problem", got)
+	if attempts, notBefore, problems := ReadTierHeaders(msg.Headers, time.Second, now); attempts != 4 || problems != nil {
+		t.Fatalf("got %d attempts, due %v, problems %q; want 4 attempts and no problem", attempts, notBefore, problems)
 	}
 }
 
@@ -139,10 +143,10 @@ func TestReadTierHeadersLastHeaderWins(t *testing.T) {
 func TestReadTierHeadersCleanAllocatesNothing(t *testing.T) {
 	now := time.Now()
 	msg := &handler.Message{Headers: []handler.Header{
-		{Key: retry.HeaderAttempt, Value: []byte("3")},
-		{Key: retry.HeaderNotBefore, Value: []byte(strconv.FormatInt(now.UnixMilli(), 10))},
+		{Key: HeaderAttempt, Value: []byte("3")},
+		{Key: HeaderNotBefore, Value: []byte(strconv.FormatInt(now.UnixMilli(), 10))},
 	}}
-	if n := testing.AllocsPerRun(100, func() { readTierHeaders(msg, time.Second, now) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { ReadTierHeaders(msg.Headers, time.Second, now) }); n != 0 {
 		t.Fatalf("%v allocations per clean record, want 0", n)
 	}
 }
