@@ -73,9 +73,7 @@ func (s *selector) resolve(c *conn, now time.Time) (string, error) {
 	case s.source == "" || s.group == "":
 		return "", errors.New("which dead-letter topic? pass --topic SOURCE and --group GROUP, or --dlq-topic NAME")
 	}
-	cfg := c.cfg
-	cfg.GroupID = s.group
-	return cfg.DLQTopic(s.source), nil
+	return c.cfg.DLQTopic(s.source, s.group), nil
 }
 
 // match reports whether a dead letter passes the filters.

@@ -9,6 +9,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/spf13/cobra"
 
+	"github.com/kafkaworker/kafkaworker/internal/clientconf"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -48,7 +49,7 @@ printed only by consume and by dlq list --values.`,
 
 // conn is an open connection to the cluster: a client and an admin on it.
 type conn struct {
-	cfg    worker.Config
+	cfg    clientconf.Conn
 	client sarama.Client
 	admin  sarama.ClusterAdmin
 }
@@ -56,14 +57,14 @@ type conn struct {
 // connect opens a client with the worker's connection settings, adjusted by
 // tune (for a producer's needs) before sarama validates them.
 func (g *globals) connect(tune ...func(*sarama.Config)) (*conn, error) {
-	cfg, s, err := g.saramaConfig()
+	cfg, err := g.clientConn()
 	if err != nil {
 		return nil, err
 	}
 	for _, t := range tune {
-		t(s)
+		t(cfg.Sarama)
 	}
-	client, err := sarama.NewClient(cfg.Brokers, s)
+	client, err := sarama.NewClient(cfg.Brokers, cfg.Sarama)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the brokers %s: %w: check --brokers or KAFKA_BROKERS", strings.Join(cfg.Brokers, ","), err)
 	}
@@ -75,28 +76,26 @@ func (g *globals) connect(tune ...func(*sarama.Config)) (*conn, error) {
 	return &conn{cfg: cfg, client: client, admin: admin}, nil
 }
 
-// saramaConfig reads the connection settings (the flag, then the
-// environment) and builds sarama's configuration the worker's way.
-func (g *globals) saramaConfig() (worker.Config, *sarama.Config, error) {
-	cfg, err := worker.ClientConfigFromEnv(g.brokers)
+// clientConn reads the connection settings (the flag, then the
+// environment) and builds sarama's configuration the worker's way, tuned
+// for an interactive command.
+func (g *globals) clientConn() (clientconf.Conn, error) {
+	cfg, err := clientconf.FromEnv(g.brokers)
 	if err != nil {
 		var ve *worker.ValidationError
 		if errors.As(err, &ve) && len(ve.Problems) == 1 && strings.HasPrefix(ve.Problems[0], "KAFKA_BROKERS: missing") {
-			return worker.Config{}, nil, errors.New("no brokers: pass --brokers host:port or set KAFKA_BROKERS")
+			return clientconf.Conn{}, errors.New("no brokers: pass --brokers host:port or set KAFKA_BROKERS")
 		}
-		return worker.Config{}, nil, err
+		return clientconf.Conn{}, err
 	}
-	s, err := worker.SaramaClientConfig(cfg, nil)
-	if err != nil {
-		return worker.Config{}, nil, err
-	}
+	s := cfg.Sarama
 	// A command is interactive: fail within seconds, not sarama's 30s.
 	s.Net.DialTimeout = 10 * time.Second
 	s.Metadata.Retry.Max = 2
 	s.Metadata.Retry.Backoff = 100 * time.Millisecond
 	// Reading stops at the end offsets: do not wait long for more.
 	s.Consumer.MaxWaitTime = 100 * time.Millisecond
-	return cfg, s, nil
+	return cfg, nil
 }
 
 // Close closes the admin and, with it, the client.

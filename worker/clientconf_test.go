@@ -3,6 +3,8 @@ package worker
 import (
 	"strings"
 	"testing"
+
+	"github.com/kafkaworker/kafkaworker/internal/clientconf"
 )
 
 func TestClientConfigFromEnvReadsOnlyConnectionSettings(t *testing.T) {
@@ -12,7 +14,7 @@ func TestClientConfigFromEnvReadsOnlyConnectionSettings(t *testing.T) {
 	t.Setenv("WORKER_CONCURRENCY", "lots") // a worker's problem, not a client's
 	t.Setenv("DLQ_TOPIC_TEMPLATE", "dead.{topic}.{group}")
 	t.Setenv("KAFKA_CLIENT_ID", "ops")
-	c, err := ClientConfigFromEnv(nil)
+	c, err := clientConfigFromEnv(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +27,7 @@ func TestClientConfigFromEnvReadsOnlyConnectionSettings(t *testing.T) {
 	}
 
 	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", "c:9092") // disagrees, but the flag overrides both
-	c, err = ClientConfigFromEnv([]string{"flag:9092"})
+	c, err = clientConfigFromEnv([]string{"flag:9092"})
 	if err != nil || strings.Join(c.Brokers, ",") != "flag:9092" {
 		t.Errorf("override: %v, %v", c.Brokers, err)
 	}
@@ -35,7 +37,7 @@ func TestClientConfigFromEnvChecksSecurity(t *testing.T) {
 	t.Setenv("KAFKA_BROKERS", "a:9092")
 	t.Setenv("KAFKA_TLS_CA_FILE", "/nonexistent/ca.pem")
 	t.Setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
-	_, err := ClientConfigFromEnv(nil)
+	_, err := clientConfigFromEnv(nil)
 	if err == nil || !strings.Contains(err.Error(), "KAFKA_TLS_CA_FILE") || !strings.Contains(err.Error(), "KAFKA_SASL_USERNAME") {
 		t.Fatalf("err = %v, want it to name KAFKA_TLS_CA_FILE and KAFKA_SASL_USERNAME", err)
 	}
@@ -47,11 +49,11 @@ func TestSaramaClientConfigUsesTheWorkersSecurity(t *testing.T) {
 	t.Setenv("KAFKA_SASL_MECHANISM", "scram-sha-256")
 	t.Setenv("KAFKA_SASL_USERNAME", "u")
 	t.Setenv("KAFKA_SASL_PASSWORD", "p")
-	c, err := ClientConfigFromEnv(nil)
+	c, err := clientConfigFromEnv(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := SaramaClientConfig(c, nil)
+	s, err := saramaClientConfig(c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,14 +64,35 @@ func TestSaramaClientConfigUsesTheWorkersSecurity(t *testing.T) {
 	}
 
 	c.SASLMechanism = SASLOAuthBearer
-	if _, err := SaramaClientConfig(c, nil); err == nil || !strings.Contains(err.Error(), "OAUTHBEARER") {
+	if _, err := saramaClientConfig(c, nil); err == nil || !strings.Contains(err.Error(), "OAUTHBEARER") {
 		t.Errorf("OAUTHBEARER without a token provider: %v", err)
 	}
 }
 
 func TestSaramaClientConfigFromAConfigInCode(t *testing.T) {
-	s, err := SaramaClientConfig(Config{Brokers: []string{"a:9092"}}, nil)
+	s, err := saramaClientConfig(Config{Brokers: []string{"a:9092"}}, nil)
 	if err != nil || s.ClientID != "kafkaworker" || s.Net.TLS.Enable || s.Net.SASL.Enable {
 		t.Errorf("zero Config: %v, %v", s, err)
+	}
+}
+
+func TestClientconfFromEnvIsTheWorkersReading(t *testing.T) {
+	t.Setenv("KAFKA_BROKERS", "a:9092")
+	t.Setenv("KAFKA_CLIENT_ID", "ops")
+	t.Setenv("DLQ_TOPIC_TEMPLATE", "dead.{topic}.{group}")
+	conn, err := clientconf.FromEnv([]string{"flag:9092"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(conn.Brokers, ",") != "flag:9092" || conn.Sarama.ClientID != "ops" || conn.Sarama.Metadata.AllowAutoTopicCreation {
+		t.Errorf("conn: brokers %v client id %q autocreate %v", conn.Brokers, conn.Sarama.ClientID, conn.Sarama.Metadata.AllowAutoTopicCreation)
+	}
+	if got := conn.DLQTopic("orders", "g"); got != "dead.orders.g" {
+		t.Errorf("DLQTopic = %q, want the template from DLQ_TOPIC_TEMPLATE", got)
+	}
+
+	t.Setenv("KAFKA_SASL_MECHANISM", SASLOAuthBearer)
+	if _, err := clientconf.FromEnv(nil); err == nil || !strings.Contains(err.Error(), "OAUTHBEARER") {
+		t.Errorf("OAUTHBEARER without a token provider: %v", err)
 	}
 }
