@@ -139,3 +139,37 @@ func waitWithin(d time.Duration, chs ...<-chan struct{}) bool {
 	}
 	return true
 }
+
+// Connecting, bounded and cancellable: see internal/kconn.
+
+// awaitBroker returns nil once one of the bootstrap brokers answers, an
+// error naming the brokers and the last failure once ConnectTimeout has
+// passed without an answer, a refused certificate or login at once, or
+// ctx.Err() as soon as ctx is done.
+func (w *Worker) awaitBroker(ctx context.Context) error {
+	return kconn.AwaitBroker(ctx, kconn.Await{
+		Brokers: w.cfg.Brokers, Timeout: w.cfg.ConnectTimeout, Sarama: w.sarama, Security: w.cfg.security(), Log: w.log,
+	})
+}
+
+// saramaConfig turns a validated Config into a sarama.Config, applies the
+// WithSaramaConfig hooks, and checks what the worker relies on (see
+// kconn.SaramaConfig).
+func saramaConfig(c Config, hooks []func(*sarama.Config)) (*sarama.Config, error) {
+	return saramaConfigWith(c, nil, hooks)
+}
+
+// saramaConfigWith is saramaConfig with the WithTokenProvider option, for
+// KAFKA_SASL_MECHANISM=OAUTHBEARER.
+func saramaConfigWith(c Config, tp sarama.AccessTokenProvider, hooks []func(*sarama.Config)) (*sarama.Config, error) {
+	var strategy sarama.BalanceStrategy
+	if mk := strategies[c.RebalanceStrategy]; mk != nil {
+		strategy = mk()
+	}
+	return kconn.SaramaConfig(kconn.Settings{
+		ClientID: c.ClientID, Version: c.Version, InitialNewest: c.InitialOffset.canonical() == OffsetNewest,
+		Strategy: strategy, SessionTimeout: c.SessionTimeout, HeartbeatInterval: c.HeartbeatInterval,
+		RebalanceTimeout: c.RebalanceTimeout, MetadataRefresh: c.MetadataRefresh, InstanceID: c.InstanceID,
+		Security: c.security(), TokenProvider: tp, Hooks: hooks,
+	})
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -52,30 +51,6 @@ func (w *Worker) consume(ctx, consumeCtx context.Context, group sarama.ConsumerG
 		delay = min(2*delay, 10*time.Second)
 	}
 	return nil
-}
-
-// fatalSignal holds the first *FatalError of a run; ch closes when it is set.
-type fatalSignal struct {
-	once sync.Once
-	err  *FatalError
-	ch   chan struct{}
-}
-
-func (s *fatalSignal) set(f *FatalError) {
-	s.once.Do(func() {
-		s.err = f
-		close(s.ch)
-	})
-}
-
-// get returns the error set, or nil (an untyped nil error).
-func (s *fatalSignal) get() error {
-	select {
-	case <-s.ch:
-		return s.err
-	default:
-		return nil
-	}
 }
 
 // missingTopics tracks consumed topics found missing after failed sessions.

@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"log/slog"
+	"sync"
 
 	"github.com/IBM/sarama"
 )
@@ -33,5 +34,29 @@ func (w *Worker) logGroupErrors(group sarama.ConsumerGroup, admin sarama.Cluster
 			}
 			failed.set(w.fatal(err, denied))
 		}
+	}
+}
+
+// fatalSignal holds the first *FatalError of a run; ch closes when it is set.
+type fatalSignal struct {
+	once sync.Once
+	err  *FatalError
+	ch   chan struct{}
+}
+
+func (s *fatalSignal) set(f *FatalError) {
+	s.once.Do(func() {
+		s.err = f
+		close(s.ch)
+	})
+}
+
+// get returns the error set, or nil (an untyped nil error).
+func (s *fatalSignal) get() error {
+	select {
+	case <-s.ch:
+		return s.err
+	default:
+		return nil
 	}
 }
