@@ -12,6 +12,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
 	"github.com/kafkaworker/kafkaworker/worker"
@@ -88,17 +89,17 @@ func TestACLDeadLetterWriteDenied(t *testing.T) {
 		}
 		return rec.Handle(ctx, m)
 	})
-	var logs logBuffer
+	var logs testutil.Buffer
 	reg := prometheus.NewRegistry()
 	cfg := b.aclConfig(b.retryConfig(1, time.Second))
 	cfg.RetryCreateTopics = false // the user may not create topics; they exist
-	w := start(t, cfg, h, worker.WithLogger(logs.logger()), worker.WithRegisterer(reg))
+	w := start(t, cfg, h, worker.WithLogger(logs.TextLogger()), worker.WithRegisterer(reg))
 
 	unauthorized := func() float64 {
 		return counterVal(t, reg, worker.MetricForwardErrors, b.group, b.dlqTopic(), metricdef.ReasonUnauthorized)
 	}
-	waitFor(t, 30*time.Second, "the other messages handled", func() bool { return rec.handled.Load() == others })
-	waitFor(t, 30*time.Second, `refused publishes to the dead-letter topic counted with reason="unauthorized"`, func() bool { return unauthorized() >= 2 })
+	testutil.WaitFor(t, 30*time.Second, "the other messages handled", func() bool { return rec.handled.Load() == others })
+	testutil.WaitFor(t, 30*time.Second, `refused publishes to the dead-letter topic counted with reason="unauthorized"`, func() bool { return unauthorized() >= 2 })
 	com, err := b.cluster.CommittedOffsets(ctx(t), b.group, b.topic)
 	if err != nil {
 		t.Fatal(err)

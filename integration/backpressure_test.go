@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
@@ -83,11 +84,11 @@ func TestStuckMessageHoldsOnlyItsKeyInMemory(t *testing.T) {
 	w := start(t, cfg, h, worker.WithRegisterer(reg))
 
 	var peak float64
-	waitFor(t, 30*time.Second, "both partitions handled except the stuck message", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "both partitions handled except the stuck message", func() bool {
 		peak = max(peak, gauge(t, reg, worker.MetricInFlight, b.group))
 		return h.count(1) == perPartition && h.count(0) == perPartition-1
 	})
-	waitFor(t, 10*time.Second, "the stuck message counted in flight", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the stuck message counted in flight", func() bool {
 		peak = max(peak, gauge(t, reg, worker.MetricInFlight, b.group))
 		return gauge(t, reg, worker.MetricInFlight, b.group) == 1
 	})
@@ -130,17 +131,17 @@ func TestStuckHotKeyStallsOnlyItsPartition(t *testing.T) {
 	cfg.MaxInFlight = budget
 	reg := prometheus.NewRegistry()
 	w := start(t, cfg, h, worker.WithRegisterer(reg))
-	waitFor(t, 30*time.Second, "partition 1 handled and partition 0's intake blocked", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "partition 1 handled and partition 0's intake blocked", func() bool {
 		return h.count(1) == 100 && counterVal(t, reg, worker.MetricIntakeBlocked, b.group, "in_flight") > 0
 	})
 	if n := h.count(0); n != 0 {
 		t.Fatalf("partition 0 handled %d messages while its hot key's first message was stuck; want 0", n)
 	}
-	waitFor(t, 10*time.Second, "the budget held by the stuck key's messages", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the budget held by the stuck key's messages", func() bool {
 		return gauge(t, reg, worker.MetricInFlight, b.group) == budget
 	})
 	close(h.release)
-	waitFor(t, 30*time.Second, "partition 0 handled after release", func() bool { return h.count(0) == 3*budget+100 })
+	testutil.WaitFor(t, 30*time.Second, "partition 0 handled after release", func() bool { return h.count(0) == 3*budget+100 })
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
 }
@@ -169,7 +170,7 @@ func TestStuckMessageDoesNotStallItsPartition(t *testing.T) {
 
 	var peakHeld float64
 	var heapAt50k, heapAt100k uint64
-	waitFor(t, 2*time.Minute, "100,000 messages handled while one is stuck", func() bool {
+	testutil.WaitFor(t, 2*time.Minute, "100,000 messages handled while one is stuck", func() bool {
 		peakHeld = max(peakHeld, gauge(t, reg, worker.MetricInFlight, b.group))
 		got := h.count(0)
 		if heapAt50k == 0 && got >= 50_000 {
@@ -181,7 +182,7 @@ func TestStuckMessageDoesNotStallItsPartition(t *testing.T) {
 	// The stuck key's waiting messages split the done-set a range each:
 	// before it outgrows the commit metadata, intake stops (and says so)
 	// rather than dropping ranges a restart would handle again.
-	waitFor(t, 2*time.Minute, "intake stopped by the done-set's size", func() bool {
+	testutil.WaitFor(t, 2*time.Minute, "intake stopped by the done-set's size", func() bool {
 		peakHeld = max(peakHeld, gauge(t, reg, worker.MetricInFlight, b.group))
 		return counterVal(t, reg, worker.MetricIntakeBlocked, b.group, "done_set") > 0
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 )
 
 // screenshotPath is where TestStatusPageInBrowser writes the page's PNG:
@@ -71,7 +72,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	h := handler.HandlerFunc(func(context.Context, *handler.Message) error { return nil })
 	_, base := startServed(t, b.config(), h)
 	b.produceKeyed(t, 40, 8)
-	waitFor(t, 30*time.Second, "40 handled in /status.json", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "40 handled in /status.json", func() bool {
 		s := fetchStatus(t, base)
 		return s.Throughput.Totals.Handled == 40 && len(s.Partitions) == 2
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -25,7 +26,7 @@ func TestConcurrencyBeyondPartitions(t *testing.T) {
 	cfg.Concurrency = 64
 	began := time.Now()
 	w := start(t, cfg, rec)
-	waitFor(t, time.Minute, "all messages handled", func() bool { return rec.handled.Load() >= n })
+	testutil.WaitFor(t, time.Minute, "all messages handled", func() bool { return rec.handled.Load() >= n })
 	elapsed := time.Since(began)
 	w.stop(t)
 
@@ -76,7 +77,7 @@ func TestStuckKeyDoesNotBlockOtherKeys(t *testing.T) {
 
 	<-stuck
 	others := (keys - 1) * perKey
-	waitFor(t, 30*time.Second, "every other key handled while k0 is stuck", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "every other key handled while k0 is stuck", func() bool {
 		return rec.handled.Load() >= int64(others)
 	})
 	if got := rec.handled.Load(); got != int64(others) {
@@ -92,7 +93,7 @@ func TestStuckKeyDoesNotBlockOtherKeys(t *testing.T) {
 	}
 
 	close(release)
-	waitFor(t, 30*time.Second, "k0 handled after release", func() bool { return rec.handled.Load() >= keys*perKey })
+	testutil.WaitFor(t, 30*time.Second, "k0 handled after release", func() bool { return rec.handled.Load() >= keys*perKey })
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
 	if distinct, dupes := rec.check(t); distinct != keys*perKey || dupes != 0 {
@@ -134,7 +135,7 @@ func TestPartitionOrdering(t *testing.T) {
 	cfg := b.config()
 	cfg.Ordering = worker.OrderByPartition
 	w := start(t, cfg, h)
-	waitFor(t, time.Minute, "all handled", func() bool { return rec.handled.Load() >= n })
+	testutil.WaitFor(t, time.Minute, "all handled", func() bool { return rec.handled.Load() >= n })
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
 	if len(violations) > 0 {
@@ -173,7 +174,7 @@ func TestNoOrdering(t *testing.T) {
 	cfg.Ordering = worker.OrderNone
 	cfg.Concurrency = 16
 	w := start(t, cfg, h)
-	waitFor(t, time.Minute, "all handled", func() bool { mu.Lock(); defer mu.Unlock(); return handled >= n })
+	testutil.WaitFor(t, time.Minute, "all handled", func() bool { mu.Lock(); defer mu.Unlock(); return handled >= n })
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
 	if peak < 8 {

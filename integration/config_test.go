@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
@@ -20,10 +21,10 @@ func TestConfigStartLinePrintsEffectiveSettings(t *testing.T) {
 	cfg.SessionTimeout, cfg.HeartbeatInterval, cfg.MetadataRefresh = 0, 0, 0 // sarama's
 	cfg.InitialOffset = "latest"
 	cfg.SASLMechanism, cfg.SASLUsername, cfg.SASLPassword = "PLAIN", "svc", password
-	var logs logBuffer
-	w := start(t, cfg, newRecorder(), worker.WithLogger(logs.logger()))
+	var logs testutil.Buffer
+	w := start(t, cfg, newRecorder(), worker.WithLogger(logs.TextLogger()))
 	var line string
-	waitFor(t, 30*time.Second, "the start-up line", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the start-up line", func() bool {
 		line = lineWith(logs.String(), "kafkaworker starting")
 		return !strings.HasPrefix(line, "(no line with")
 	})

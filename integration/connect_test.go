@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
@@ -36,10 +36,10 @@ func TestConnectSilentBrokerTimesOut(t *testing.T) {
 	cfg := b.config()
 	cfg.Brokers = []string{sb.addr()}
 	cfg.ConnectTimeout = 2 * time.Second
-	logs := &records{}
+	logs := &testutil.Logs{}
 
 	began := time.Now()
-	r := runAsync(t, cfg, worker.WithLogger(logs.logger()))
+	r := runAsync(t, cfg, worker.WithLogger(logs.Logger()))
 	err := r.wait(t, cfg.ConnectTimeout+3*time.Second)
 	took := time.Since(began)
 	if err == nil || !strings.Contains(err.Error(), "KAFKA_CONNECT_TIMEOUT") || !strings.Contains(err.Error(), sb.addr()) {
@@ -51,11 +51,11 @@ func TestConnectSilentBrokerTimesOut(t *testing.T) {
 	if sb.accepted.Load() == 0 {
 		t.Error("the worker never connected to the silent broker")
 	}
-	tries := logs.find(slog.LevelInfo, "connecting to Kafka")
-	if len(tries) == 0 || attr(tries[0], "broker") != sb.addr() || attr(tries[0], "attempt") != "1" {
+	tries := logs.Find(slog.LevelInfo, "connecting to Kafka")
+	if len(tries) == 0 || testutil.Attr(tries[0], "broker") != sb.addr() || testutil.Attr(tries[0], "attempt") != "1" {
 		t.Errorf("want an Info %q with broker=%s attempt=1 before the first attempt; got %v", "connecting to Kafka", sb.addr(), tries)
 	}
-	if fails := logs.find(slog.LevelWarn, "Kafka broker did not answer"); len(fails) < len(tries) || attr(fails[0], "error") == "" {
+	if fails := logs.Find(slog.LevelWarn, "Kafka broker did not answer"); len(fails) < len(tries) || testutil.Attr(fails[0], "error") == "" {
 		t.Errorf("want a Warn with the error for each of the %d failed attempts; got %v", len(tries), fails)
 	}
 }
@@ -69,15 +69,15 @@ func TestConnectCancelWhileWaitingForAnswer(t *testing.T) {
 	cfg := b.config()
 	cfg.Brokers = []string{sb.addr()}
 	cfg.ConnectTimeout = time.Minute // not what ends it
-	logs := &records{}
-	r := start(t, cfg, newRecorder(), worker.WithLogger(logs.logger()))
+	logs := &testutil.Logs{}
+	r := start(t, cfg, newRecorder(), worker.WithLogger(logs.Logger()))
 
 	// The first request bytes arriving means the worker is connected and
 	// now blocked reading an answer that never comes.
 	waitClosed(t, sb.firstRequest, 10*time.Second, "the worker's first request to the silent broker")
 	stopWithin(t, r, time.Second)
 	waitClosed(t, sb.closedByClient, time.Second, "the worker to close its connection to the silent broker")
-	if fails := logs.find(slog.LevelWarn, "Kafka broker did not answer"); len(fails) > 0 {
+	if fails := logs.Find(slog.LevelWarn, "Kafka broker did not answer"); len(fails) > 0 {
 		t.Errorf("a cancel is not a failed attempt; got %v", fails)
 	}
 }
@@ -99,9 +99,9 @@ func TestConnectKafkaNeverAnswers(t *testing.T) {
 	}
 	cfg := b.config()
 	cfg.ConnectTimeout = 2 * time.Second
-	logs := &records{}
+	logs := &testutil.Logs{}
 
-	r := runAsync(t, cfg, worker.WithLogger(logs.logger()))
+	r := runAsync(t, cfg, worker.WithLogger(logs.Logger()))
 	err := r.wait(t, cfg.ConnectTimeout+3*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "KAFKA_CONNECT_TIMEOUT") || !strings.Contains(err.Error(), cfg.Brokers[0]) {
 		t.Fatalf("Run returned %v, want an error naming KAFKA_CONNECT_TIMEOUT and %s", err, cfg.Brokers[0])
@@ -109,7 +109,7 @@ func TestConnectKafkaNeverAnswers(t *testing.T) {
 	if swallowed.Load() == 0 {
 		t.Fatal("no request reached the broker's control: the test did not test a silent broker")
 	}
-	if len(logs.find(slog.LevelInfo, "connecting to Kafka")) == 0 {
+	if len(logs.Find(slog.LevelInfo, "connecting to Kafka")) == 0 {
 		t.Error("no connecting attempt was logged")
 	}
 }
@@ -130,18 +130,18 @@ func TestConnectCancelWhileOpeningClients(t *testing.T) {
 		once.Do(func() { close(asked) })
 		return nil, nil, true
 	})
-	logs := &records{}
-	r := start(t, b.config(), newRecorder(), worker.WithLogger(logs.logger()))
+	logs := &testutil.Logs{}
+	r := start(t, b.config(), newRecorder(), worker.WithLogger(logs.Logger()))
 	waitClosed(t, asked, 10*time.Second, "a metadata request")
-	waitFor(t, 10*time.Second, "the probe's answer", func() bool {
-		return len(logs.find(slog.LevelInfo, "Kafka broker answered")) > 0
+	testutil.WaitFor(t, 10*time.Second, "the probe's answer", func() bool {
+		return len(logs.Find(slog.LevelInfo, "Kafka broker answered")) > 0
 	})
 	stopWithin(t, r, time.Second)
 
 	// sarama's NewClient is still blocked; closing the broker ends it.
 	b.cluster.Close()
-	waitFor(t, 30*time.Second, "the abandoned connect to finish", func() bool {
-		return len(logs.find(slog.LevelDebug, "connecting, abandoned when Run's context was cancelled, has finished; what it opened is closed")) > 0
+	testutil.WaitFor(t, 30*time.Second, "the abandoned connect to finish", func() bool {
+		return len(logs.Find(slog.LevelDebug, "connecting, abandoned when Run's context was cancelled, has finished; what it opened is closed")) > 0
 	})
 }
 
@@ -370,70 +370,4 @@ func (s *silentBroker) close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-}
-
-// records is a slog handler's store: every record a worker logs, for
-// assertions (and to stderr too with KW_TEST_LOG).
-type records struct {
-	mu sync.Mutex
-	rs []slog.Record
-}
-
-func (r *records) logger() *slog.Logger {
-	var next slog.Handler = slog.DiscardHandler
-	if os.Getenv("KW_TEST_LOG") != "" {
-		next = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
-	}
-	return slog.New(recordHandler{r: r, next: next})
-}
-
-// find returns the records of the given level and message.
-func (r *records) find(level slog.Level, msg string) []slog.Record {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []slog.Record
-	for _, rec := range r.rs {
-		if rec.Level == level && rec.Message == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
-// attr returns the value of a record's attribute, as text.
-func attr(rec slog.Record, key string) string {
-	var v string
-	rec.Attrs(func(a slog.Attr) bool {
-		if a.Key == key {
-			v = a.Value.String()
-			return false
-		}
-		return true
-	})
-	return v
-}
-
-type recordHandler struct {
-	r    *records
-	next slog.Handler
-}
-
-func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h recordHandler) Handle(ctx context.Context, rec slog.Record) error {
-	h.r.mu.Lock()
-	h.r.rs = append(h.r.rs, rec.Clone())
-	h.r.mu.Unlock()
-	if h.next.Enabled(ctx, rec.Level) {
-		return h.next.Handle(ctx, rec)
-	}
-	return nil
-}
-
-func (h recordHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return recordHandler{r: h.r, next: h.next.WithAttrs(as)}
-}
-
-func (h recordHandler) WithGroup(name string) slog.Handler {
-	return recordHandler{r: h.r, next: h.next.WithGroup(name)}
 }

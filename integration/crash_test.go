@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -87,7 +88,7 @@ func TestCrashSIGKILLMidStream(t *testing.T) {
 
 	logPath := filepath.Join(t.TempDir(), "handled.log")
 	child := startCrashChild(t, b, logPath)
-	waitFor(t, time.Minute, "the child to commit 3000 messages", func() bool {
+	testutil.WaitFor(t, time.Minute, "the child to commit 3000 messages", func() bool {
 		child.failIfExited(t)
 		com, err := b.cluster.CommittedOffsets(c, b.group, b.topic)
 		return err == nil && sumOffsets(com) >= 3000
@@ -95,7 +96,7 @@ func TestCrashSIGKILLMidStream(t *testing.T) {
 	// That was just after a commit; let a random amount of work follow, so
 	// the kill lands anywhere in the commit cycle.
 	target := crashLogLines(logPath) + rand.IntN(1500)
-	waitFor(t, time.Minute, fmt.Sprintf("the child to log %d messages", target), func() bool {
+	testutil.WaitFor(t, time.Minute, fmt.Sprintf("the child to log %d messages", target), func() bool {
 		child.failIfExited(t)
 		return crashLogLines(logPath) >= target
 	})

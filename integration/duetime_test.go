@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
@@ -88,7 +89,7 @@ func TestFarFutureDueTimeWaitsOnlyTheTierDelay(t *testing.T) {
 	cfg.MaxInFlight = 40
 	began := time.Now()
 	w := start(t, cfg, h)
-	waitFor(t, 15*time.Second, "all 101 tier records handled", func() bool { return handled() == ordinary+1 })
+	testutil.WaitFor(t, 15*time.Second, "all 101 tier records handled", func() bool { return handled() == ordinary+1 })
 	b.waitAllCommitted(t, b.tierTopic(1))
 	w.stop(t)
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
@@ -29,7 +30,7 @@ func initialOffsets(t *testing.T, test func(t *testing.T, initial worker.Initial
 // resolved start at once, before any message is handled.
 func (b *testBundle) waitStartCommitted(t *testing.T, topic string, partitions int) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "a committed start offset on every partition of "+topic, func() bool {
+	testutil.WaitFor(t, 30*time.Second, "a committed start offset on every partition of "+topic, func() bool {
 		com, err := b.cluster.CommittedOffsets(ctx(t), b.group, topic)
 		return err == nil && len(com) == partitions
 	})
@@ -68,7 +69,7 @@ func TestForwardedMessageSurvivesRestartBeforeDue(t *testing.T) {
 
 		healed.Store(true)
 		w2 := start(t, cfg, h)
-		waitFor(t, 30*time.Second, "the forwarded message handled from the tier after the restart", func() bool {
+		testutil.WaitFor(t, 30*time.Second, "the forwarded message handled from the tier after the restart", func() bool {
 			return len(got.of("owed")) == 2
 		})
 		b.waitAllCommitted(t, b.topic, b.tierTopic(1))
@@ -109,7 +110,7 @@ func TestBackingOffMessagesSurviveRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, 30*time.Second, "all five tried once", func() bool {
+		testutil.WaitFor(t, 30*time.Second, "all five tried once", func() bool {
 			for _, v := range values {
 				if len(got.of(v)) == 0 {
 					return false
@@ -174,7 +175,7 @@ func TestRecordProducedDuringRestartOnIdlePartition(t *testing.T) {
 			t.Fatal(err)
 		}
 		w2 := start(t, cfg, rec)
-		waitFor(t, 30*time.Second, "the record produced during the restart handled", func() bool { return rec.handled.Load() == 1 })
+		testutil.WaitFor(t, 30*time.Second, "the record produced during the restart handled", func() bool { return rec.handled.Load() == 1 })
 		b.waitCommitted(t, 30*time.Second)
 		w2.stop(t)
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 )
 
@@ -25,7 +26,7 @@ func TestGracefulStopThenRestartHandlesNothingTwice(t *testing.T) {
 	cfg.Concurrency = 32
 
 	first := start(t, cfg, rec)
-	waitFor(t, time.Minute, "a third handled", func() bool { return rec.handled.Load() >= n/3 })
+	testutil.WaitFor(t, time.Minute, "a third handled", func() bool { return rec.handled.Load() >= n/3 })
 	first.stop(t)
 	handledByFirst := rec.handled.Load()
 	if handledByFirst >= n {
@@ -42,7 +43,7 @@ func TestGracefulStopThenRestartHandlesNothingTwice(t *testing.T) {
 	t.Logf("first worker handled %d, committed %d at stop (%v)", handledByFirst, committed, com)
 
 	second := start(t, cfg, rec)
-	waitFor(t, time.Minute, "all handled", func() bool { return rec.handled.Load() >= n })
+	testutil.WaitFor(t, time.Minute, "all handled", func() bool { return rec.handled.Load() >= n })
 	b.waitCommitted(t, 30*time.Second)
 	second.stop(t)
 	distinct, dupes := rec.check(t)
@@ -91,7 +92,7 @@ func TestFailingAndPanickingHandlersRecover(t *testing.T) {
 	cfg.RetryBackoffMax = time.Second
 	cfg.Concurrency = 4
 	w := start(t, cfg, h)
-	waitFor(t, 30*time.Second, "all handled", func() bool { return rec.handled.Load() >= others+3 })
+	testutil.WaitFor(t, 30*time.Second, "all handled", func() bool { return rec.handled.Load() >= others+3 })
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
 
@@ -137,7 +138,7 @@ func TestNewPartitionsAreConsumed(t *testing.T) {
 	w := start(t, cfg, rec)
 
 	b.produceKeyed(t, 50, 5)
-	waitFor(t, 30*time.Second, "first partition consumed", func() bool { return rec.handled.Load() >= 50 })
+	testutil.WaitFor(t, 30*time.Second, "first partition consumed", func() bool { return rec.handled.Load() >= 50 })
 
 	if err := b.cluster.SetPartitions(ctx(t), b.topic, 3); err != nil {
 		t.Fatal(err)
@@ -152,7 +153,7 @@ func TestNewPartitionsAreConsumed(t *testing.T) {
 	if _, err := b.cluster.Produce(ctx(t), extra...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "new partitions consumed", func() bool { return rec.handled.Load() >= 90 })
+	testutil.WaitFor(t, 30*time.Second, "new partitions consumed", func() bool { return rec.handled.Load() >= 90 })
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
 	com, err := b.cluster.CommittedOffsets(ctx(t), b.group, b.topic)
@@ -176,10 +177,10 @@ func TestStaticMembershipRestart(t *testing.T) {
 	cfg := b.config()
 	cfg.InstanceID = "pod-0"
 	first := start(t, cfg, rec)
-	waitFor(t, 30*time.Second, "some handled", func() bool { return rec.handled.Load() >= n/4 })
+	testutil.WaitFor(t, 30*time.Second, "some handled", func() bool { return rec.handled.Load() >= n/4 })
 	first.stop(t)
 	second := start(t, cfg, rec)
-	waitFor(t, 60*time.Second, "all handled", func() bool { return rec.handled.Load() >= n })
+	testutil.WaitFor(t, 60*time.Second, "all handled", func() bool { return rec.handled.Load() >= n })
 	b.waitCommitted(t, 30*time.Second)
 	second.stop(t)
 	if distinct, dupes := rec.check(t); distinct != n || dupes != 0 {

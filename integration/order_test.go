@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 )
 
 func TestKeyOrderUnderRandomLatency(t *testing.T) {
@@ -19,7 +20,7 @@ func TestKeyOrderUnderRandomLatency(t *testing.T) {
 	cfg := b.config()
 	cfg.Concurrency = 32
 	w := start(t, cfg, rec)
-	waitFor(t, time.Minute, "all messages handled", func() bool { return rec.handled.Load() >= n })
+	testutil.WaitFor(t, time.Minute, "all messages handled", func() bool { return rec.handled.Load() >= n })
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
 

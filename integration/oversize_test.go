@@ -15,6 +15,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
 	"github.com/kafkaworker/kafkaworker/worker"
@@ -163,15 +164,15 @@ func TestOversizeRecordKeptWhenForwardTopicIsSmaller(t *testing.T) {
 		}
 		return rec.Handle(ctx, m)
 	})
-	var logs logBuffer
+	var logs testutil.Buffer
 	reg := prometheus.NewRegistry()
-	w := start(t, b.retryConfig(1, 200*time.Millisecond), h, worker.WithLogger(logs.logger()), worker.WithRegisterer(reg))
+	w := start(t, b.retryConfig(1, 200*time.Millisecond), h, worker.WithLogger(logs.TextLogger()), worker.WithRegisterer(reg))
 
 	tooLarge := func() float64 {
 		return counterVal(t, reg, worker.MetricForwardErrors, b.group, b.tierTopic(1), metricdef.ReasonTooLarge)
 	}
-	waitFor(t, 30*time.Second, "other keys handled while the big record cannot be forwarded", func() bool { return rec.handled.Load() == others })
-	waitFor(t, 30*time.Second, `several refused publishes counted with reason="too_large"`, func() bool { return tooLarge() >= 3 })
+	testutil.WaitFor(t, 30*time.Second, "other keys handled while the big record cannot be forwarded", func() bool { return rec.handled.Load() == others })
+	testutil.WaitFor(t, 30*time.Second, `several refused publishes counted with reason="too_large"`, func() bool { return tooLarge() >= 3 })
 	if n := series(t, reg, worker.MetricForwardErrors); n != 1 {
 		t.Errorf("%d forward error series, want 1 (%s, too_large)", n, b.tierTopic(1))
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
@@ -33,7 +34,9 @@ func TestRebalanceChurn(t *testing.T) {
 			cfg.RebalanceStrategy = strategy
 			cfg.Concurrency = 16
 
-			at := func(k int64) { waitFor(t, time.Minute, "progress", func() bool { return rec.handled.Load() >= k }) }
+			at := func(k int64) {
+				testutil.WaitFor(t, time.Minute, "progress", func() bool { return rec.handled.Load() >= k })
+			}
 			w1 := start(t, cfg, rec)
 			at(1500)
 			w2 := start(t, cfg, rec)
@@ -43,7 +46,7 @@ func TestRebalanceChurn(t *testing.T) {
 			w1.stop(t)
 			at(9000)
 			w2.stop(t)
-			waitFor(t, time.Minute, "all handled", func() bool {
+			testutil.WaitFor(t, time.Minute, "all handled", func() bool {
 				rec.mu.Lock()
 				defer rec.mu.Unlock()
 				return len(rec.seen) >= n
@@ -102,9 +105,9 @@ func TestRevokedSlowHandlerIsFenced(t *testing.T) {
 			cfg.RebalanceTimeout = 5 * time.Second // revoke drain: 3.5s
 			cfg.RebalanceStrategy = strategy
 			cfg.MaxInFlight = 3
-			var logs logBuffer
-			w1 := start(t, cfg, slow, worker.WithLogger(logs.logger()))
-			waitFor(t, 30*time.Second, "both partition heads stuck", func() bool {
+			var logs testutil.Buffer
+			w1 := start(t, cfg, slow, worker.WithLogger(logs.TextLogger()))
+			testutil.WaitFor(t, 30*time.Second, "both partition heads stuck", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return deliveries["p0/0"] == 1 && deliveries["p1/0"] == 1
@@ -112,7 +115,7 @@ func TestRevokedSlowHandlerIsFenced(t *testing.T) {
 
 			w2 := start(t, cfg, slow)
 			// One partition moves to w2: its stuck head must be handled again.
-			waitFor(t, 20*time.Second, "a stuck head redelivered by its new owner", redelivered)
+			testutil.WaitFor(t, 20*time.Second, "a stuck head redelivered by its new owner", redelivered)
 			if strings.Contains(logs.String(), "did not exit within") {
 				t.Fatalf("the revoked partition was not let go within the rebalance timeout:\n%s", logs.String())
 			}
@@ -140,7 +143,9 @@ func TestRollingRestart(t *testing.T) {
 	if cfg.RebalanceStrategy != worker.StrategyCooperativeSticky {
 		t.Fatalf("default strategy is %q; this test is for the default", cfg.RebalanceStrategy)
 	}
-	at := func(k int64) { waitFor(t, time.Minute, "progress", func() bool { return rec.handled.Load() >= k }) }
+	at := func(k int64) {
+		testutil.WaitFor(t, time.Minute, "progress", func() bool { return rec.handled.Load() >= k })
+	}
 
 	ws := []*running{start(t, cfg, rec), start(t, cfg, rec), start(t, cfg, rec)}
 	at(2000)
@@ -149,7 +154,7 @@ func TestRollingRestart(t *testing.T) {
 		ws[i] = start(t, cfg, rec)
 		at(int64(2000 + (i+1)*3500))
 	}
-	waitFor(t, time.Minute, "all handled", func() bool { return rec.handled.Load() >= n })
+	testutil.WaitFor(t, time.Minute, "all handled", func() bool { return rec.handled.Load() >= n })
 	b.waitCommitted(t, 30*time.Second)
 	for _, w := range ws {
 		w.stop(t)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -18,9 +19,9 @@ func TestReleasedLineSaysWhatWasCommitted(t *testing.T) {
 	b := setup(t, 3)
 	b.produceKeyed(t, 300, 30)
 	rec := newRecorder()
-	var logs logBuffer
-	w := start(t, b.config(), rec, worker.WithLogger(logs.logger()))
-	waitFor(t, 30*time.Second, "all handled", func() bool { return rec.handled.Load() == 300 })
+	var logs testutil.Buffer
+	w := start(t, b.config(), rec, worker.WithLogger(logs.TextLogger()))
+	testutil.WaitFor(t, 30*time.Second, "all handled", func() bool { return rec.handled.Load() == 300 })
 	w.stop(t)
 
 	com, err := b.cluster.CommittedOffsets(ctx(t), b.group, b.topic)

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
 	"github.com/kafkaworker/kafkaworker/worker"
@@ -79,7 +80,7 @@ func (e flakyError) Error() string { return e.msg }
 func (b *testBundle) waitRecords(t *testing.T, topic string, n int) []kafkatest.ReadRecord {
 	t.Helper()
 	var recs []kafkatest.ReadRecord
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d record(s) in %s", n, topic), func() bool {
+	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%d record(s) in %s", n, topic), func() bool {
 		var err error
 		recs, err = b.cluster.ReadAll(ctx(t), topic)
 		return err == nil && len(recs) >= n
@@ -201,7 +202,7 @@ func TestRecoveringMessageGoesThroughTiers(t *testing.T) {
 		return nil
 	})
 	w := start(t, b.retryConfig(1, 300*time.Millisecond, 300*time.Millisecond, time.Minute), h)
-	waitFor(t, 30*time.Second, "success", func() bool { mu.Lock(); defer mu.Unlock(); return successes == 1 })
+	testutil.WaitFor(t, 30*time.Second, "success", func() bool { mu.Lock(); defer mu.Unlock(); return successes == 1 })
 	b.waitAllCommitted(t, b.topic, b.tierTopic(1), b.tierTopic(2))
 	w.stop(t)
 
@@ -326,8 +327,8 @@ func TestForwardFailureKeepsTheMessage(t *testing.T) {
 	cfg.RetryBackoffInitial, cfg.RetryBackoffMax = 50*time.Millisecond, 200*time.Millisecond
 	w := start(t, cfg, h)
 
-	waitFor(t, 30*time.Second, "other keys handled while the publish fails", func() bool { return rec.handled.Load() == others })
-	waitFor(t, 30*time.Second, "several refused publishes", func() bool { return refused.Load() >= 3 })
+	testutil.WaitFor(t, 30*time.Second, "other keys handled while the publish fails", func() bool { return rec.handled.Load() == others })
+	testutil.WaitFor(t, 30*time.Second, "several refused publishes", func() bool { return refused.Load() >= 3 })
 	com, err := b.cluster.CommittedOffsets(ctx(t), b.group, b.topic)
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +377,7 @@ func TestWaitingRetrySurvivesRebalance(t *testing.T) {
 	w2 := start(t, cfg, h)
 	// Eager: the group stable with both members means w1 gave every
 	// partition back, the waiting tier partition included.
-	waitFor(t, 30*time.Second, "the group rebalanced onto both workers", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the group rebalanced onto both workers", func() bool {
 		state, members, err := b.cluster.GroupState(ctx(t), b.group)
 		return err == nil && state == "Stable" && members == 2
 	})
@@ -384,7 +385,7 @@ func TestWaitingRetrySurvivesRebalance(t *testing.T) {
 		t.Fatalf("delivered %d times before the rebalance, want 1 (the retry is not due yet)", n)
 	}
 	w2.stop(t)
-	waitFor(t, 30*time.Second, "the retried message delivered", func() bool { return len(got.of("later")) >= 2 })
+	testutil.WaitFor(t, 30*time.Second, "the retried message delivered", func() bool { return len(got.of("later")) >= 2 })
 	b.waitAllCommitted(t, b.topic, b.tierTopic(1))
 	w1.stop(t)
 	ds := got.of("later")
@@ -419,7 +420,7 @@ func TestShutdownWhileBackingOffCommitsNothingForIt(t *testing.T) {
 	cfg := b.retryConfig(100, time.Minute)
 	cfg.RetryBackoffInitial, cfg.RetryBackoffMax = time.Second, time.Second
 	w := start(t, cfg, h)
-	waitFor(t, 30*time.Second, "the failing message tried and the other handled", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the failing message tried and the other handled", func() bool {
 		return len(got.of("stubborn")) >= 1 && len(got.of("fine")) == 1
 	})
 	w.stop(t)
@@ -434,7 +435,7 @@ func TestShutdownWhileBackingOffCommitsNothingForIt(t *testing.T) {
 	healed.Store(true)
 	before := len(got.of("stubborn"))
 	w2 := start(t, cfg, h)
-	waitFor(t, 30*time.Second, "the message handled after the restart", func() bool { return len(got.of("stubborn")) > before })
+	testutil.WaitFor(t, 30*time.Second, "the message handled after the restart", func() bool { return len(got.of("stubborn")) > before })
 	b.waitCommitted(t, 30*time.Second)
 	w2.stop(t)
 	if n := len(got.of("fine")); n != 1 {
@@ -474,7 +475,7 @@ func TestBackoffBlocksOnlyItsKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 30*time.Second, "other keys handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(latencies) == 20 })
+	testutil.WaitFor(t, 30*time.Second, "other keys handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(latencies) == 20 })
 	healed.Store(true)
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)

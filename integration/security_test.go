@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
@@ -82,8 +83,8 @@ func TestSASLMechanismsEndToEnd(t *testing.T) {
 			})
 			cfg := b.retryConfig(1, 100*time.Millisecond)
 			cfg.SASLMechanism, cfg.SASLUsername, cfg.SASLPassword = mech, "alice", "alice-secret"
-			var logs logBuffer
-			w := start(t, cfg, h, worker.WithLogger(logs.logger()))
+			var logs testutil.Buffer
+			w := start(t, cfg, h, worker.WithLogger(logs.TextLogger()))
 
 			if r := b.waitRecords(t, b.tierTopic(1), 1)[0]; string(r.Value) != "poison/0" {
 				t.Fatalf("tier 1 holds %q, want the failing message", r.Value)
@@ -228,10 +229,10 @@ func TestSecurityPasswordNeverLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.produceKeyed(t, 30, 3)
-	var logs logBuffer
+	var logs testutil.Buffer
 	cfg := b.retryConfig(1, 100*time.Millisecond)
 	cfg.TLSCAFile, cfg.SASLMechanism, cfg.SASLUsername, cfg.SASLPasswordFile = ca, "SCRAM-SHA-512", "svc-billing", pwFile
-	w := start(t, cfg, newRecorder(), worker.WithLogger(logs.logger()))
+	w := start(t, cfg, newRecorder(), worker.WithLogger(logs.TextLogger()))
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
 	if !strings.Contains(logs.String(), "kafkaworker starting") {
@@ -240,11 +241,11 @@ func TestSecurityPasswordNeverLeaks(t *testing.T) {
 
 	bad := b.config()
 	bad.TLSCAFile, bad.SASLMechanism, bad.SASLUsername, bad.SASLPassword = ca, "SCRAM-SHA-512", "svc-billing", wrong
-	runErr, _ := runUntilError(t, bad, worker.WithLogger(logs.logger()))
+	runErr, _ := runUntilError(t, bad, worker.WithLogger(logs.TextLogger()))
 	if !strings.Contains(runErr.Error(), "authentication failed") {
 		t.Fatalf("want a refused login, got %v", runErr)
 	}
-	logs.logger().Info("config", "config", bad)
+	logs.TextLogger().Info("config", "config", bad)
 	printed := fmt.Sprintf("%v %+v %#v %s", bad, bad, bad, bad)
 	if !strings.Contains(logs.String(), "sasl_password=[set]") {
 		t.Errorf("LogValue does not show the password as [set]")

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
 	"github.com/kafkaworker/kafkaworker/worker"
@@ -30,10 +31,10 @@ var servingAddr = regexp.MustCompile(`msg="serving /metrics[^"]*" addr=(\S+)`)
 func startServed(t *testing.T, cfg worker.Config, h handler.Handler) (*running, string) {
 	t.Helper()
 	cfg.MetricsAddr = "127.0.0.1:0"
-	var logs logBuffer
-	r := start(t, cfg, h, worker.WithRegisterer(prometheus.NewRegistry()), worker.WithLogger(logs.logger()))
+	var logs testutil.Buffer
+	r := start(t, cfg, h, worker.WithRegisterer(prometheus.NewRegistry()), worker.WithLogger(logs.TextLogger()))
 	var base string
-	waitFor(t, 30*time.Second, "the endpoint server's address in the log", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the endpoint server's address in the log", func() bool {
 		if m := servingAddr.FindStringSubmatch(logs.String()); m != nil {
 			base = "http://" + m[1]
 		}
@@ -153,7 +154,7 @@ func TestStatusShowsExactState(t *testing.T) {
 	began := time.Now()
 	_, base := startServed(t, statusConfig(b), h)
 	var s worker.Status
-	waitFor(t, 30*time.Second, "the scenario settled in /status.json", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the scenario settled in /status.json", func() bool {
 		s = fetchStatus(t, base)
 		return settled(s, b)
 	})
@@ -183,7 +184,7 @@ func TestStatusShowsExactState(t *testing.T) {
 	}
 
 	close(h.release)
-	waitFor(t, 30*time.Second, "the stuck message done in /status.json", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the stuck message done in /status.json", func() bool {
 		s = fetchStatus(t, base)
 		p1, ok := partitionOf(s, b.topic, 1)
 		return ok && p1.CommittedOffset != nil && *p1.CommittedOffset == 1 && p1.Held == 0 && !p1.Stuck
@@ -270,10 +271,10 @@ func TestStatusDropsReleasedPartitions(t *testing.T) {
 	h := newStatusScenario(t, b)
 	close(h.release) // nothing stuck here
 	_, base1 := startServed(t, statusConfig(b), h)
-	waitFor(t, 30*time.Second, "four partitions on the first member", func() bool { return len(fetchStatus(t, base1).Partitions) == 4 })
+	testutil.WaitFor(t, 30*time.Second, "four partitions on the first member", func() bool { return len(fetchStatus(t, base1).Partitions) == 4 })
 	_, base2 := startServed(t, statusConfig(b), h)
 	var s1, s2 worker.Status
-	waitFor(t, 45*time.Second, "the partitions split between the members", func() bool {
+	testutil.WaitFor(t, 45*time.Second, "the partitions split between the members", func() bool {
 		s1, s2 = fetchStatus(t, base1), fetchStatus(t, base2)
 		return len(s1.Partitions) < 4 && len(s2.Partitions) > 0 && len(s1.Partitions)+len(s2.Partitions) == 4
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -76,7 +77,7 @@ func TestStopEndsWhenCoordinatorNeverAnswersCommits(t *testing.T) {
 	cfg := b.config()
 	cfg.ShutdownTimeout = 5 * time.Second
 	w := start(t, cfg, rec)
-	waitFor(t, 30*time.Second, "the first batch handled", func() bool { return rec.handled.Load() >= first })
+	testutil.WaitFor(t, 30*time.Second, "the first batch handled", func() bool { return rec.handled.Load() >= first })
 	b.waitCommitted(t, 30*time.Second)
 
 	silent.Store(true)
@@ -86,8 +87,8 @@ func TestStopEndsWhenCoordinatorNeverAnswersCommits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the second batch handled", func() bool { return rec.handled.Load() >= first+second })
-	waitFor(t, 10*time.Second, "a commit swallowed", func() bool { return swallowed.Load() > 0 })
+	testutil.WaitFor(t, 30*time.Second, "the second batch handled", func() bool { return rec.handled.Load() >= first+second })
+	testutil.WaitFor(t, 10*time.Second, "a commit swallowed", func() bool { return swallowed.Load() > 0 })
 	if took := w.stopTimed(t); took > cfg.ShutdownTimeout+stopBound {
 		t.Fatalf("Run took %v to return with a silent coordinator; want at most %v", took, cfg.ShutdownTimeout+stopBound)
 	}
@@ -119,7 +120,7 @@ func TestStopWaitsForAHandlerIgnoringItsContextOnce(t *testing.T) {
 	cfg := b.config()
 	cfg.ShutdownTimeout = 3 * time.Second
 	w := start(t, cfg, h)
-	waitFor(t, 30*time.Second, "the handler running", entered.Load)
+	testutil.WaitFor(t, 30*time.Second, "the handler running", entered.Load)
 	took := w.stopTimed(t)
 	if took < cfg.ShutdownTimeout {
 		t.Fatalf("Run returned after %v, before the shutdown timeout %v gave the handler its chance", took, cfg.ShutdownTimeout)

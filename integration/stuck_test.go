@@ -8,12 +8,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
 // linesWith returns the log lines that contain every one of parts.
-func linesWith(logs *logBuffer, parts ...string) []string {
+func linesWith(logs *testutil.Buffer, parts ...string) []string {
 	var out []string
 	for _, line := range strings.Split(logs.String(), "\n") {
 		ok := line != ""
@@ -44,14 +45,14 @@ func TestStuckMessageIsReportedOnceAndMeasured(t *testing.T) {
 	cfg := b.config()
 	cfg.StuckAfter = 500 * time.Millisecond
 	reg := prometheus.NewRegistry()
-	var logs logBuffer
-	w := start(t, cfg, h, worker.WithRegisterer(reg), worker.WithLogger(logs.logger()))
+	var logs testutil.Buffer
+	w := start(t, cfg, h, worker.WithRegisterer(reg), worker.WithLogger(logs.TextLogger()))
 
 	age := func() float64 { return gauge(t, reg, worker.MetricOldestInFlightAge, b.group, b.topic, "0") }
-	waitFor(t, 30*time.Second, "the stuck message reported", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the stuck message reported", func() bool {
 		return len(linesWith(&logs, "level=WARN", "message stuck")) > 0
 	})
-	waitFor(t, 30*time.Second, "the age gauge past 1.5s", func() bool { return age() >= 1.5 })
+	testutil.WaitFor(t, 30*time.Second, "the age gauge past 1.5s", func() bool { return age() >= 1.5 })
 	warns := linesWith(&logs, "level=WARN", "message stuck")
 	if len(warns) != 1 {
 		t.Fatalf("%d WARN lines for one stuck message, want 1:\n%s", len(warns), strings.Join(warns, "\n"))
@@ -68,10 +69,10 @@ func TestStuckMessageIsReportedOnceAndMeasured(t *testing.T) {
 	}
 
 	close(h.release)
-	waitFor(t, 30*time.Second, "the finish reported", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the finish reported", func() bool {
 		return len(linesWith(&logs, "level=INFO", "stuck message finished", "messaging.kafka.offset=0")) == 1
 	})
-	waitFor(t, 30*time.Second, "the age gauge back near 0", func() bool { return age() < 0.5 })
+	testutil.WaitFor(t, 30*time.Second, "the age gauge back near 0", func() bool { return age() < 0.5 })
 	b.waitCommitted(t, 30*time.Second)
 	w.stop(t)
 	if n := series(t, reg, worker.MetricOldestInFlightAge); n != 0 {

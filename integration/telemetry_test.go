@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -62,7 +63,7 @@ func TestMetricsHaveExactValues(t *testing.T) {
 	b.waitCommitted(t, 30*time.Second)
 	g, topic := b.group, b.topic
 	lag := func() float64 { return gauge(t, reg, worker.MetricConsumerLag, g, topic, "0") }
-	waitFor(t, 30*time.Second, "lag 0", func() bool { return lag() == 0 })
+	testutil.WaitFor(t, 30*time.Second, "lag 0", func() bool { return lag() == 0 })
 
 	for _, c := range []struct {
 		name   string
@@ -145,7 +146,7 @@ func TestTracingSpans(t *testing.T) {
 	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
 	w := start(t, b.retryConfig(1, 100*time.Millisecond), h,
 		worker.WithTracerProvider(provider), worker.WithPropagator(propagation.TraceContext{}))
-	waitFor(t, 30*time.Second, "three deliveries ended", func() bool { return len(rec.Ended()) >= 3 })
+	testutil.WaitFor(t, 30*time.Second, "three deliveries ended", func() bool { return len(rec.Ended()) >= 3 })
 	w.stop(t)
 
 	var traced, retried []sdktrace.ReadOnlySpan
@@ -229,7 +230,7 @@ func TestReadinessFollowsTheBroker(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, 30*time.Second, "/readyz 200", func() bool { return status("/readyz") == http.StatusOK })
+	testutil.WaitFor(t, 30*time.Second, "/readyz 200", func() bool { return status("/readyz") == http.StatusOK })
 
 	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {
@@ -247,7 +248,7 @@ func TestReadinessFollowsTheBroker(t *testing.T) {
 
 	addr := b.cluster.Addrs()[0]
 	b.cluster.Close()
-	waitFor(t, 30*time.Second, "/readyz 503 with the broker gone", func() bool { return status("/readyz") == http.StatusServiceUnavailable })
+	testutil.WaitFor(t, 30*time.Second, "/readyz 503 with the broker gone", func() bool { return status("/readyz") == http.StatusServiceUnavailable })
 	if s := status("/healthz"); s != http.StatusOK {
 		t.Fatalf("/healthz = %d while the broker is down; a broker outage is not a dead process", s)
 	}
@@ -262,7 +263,7 @@ func TestReadinessFollowsTheBroker(t *testing.T) {
 	if err := back.CreateTopic(ctx(t), b.topic, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "/readyz 200 with the broker back", func() bool { return status("/readyz") == http.StatusOK })
+	testutil.WaitFor(t, 60*time.Second, "/readyz 200 with the broker back", func() bool { return status("/readyz") == http.StatusOK })
 }
 
 // WithMiddleware wraps the handler: a middleware sees every delivery, in
@@ -285,7 +286,7 @@ func TestWithMiddlewareWrapsTheHandler(t *testing.T) {
 	}
 	rec := newRecorder()
 	w := start(t, b.config(), rec, worker.WithMiddleware(tag("outer"), tag("inner")))
-	waitFor(t, 30*time.Second, "all handled", func() bool { return rec.handled.Load() == 10 })
+	testutil.WaitFor(t, 30*time.Second, "all handled", func() bool { return rec.handled.Load() == 10 })
 	w.stop(t)
 	mu <- struct{}{}
 	defer func() { <-mu }()
@@ -310,7 +311,7 @@ func histCount(t *testing.T, reg *prometheus.Registry, name string, labels ...st
 
 func series(t *testing.T, reg *prometheus.Registry, name string) int {
 	t.Helper()
-	n, err := testutil.GatherAndCount(reg, name)
+	n, err := promtest.GatherAndCount(reg, name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,36 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/middleware"
 )
-
-// recorder is an slog.Handler that keeps every record, at every level.
-type recorder struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
-func (r *recorder) WithGroup(string) slog.Handler            { return r }
-func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.records = append(r.records, rec.Clone())
-	return nil
-}
-
-// attrs returns a record's attributes by key, resolved.
-func attrs(rec slog.Record) map[string]slog.Value {
-	m := map[string]slog.Value{}
-	rec.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.Resolve(); return true })
-	return m
-}
 
 // secretMsg carries payload bytes that must never reach a log line.
 func secretMsg() *handler.Message {
@@ -50,21 +27,21 @@ func secretMsg() *handler.Message {
 
 func TestLoggingFailureAtWarn(t *testing.T) {
 	t.Parallel()
-	rec := &recorder{}
+	rec := &testutil.Logs{}
 	want := fmt.Errorf("calling billing: %w", context.DeadlineExceeded)
 	h := handler.HandlerFunc(func(context.Context, *handler.Message) error { return want })
-	err := middleware.Logging(slog.New(rec))(h).Handle(context.Background(), secretMsg())
+	err := middleware.Logging(rec.Logger())(h).Handle(context.Background(), secretMsg())
 	if err != want {
 		t.Fatalf("Logging returned %v, want the handler's error unchanged", err)
 	}
-	if len(rec.records) != 1 {
-		t.Fatalf("got %d log lines, want exactly 1", len(rec.records))
+	if len(rec.Records()) != 1 {
+		t.Fatalf("got %d log lines, want exactly 1", len(rec.Records()))
 	}
-	r := rec.records[0]
+	r := rec.Records()[0]
 	if r.Level != slog.LevelWarn {
 		t.Errorf("level = %v, want WARN", r.Level)
 	}
-	a := attrs(r)
+	a := testutil.Attrs(r)
 	for key, exp := range map[string]any{
 		"messaging.destination.name":         "orders",
 		"messaging.destination.partition.id": int64(3),
@@ -86,15 +63,15 @@ func TestLoggingFailureAtWarn(t *testing.T) {
 
 func TestLoggingSuccessAtDebugOnly(t *testing.T) {
 	t.Parallel()
-	rec := &recorder{}
+	rec := &testutil.Logs{}
 	ok := handler.HandlerFunc(func(context.Context, *handler.Message) error { return nil })
-	if err := middleware.Logging(slog.New(rec))(ok).Handle(context.Background(), secretMsg()); err != nil {
+	if err := middleware.Logging(rec.Logger())(ok).Handle(context.Background(), secretMsg()); err != nil {
 		t.Fatalf("Logging returned %v for a successful handler", err)
 	}
-	if len(rec.records) != 1 || rec.records[0].Level != slog.LevelDebug {
-		t.Fatalf("got %v, want exactly one DEBUG line", rec.records)
+	if len(rec.Records()) != 1 || rec.Records()[0].Level != slog.LevelDebug {
+		t.Fatalf("got %v, want exactly one DEBUG line", rec.Records())
 	}
-	a := attrs(rec.records[0])
+	a := testutil.Attrs(rec.Records()[0])
 	if _, has := a["error"]; has || a["messaging.kafka.offset"].Int64() != 42 {
 		t.Errorf("success line attributes %v, want offset 42 and no error", a)
 	}

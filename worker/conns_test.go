@@ -3,16 +3,17 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 )
 
 // With no broker listening, awaitBroker retries with backoff, logging each
@@ -30,9 +31,9 @@ func TestConnectAwaitBrokerRetriesThenGivesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs logRecords
+	var logs testutil.Logs
 	w, err := New(c, handler.HandlerFunc(func(context.Context, *handler.Message) error { return nil }),
-		WithLogger(slog.New(&logs)), WithRegisterer(prometheus.NewRegistry()))
+		WithLogger(logs.Logger()), WithRegisterer(prometheus.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,12 +48,12 @@ func TestConnectAwaitBrokerRetriesThenGivesUp(t *testing.T) {
 	if took < 700*time.Millisecond || took > 2*time.Second {
 		t.Errorf("gave up after %v, want about 700ms", took)
 	}
-	tries, fails := logs.messages(slog.LevelInfo, "connecting to Kafka"), logs.messages(slog.LevelWarn, "Kafka broker did not answer")
+	tries, fails := logs.Find(slog.LevelInfo, "connecting to Kafka"), logs.Find(slog.LevelWarn, "Kafka broker did not answer")
 	if len(tries) < 3 || len(fails) != len(tries) {
 		t.Errorf("want at least 3 logged attempts (backoff 100ms, 200ms, 400ms), each with its failure; got %d attempts, %d failures", len(tries), len(fails))
 	}
 	for i, rec := range tries {
-		if got := recordAttr(rec, "attempt"); got != int64(i+1) {
+		if got := testutil.Attr(rec, "attempt"); got != fmt.Sprint(i+1) {
 			t.Errorf("attempt %d logged as attempt %v", i+1, got)
 		}
 	}
@@ -79,46 +80,4 @@ func TestMissingTopicErrorNamesEveryTopic(t *testing.T) {
 	if got := sourceTopicsMissing([]string{"orders"}).Error(); !strings.HasPrefix(got, `kafkaworker: source topic does not exist: "orders": create it `) {
 		t.Fatalf("one topic: %s", got)
 	}
-}
-
-// logRecords is a slog.Handler that keeps every record.
-type logRecords struct {
-	mu sync.Mutex
-	rs []slog.Record
-}
-
-func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
-
-func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.rs = append(l.rs, r.Clone())
-	return nil
-}
-
-func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logRecords) WithGroup(string) slog.Handler      { return l }
-
-func (l *logRecords) messages(level slog.Level, msg string) []slog.Record {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []slog.Record
-	for _, r := range l.rs {
-		if r.Level == level && r.Message == msg {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func recordAttr(r slog.Record, key string) any {
-	var v any
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == key {
-			v = a.Value.Any()
-			return false
-		}
-		return true
-	})
-	return v
 }

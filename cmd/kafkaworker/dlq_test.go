@@ -8,8 +8,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
@@ -68,7 +70,7 @@ func deadLetterTen(t *testing.T, e *env) *deadLettering {
 	if _, err := e.cluster.Produce(e.ctx, recs...); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "10 dead letters", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "10 dead letters", func() bool {
 		end, err := e.cluster.EndOffsets(e.ctx, "orders.g.dlq")
 		return err == nil && sum(end) == 10
 	})

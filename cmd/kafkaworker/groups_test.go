@@ -7,8 +7,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 )
 
@@ -49,7 +51,7 @@ func TestGroupsDescribeWorkerLeftovers(t *testing.T) {
 	})
 
 	var d groupDescription
-	eventually(t, "the worker to commit a done-set of 8 offsets", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the worker to commit a done-set of 8 offsets", func() bool {
 		r := e.run("groups", "describe", "g", "-o", "json")
 		d = groupDescription{}
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &d) == nil && len(d.Totals) == 1 && d.Totals[0].DoneAhead == 8
@@ -60,7 +62,7 @@ func TestGroupsDescribeWorkerLeftovers(t *testing.T) {
 	// Stop the worker with no handler blocked: the slow keys fail and are
 	// retried in place, so offsets 0 and 4 stay unfinished.
 	close(release)
-	eventually(t, "both held keys to fail after the release", func() bool { return failedAfterRelease.Load() >= 2 })
+	testutil.WaitFor(t, 20*time.Second, "both held keys to fail after the release", func() bool { return failedAfterRelease.Load() >= 2 })
 	w.stop(t)
 
 	r := e.ok("groups", "describe", "g", "-o", "json")

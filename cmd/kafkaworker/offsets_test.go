@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 )
 
 func TestOffsetsReset(t *testing.T) {
@@ -15,7 +17,7 @@ func TestOffsetsReset(t *testing.T) {
 	produceExplicit(t, e, "orders", 0, 6)
 	produceExplicit(t, e, "orders", 1, 4)
 	w := e.startWorker(e.workerConfig("g", "orders"), func(context.Context, *handler.Message) error { return nil })
-	eventually(t, "the worker to commit everything", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the worker to commit everything", func() bool {
 		c, err := e.cluster.CommittedOffsets(e.ctx, "g", "orders")
 		return err == nil && c[0] == 6 && c[1] == 4
 	})

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 )
 
@@ -132,7 +133,7 @@ func TestConsumeBadInput(t *testing.T) {
 func TestConsumeFollow(t *testing.T) {
 	e := newEnv(t)
 	e.topic("orders", 1)
-	var out, errb syncBuffer
+	var out, errb testutil.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(e.ctx, []string{"consume", "orders", "--follow", "--count", "2", "--brokers", e.cluster.Addrs()[0]}, strings.NewReader(""), &out, &errb)

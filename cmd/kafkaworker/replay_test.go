@@ -5,8 +5,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
@@ -68,7 +70,7 @@ func TestReplayEndToEnd(t *testing.T) {
 	if len(replayed) != 5 {
 		t.Fatalf("%d distinct records replayed to orders, want 5: %v", len(replayed), replayed)
 	}
-	eventually(t, "the worker to handle the 5 replayed records", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the worker to handle the 5 replayed records", func() bool {
 		for v := range replayed {
 			if d.count(v) != 1 {
 				return false
@@ -108,10 +110,10 @@ func TestReplayResumes(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb testutil.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, strings.NewReader(""), &out, &errb) }()
-	eventually(t, "the replay to send 2 records", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the replay to send 2 records", func() bool {
 		end, _ := e.cluster.EndOffsets(e.ctx, "orders")
 		return sum(end)-sum(before) >= 2
 	})

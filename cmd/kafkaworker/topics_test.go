@@ -5,7 +5,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 )
 
@@ -44,7 +46,7 @@ func TestTopicsLifecycle(t *testing.T) {
 		t.Fatal("delete without --yes deleted the topic")
 	}
 	e.ok("topics", "delete", "orders", "--yes")
-	eventually(t, "orders to be deleted", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "orders to be deleted", func() bool {
 		_, ok := e.topics()["orders"]
 		return !ok
 	})
@@ -88,12 +90,12 @@ func TestTopicsBadInput(t *testing.T) {
 
 func TestNoBrokers(t *testing.T) {
 	unsetenv(t, "KAFKA_BROKERS", "KAFKA_BOOTSTRAP_SERVERS")
-	var out, errb syncBuffer
+	var out, errb testutil.Buffer
 	code := run(t.Context(), []string{"topics", "list"}, strings.NewReader(""), &out, &errb)
 	checkFailure(t, nil, result{out.String(), errb.String(), code}, "--brokers", "KAFKA_BROKERS")
 
 	t.Setenv("KAFKA_SASL_MECHANISM", "PLAIN") // no user, no password
-	errb = syncBuffer{}
+	errb = testutil.Buffer{}
 	code = run(t.Context(), []string{"topics", "list", "--brokers", "127.0.0.1:1"}, strings.NewReader(""), &out, &errb)
 	checkFailure(t, nil, result{out.String(), errb.String(), code}, "KAFKA_SASL_USERNAME")
 }
@@ -105,7 +107,7 @@ func TestHelpHasExamples(t *testing.T) {
 			t.Errorf("%s has no Example", c.CommandPath())
 		}
 	}
-	var out, errb syncBuffer
+	var out, errb testutil.Buffer
 	if code := run(t.Context(), []string{"dlq", "replay", "--help"}, strings.NewReader(""), &out, &errb); code != 0 || !strings.Contains(out.String(), "Examples:") {
 		t.Errorf("dlq replay --help: exit %d, output %q", code, out.String())
 	}
@@ -127,7 +129,7 @@ func TestCompletionFromTheCluster(t *testing.T) {
 	// environment here rather than from a trailing --brokers.
 	t.Setenv("KAFKA_BROKERS", strings.Join(e.cluster.Addrs(), ","))
 	lines := func(args ...string) []string {
-		var out, errb syncBuffer
+		var out, errb testutil.Buffer
 		if code := run(e.ctx, append([]string{"__complete"}, args...), strings.NewReader(""), &out, &errb); code != 0 {
 			t.Fatalf("__complete %q: exit %d: %s", args, code, errb.String())
 		}
