@@ -1,0 +1,56 @@
+// Package engine is the consume path of a worker: sarama's group handler
+// (Consumer: Setup, ConsumeClaim, Cleanup), one partition per claim with
+// its dispatcher, the per-key FIFOs that keep each key's messages in
+// offset order, the goroutine pool that runs handlers (Pool runs a
+// function; it knows nothing of partitions' insides), delivery with
+// in-place retries and forwarding to retry tiers or the dead-letter topic,
+// the stuck-message watch, the status sample, and the stop budget
+// (Deadlines), the one place the shutdown and revoke deadlines are
+// computed.
+//
+// Everything is built from Params (the worker's settings, its log, its
+// committer, forwarder, metrics and tracing) handed in by package worker;
+// nothing here reaches back into a Worker. The commit state of a partition
+// is a commit.State, which the partition drives through its methods only
+// (Start, Capacity, Admit, Finish, Snapshot, ...) and the committer reads
+// through its snapshot-then-ack interface.
+//
+// # Message path
+//
+//	ConsumeClaim -> dispatcher.run -> partition.admit (commit.State.Admit, key FIFO)
+//	  -> Pool -> partition.run -> deliver (handler, retry, forward)
+//	  -> partition.complete (commit.State.Finish) -> next message of the key
+//
+// # Locks
+//
+// Each type guards its own fields with its own mutex, and no type takes
+// another's. The order, when two are held at once (outer first):
+//
+//	partition.mu -> commit.State.mu
+//	commit.Committer.mu -> commit.State.mu
+//	telemetry's delivery collector mu -> telemetry.Stats.mu
+//
+// Under partition.mu the code calls into commit.State (Finish, Snapshot,
+// Oldest, EachUnfinished) and takes only leaf locks besides: Clock.mu
+// (when the coarse clock wakes up), telemetry's metric vectors, the
+// logger's. It never takes Pool.mu, the Committer's lock,
+// telemetry.Stats.mu or another partition's mu. commit.State calls nothing
+// outside itself while it holds its lock (EachUnfinished's callback runs
+// under it and must only read the task). Pool.mu, Clock.mu, the status
+// board's locks and the broker probe's are leaves: nothing else is locked
+// while one is held. The pool pushes tasks after the partition's lock is
+// released, and reads which partition a goroutine runs from atomics, so a
+// drain waits for its partition's handlers without locking the pool. A
+// Prometheus scrape locks each partition's Stats (their own lock), never a
+// partition; the status totals read Stats the same way.
+//
+// # Stop
+//
+// A revoked claim stops in Cleanup (cooperative rebalancing: Messages()
+// closes): the dispatcher stops taking in, running handlers get the
+// revoke-drain budget, the partition is fenced, and its final commit gets
+// the revoke-commit budget (Deadlines.RevokeDrain, RevokeCommit). When the
+// worker stops, Deadlines splits the shutdown budget the same way for
+// every partition at once; LeaveAfterDrain leaves the group only once the
+// final commits are done.
+package engine
