@@ -13,7 +13,7 @@ import (
 // sarama consumer uses, sarama's defaults but for the oldest initial offset
 // (as the worker's default), the sticky strategy, sarama's auto-commit of
 // marked offsets every second, and errors returned. It is not the worker's
-// (see worker/sarama.go: cooperative-sticky, its own committer with
+// (see internal/kconn/sarama.go: cooperative-sticky, its own committer with
 // sarama's auto-commit off, shorter rejoin backoff, no topic
 // auto-creation); the table notes list both from the configs themselves.
 func rawSaramaConfig() *sarama.Config {

@@ -18,11 +18,11 @@
 //     unfinished offset, are committed synchronously, the session's
 //     partitions in one request. The session stays in the group meanwhile,
 //     so a rebalance in flight completes and a commit refused for a stale
-//     generation is retried with the new one, for up to engine.FinalCommitGrace
+//     generation is retried with the new one, for up to 2s (engine.FinalCommitGrace)
 //     after the shutdown timeout.
 //  4. The session ends and the member leaves the group (unless static
 //     membership is on), so its partitions move to other members at once;
-//     leaving and closing the connections get engine.CloseTimeout.
+//     leaving and closing the connections get 1s (engine.CloseTimeout).
 //  5. The handler goroutines exit (one that ignores its cancelled context
 //     is abandoned, not waited for again) and Run returns nil.
 //
@@ -108,7 +108,7 @@ func (w *Worker) Config() Config { return w.cfg }
 // topic that stays missing; see fatalHints). A rebalance, a moving coordinator or
 // a broker hiccup is retried, not returned. After ctx is cancelled Run
 // returns within Config.ShutdownTimeout + 5s, whatever the broker or the
-// handlers do (see shutdown.go). Connecting, logged attempt by attempt,
+// handlers do (see lifecycle.go and engine.Deadlines). Connecting, logged attempt by attempt,
 // also ends when ctx is cancelled: Run then returns nil within a second, as
 // on any other cancel. Run may be called once; a second call returns
 // ErrAlreadyRunning.
