@@ -42,6 +42,12 @@ func (l *Logs) Records() []slog.Record {
 	return slices.Clone(l.rs)
 }
 
+func (l *Logs) add(r slog.Record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rs = append(l.rs, r.Clone())
+}
+
 // Find returns the records of the given level and message.
 func (l *Logs) Find(level slog.Level, msg string) []slog.Record {
 	var out []slog.Record
@@ -63,9 +69,7 @@ type logsHandler struct {
 func (h logsHandler) Enabled(context.Context, slog.Level) bool { return true }
 
 func (h logsHandler) Handle(ctx context.Context, r slog.Record) error {
-	h.logs.mu.Lock()
-	h.logs.rs = append(h.logs.rs, r.Clone())
-	h.logs.mu.Unlock()
+	h.logs.add(r)
 	if h.next.Enabled(ctx, r.Level) {
 		return h.next.Handle(ctx, r)
 	}
