@@ -3,6 +3,7 @@ package commit
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/IBM/sarama"
 
@@ -54,12 +55,12 @@ type State[T Entry] struct {
 	meta        string // done-set of what finished at or above marked
 	committed   int64  // marked and meta as last acknowledged by the coordinator
 	commitMeta  string
-	released    bool // the final commit was made: commit nothing more
-	metaDirty   bool // the done ranges changed since meta
-	truncated   bool // a commit had to leave ranges out (logged once)
-	skipped     int  // messages skipped because skip held them
-	starved     bool // the dispatcher holds messages the budget refused
-	doneSetFull bool // intake stopped because the done-set neared the metadata limit
+	released    bool        // the final commit was made: commit nothing more
+	metaDirty   bool        // the done ranges changed since meta
+	truncated   bool        // a commit had to leave ranges out (logged once)
+	skipped     int         // messages skipped because skip held them
+	starved     atomic.Bool // the dispatcher holds messages the budget refused; written under mu, read anywhere (Starved)
+	doneSetFull bool        // intake stopped because the done-set neared the metadata limit
 }
 
 // StateParams are what a State is made from.
@@ -150,7 +151,7 @@ func (s *State[T]) Admit(offsets []int64, refs []T, refused bool, first int64) (
 	s.markCommittable()
 	full = refused || s.doneSetFull
 	if full {
-		s.starved = true
+		s.starved.Store(true)
 		if s.maxHeld > s.offsets.heldCount() && (!s.doneSetFull || s.doneSetRoom(1, first) > 0) {
 			// Completions since the room was counted freed some without a
 			// starved dispatcher to wake: wake it now, or it would wait.
@@ -163,18 +164,45 @@ func (s *State[T]) Admit(offsets []int64, refs []T, refused bool, first int64) (
 
 // Finish records the message of handle h as done: the committable offset
 // moves when it was the oldest unfinished one, and a starved dispatcher is
-// woken.
-func (s *State[T]) Finish(h Handle) {
+// woken. It reports whether nothing is left unfinished.
+func (s *State[T]) Finish(h Handle) (idle bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.offsets.finish(int32(h)) {
 		s.metaDirty = true // done behind an unfinished one
 	}
 	s.markCommittable()
-	if s.starved {
+	if s.starved.Load() {
 		s.wake()
 	}
+	return s.offsets.heldCount() == 0
 }
+
+// FinishAll is Finish for several handles at once, in the order given,
+// under one lock. It reports whether nothing is left unfinished; with no
+// handles it does nothing and reports false.
+func (s *State[T]) FinishAll(hs []Handle) (idle bool) {
+	if len(hs) == 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range hs {
+		if !s.offsets.finish(int32(h)) {
+			s.metaDirty = true // done behind an unfinished one
+		}
+	}
+	s.markCommittable()
+	if s.starved.Load() {
+		s.wake()
+	}
+	return s.offsets.heldCount() == 0
+}
+
+// Starved reports, without taking the lock, that the dispatcher waits for
+// budget (see Admit): a caller that holds finished messages back to
+// finish them in a batch should finish them now.
+func (s *State[T]) Starved() bool { return s.starved.Load() }
 
 // markCommittable marks the committable offset. Called with s.mu held.
 func (s *State[T]) markCommittable() {
@@ -186,7 +214,7 @@ func (s *State[T]) markCommittable() {
 // wake tells a starved dispatcher that it may take in more. Called with
 // s.mu held.
 func (s *State[T]) wake() {
-	s.starved = false
+	s.starved.Store(false)
 	select {
 	case s.freed <- struct{}{}:
 	default:

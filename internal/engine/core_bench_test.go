@@ -430,7 +430,9 @@ func benchAdmit(b *testing.B, keys, batch int, run bool) {
 					t = p.run(t, &slot)
 				} else {
 					p.mu.Lock()
-					t = p.complete(t)
+					var idle bool
+					t, idle = p.complete(t)
+					p.settle(false, idle)
 					p.mu.Unlock()
 				}
 			}

@@ -120,17 +120,26 @@ func (p *partition) forward(t *task) error {
 	return nil
 }
 
+// statsBatch is how many deliveries a partition records before it adds
+// them to its stats even while busy (see flushStats).
+const statsBatch = 64
+
 // record adds t's last delivery, if noted and not yet recorded, to the
-// partition's metrics. Called by the goroutine that ran the delivery.
+// partition's pending metrics. Called by the goroutine that ran the
+// delivery, with p.mu held.
 func (p *partition) record(t *task) {
 	if !t.noted || p.stats == nil {
 		t.noted = false
 		return
 	}
 	t.noted = false
-	p.stats.Record(t.outcome, t.took, t.delay, t.hasDelay)
+	p.pending.Record(t.outcome, t.took, t.delay, t.hasDelay)
 	t.hasDelay = false
 }
+
+// flushStats adds the pending deliveries to p's stats, taking their lock
+// once for all of them (see settle for when). Called with p.mu held.
+func (p *partition) flushStats() { p.stats.Add(&p.pending) }
 
 // msgAttrs are the log attributes naming t's message, then extra.
 func (p *partition) msgAttrs(t *task, extra ...any) []any {

@@ -27,14 +27,17 @@
 // another's. The order, when two are held at once (outer first):
 //
 //	partition.mu -> commit.State.mu
+//	partition.mu -> telemetry.Stats.mu (flushStats: a batch of deliveries at once)
 //	commit.Committer.mu -> commit.State.mu
 //	telemetry's delivery collector mu -> telemetry.Stats.mu
 //
 // Under partition.mu the code calls into commit.State (Finish, Snapshot,
-// Oldest, EachUnfinished) and takes only leaf locks besides: Clock.mu
-// (when the coarse clock wakes up), telemetry's metric vectors, the
-// logger's. It never takes Pool.mu, the Committer's lock,
-// telemetry.Stats.mu or another partition's mu. commit.State calls nothing
+// Oldest, EachUnfinished), adds its pending deliveries to its
+// telemetry.Stats, and takes only leaf locks besides: Clock.mu (when the
+// coarse clock wakes up), telemetry's metric vectors, the logger's. It
+// never takes Pool.mu, the Committer's lock or another partition's mu;
+// neither commit.State nor telemetry.Stats takes any lock while holding
+// its own. commit.State calls nothing
 // outside itself while it holds its lock (EachUnfinished's callback runs
 // under it and must only read the task). Pool.mu, Clock.mu, the status
 // board's locks and the broker probe's are leaves: nothing else is locked
@@ -42,7 +45,9 @@
 // released, and reads which partition a goroutine runs from atomics, so a
 // drain waits for its partition's handlers without locking the pool. A
 // Prometheus scrape locks each partition's Stats (their own lock), never a
-// partition; the status totals read Stats the same way.
+// partition; the status totals read Stats the same way. Deliveries reach
+// Stats in batches (partition.flushStats), so the hot path takes two locks
+// per message: the partition's and its commit state's.
 //
 // # Stop
 //

@@ -81,6 +81,7 @@ type partition struct {
 	hop        forward.Hop        // source topic or retry tier
 	fwd        *forward.Forwarder // nil when nothing is forwarded
 	stats      *telemetry.Stats   // nil in unit tests
+	pending    telemetry.Delta    // deliveries not yet added to stats; guarded by mu (see flushStats)
 	all        *telemetry.Metrics
 	tracing    telemetry.Tracing
 	spanAttrs  []attribute.KeyValue // the span attributes shared by this partition's deliveries
@@ -111,11 +112,14 @@ type partition struct {
 	backingOff map[*task]*time.Timer
 	runExit    chan struct{} // signalled when a handler returns while draining
 
-	scratch, ready []*task // admit's buffers, reused; only the dispatcher touches them
-	offs           []int64 // admit's offsets buffer; only the dispatcher touches it
-	spare          []task  // the unused rest of the last chunk of tasks; only the dispatcher touches it
-	free           []*task // done tasks, for the dispatcher to reuse; guarded by mu
-	reuse          []*task // takeFree's buffer; only the dispatcher touches it
+	scratch, ready []*task         // admit's buffers, reused; only the dispatcher touches them
+	offs           []int64         // admit's offsets buffer; only the dispatcher touches it
+	spare          []task          // the unused rest of the last chunk of tasks; only the dispatcher touches it
+	free           []*task         // done tasks, for the dispatcher to reuse; guarded by mu
+	finished       []*task         // completed, their commit-state Finish pending (flushFinished); guarded by mu
+	finishHs       []commit.Handle // flushFinished's buffer; guarded by mu
+	unfinished     int             // admitted and not completed (nor discarded); guarded by mu
+	reuse          []*task         // takeFree's buffer; only the dispatcher touches it
 }
 
 // initTask fills t for message m.
@@ -190,7 +194,6 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	for i, t := range built {
 		t.node = hs[i]
 	}
-	p.stats.AddConsumed(n)
 
 	p.mu.Lock()
 	ready := p.ready[:0]
@@ -199,7 +202,17 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 			ready = append(ready, t)
 		}
 	}
+	p.unfinished += len(built)
+	p.pending.AddConsumed(n)
+	if p.unfinished == 0 {
+		p.flushStats() // nothing in flight will flush them (skipped offsets only)
+	}
 	p.free = append(p.free, reuse...) // taken but not needed
+	if full {
+		// The budget counted completions held back (settle): pass them
+		// on, which wakes the dispatcher at once if they free room.
+		p.flushFinished()
+	}
 	p.mu.Unlock()
 
 	p.pool.pushAll(ready)
@@ -309,19 +322,21 @@ func (p *partition) run(t *task, slot *runSlot) *task {
 	}
 
 	err := p.deliver(t)
-	p.record(t)
 
 	p.mu.Lock()
+	p.record(t)
 	var next *task
+	idle := false
 	state := p.loadState() // changes only under p.mu
 	switch {
 	case state == partFenced:
 		// The claim was given up while the handler ran: discard.
 	case err == nil:
-		next = p.complete(t)
+		next, idle = p.complete(t)
 	case state == partRunning:
 		p.scheduleRetry(t, err)
 	}
+	p.settle(err != nil, idle)
 	p.mu.Unlock()
 	p.finishRun(slot)
 	if state != partRunning {
@@ -377,9 +392,10 @@ func (p *partition) call(ctx context.Context, t *task) (err error) {
 
 // complete records t as done, moves the committable offset if t was the
 // oldest unfinished message, and returns t's successor in its key's FIFO.
-// Called with p.mu held.
-func (p *partition) complete(t *task) *task {
-	next := t.next
+// It also reports whether nothing of p is left unfinished. Called with
+// p.mu held.
+func (p *partition) complete(t *task) (next *task, idle bool) {
+	next = t.next
 	if ks := t.key; ks != nil && ks.last == t {
 		ks.last = nil // t was the last pending message of its key: the key is idle
 	}
@@ -387,13 +403,53 @@ func (p *partition) complete(t *task) *task {
 	if t.stuck {
 		p.reportUnstuck(t)
 	}
-	p.state.Finish(t.node)
-	// Nothing refers to t any more: not its key (ks.last moved on or is
-	// nil), its predecessor (whose next was cleared when it completed), the
-	// commit state, the pool's queue or a retry timer, and run no longer
-	// touches it. The dispatcher may reuse it.
-	p.free = append(p.free, t)
-	return next
+	// The commit state learns of t in a batch (flushFinished), which also
+	// hands t to the dispatcher for reuse: by then nothing refers to t any
+	// more: not its key (ks.last moved on or is nil), its predecessor (whose
+	// next was cleared when it completed), the commit state, the pool's
+	// queue or a retry timer, and run no longer touches it.
+	p.finished = append(p.finished, t)
+	p.unfinished--
+	return next, p.unfinished == 0
+}
+
+// finishBatch is how many completions a partition holds back before it
+// tells its commit state (see settle).
+const finishBatch = 64
+
+// settle passes what the partition's goroutines held back on: completions
+// to the commit state when the partition has nothing left unfinished, when
+// finishBatch accumulated, or when the dispatcher waits for budget; and
+// recorded deliveries to the stats on a failure, when idle, or after
+// statsBatch. The dispatcher also flushes the completions when a batch
+// found the budget full, both every second (watchHeld), and drain both
+// before the final commit, so the committable offset and the metrics trail
+// completions by at most a batch or a second while busy, and not at all
+// once idle or stopping. Called with p.mu held.
+func (p *partition) settle(failed, idle bool) {
+	if idle || len(p.finished) >= finishBatch || p.state.Starved() {
+		p.flushFinished()
+	}
+	if failed || idle || p.pending.Len() >= statsBatch {
+		p.flushStats()
+	}
+}
+
+// flushFinished tells the commit state of the completions held back, in
+// completion order and under one of its locks, and hands their tasks to
+// the dispatcher for reuse. Called with p.mu held.
+func (p *partition) flushFinished() {
+	if len(p.finished) == 0 {
+		return
+	}
+	hs := p.finishHs[:0]
+	for _, t := range p.finished {
+		hs = append(hs, t.node)
+	}
+	p.state.FinishAll(hs)
+	p.free = append(p.free, p.finished...)
+	clear(p.finished)
+	p.finished, p.finishHs = p.finished[:0], hs[:0]
 }
 
 // drain stops starting handlers, waits up to timeout for the running ones,
@@ -420,6 +476,8 @@ func (p *partition) drain(timeout time.Duration) int {
 	p.mu.Lock()
 	p.setState(partFenced)
 	abandoned := p.pool.runningIn(p)
+	p.flushFinished() // before the final commit
+	p.flushStats()    // before the claim's stats are retired
 	p.mu.Unlock()
 	p.cancel()
 	return abandoned

@@ -54,7 +54,9 @@ func (b *partitionBundle) queued() []*task {
 func (b *partitionBundle) finish(t *task) *task {
 	b.p.mu.Lock()
 	defer b.p.mu.Unlock()
-	return b.p.complete(t)
+	next, _ := b.p.complete(t)
+	b.p.flushFinished() // as the partition does once idle, at a batch or every second
+	return next
 }
 
 func TestPartitionMarksOnlyContiguousDoneOffsets(t *testing.T) {

@@ -9,12 +9,15 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
-// Stats are one claimed partition's per-message metrics: plain
-// numbers behind a lock of their own, which the partition's goroutines
-// take once per delivery and the dispatcher once per batch; no atomic
-// shared between partitions or goroutines sits on the hot path. The
-// collector adds them up when Prometheus scrapes, taking this lock and no
-// partition's.
+// Stats are one claimed partition's per-message metrics: plain numbers
+// behind a lock of their own. The partition records deliveries into a
+// Delta under its own lock, which it holds then anyway, and adds the
+// Delta here in one go (Add): after a batch of deliveries, on a failure,
+// when it has nothing left in flight, every second, and before it is
+// released.
+// No atomic shared between partitions or goroutines sits on the hot path.
+// The collector adds them up when Prometheus scrapes, taking this lock and
+// no partition's.
 type Stats struct {
 	group, topic string
 	mu           sync.Mutex
@@ -41,14 +44,56 @@ func (s *Stats) AddConsumed(n int) {
 // Record counts one delivery with outcome r that took took; delay, when
 // hasDelay, is the message's processing delay.
 func (s *Stats) Record(r metricdef.Result, took, delay time.Duration, hasDelay bool) {
-	s.mu.Lock()
-	s.processed[r]++
-	s.duration[r].observe(took)
-	if hasDelay {
-		s.delay.observe(delay)
-	}
-	s.mu.Unlock()
+	var d Delta
+	d.Record(r, took, delay, hasDelay)
+	s.Add(&d)
 }
+
+// Add adds d to s and empties d. s may be nil (no metrics): d is emptied.
+func (s *Stats) Add(d *Delta) {
+	if d.n == 0 && d.consumed == 0 {
+		return
+	}
+	if s != nil {
+		s.mu.Lock()
+		s.consumed += d.consumed
+		for r := range d.processed {
+			s.processed[r] += d.processed[r]
+			s.duration[r].merge(&d.duration[r])
+		}
+		s.delay.merge(&d.delay)
+		s.mu.Unlock()
+	}
+	*d = Delta{}
+}
+
+// Delta is deliveries recorded but not yet added to a Stats. It is not
+// safe for concurrent use: its owner (a partition) guards it with its own
+// lock.
+type Delta struct {
+	consumed  uint64
+	processed [metricdef.NumResults]uint64
+	duration  [metricdef.NumResults]localHist
+	delay     localHist
+	n         int
+}
+
+// Record counts one delivery, as Stats.Record does.
+func (d *Delta) Record(r metricdef.Result, took, delay time.Duration, hasDelay bool) {
+	d.processed[r]++
+	d.duration[r].observe(took)
+	if hasDelay {
+		d.delay.observe(delay)
+	}
+	d.n++
+}
+
+// AddConsumed counts n messages taken from Kafka, as Stats.AddConsumed
+// does.
+func (d *Delta) AddConsumed(n int) { d.consumed += uint64(n) }
+
+// Len is how many deliveries d holds.
+func (d *Delta) Len() int { return d.n }
 
 // localHist is a histogram over durationBuckets, not safe for concurrent
 // use. It counts in whole nanoseconds (no float work per observation); the
@@ -75,6 +120,18 @@ func (h *localHist) observe(d time.Duration) {
 	h.counts[i]++
 	h.count++
 	h.sumNs += int64(d)
+}
+
+// merge adds src's observations to h.
+func (h *localHist) merge(src *localHist) {
+	if src.count == 0 {
+		return
+	}
+	for i := range h.counts {
+		h.counts[i] += src.counts[i]
+	}
+	h.count += src.count
+	h.sumNs += src.sumNs
 }
 
 // sum is the observations' total in seconds.
