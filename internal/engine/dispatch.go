@@ -76,6 +76,7 @@ func (d *dispatcher) run(done <-chan struct{}) {
 			d.group.Pause(d.tp)
 			d.paused, d.holding = true, false
 		case <-tick.C:
+			d.p.flushHeld() // first, so what follows counts every completion
 			d.reportLag()
 			d.p.reportInFlight(false)
 			d.p.watchHeld()

@@ -12,14 +12,15 @@
 // committer, forwarder, metrics and tracing) handed in by package worker;
 // nothing here reaches back into a Worker. The commit state of a partition
 // is a commit.State, which the partition drives through its methods only
-// (Start, Capacity, Admit, Finish, Snapshot, ...) and the committer reads
+// (Start, Capacity, Admit, FinishAll, Snapshot, ...) and the committer reads
 // through its snapshot-then-ack interface.
 //
 // # Message path
 //
 //	ConsumeClaim -> dispatcher.run -> partition.admit (commit.State.Admit, key FIFO)
 //	  -> Pool -> partition.run -> deliver (handler, retry, forward)
-//	  -> partition.complete (commit.State.Finish) -> next message of the key
+//	  -> partition.complete -> next message of the key
+//	  -> partition.settle (commit.State.FinishAll, Stats.Add: in batches)
 //
 // # Locks
 //
@@ -31,7 +32,7 @@
 //	commit.Committer.mu -> commit.State.mu
 //	telemetry's delivery collector mu -> telemetry.Stats.mu
 //
-// Under partition.mu the code calls into commit.State (Finish, Snapshot,
+// Under partition.mu the code calls into commit.State (FinishAll, Snapshot,
 // Oldest, EachUnfinished), adds its pending deliveries to its
 // telemetry.Stats, and takes only leaf locks besides: Clock.mu (when the
 // coarse clock wakes up), telemetry's metric vectors, the logger's. It
@@ -45,9 +46,11 @@
 // released, and reads which partition a goroutine runs from atomics, so a
 // drain waits for its partition's handlers without locking the pool. A
 // Prometheus scrape locks each partition's Stats (their own lock), never a
-// partition; the status totals read Stats the same way. Deliveries reach
-// Stats in batches (partition.flushStats), so the hot path takes two locks
-// per message: the partition's and its commit state's.
+// partition; the status totals read Stats the same way. Completions reach
+// the commit state, and deliveries the Stats, in batches (partition.settle:
+// when the partition is idle, every 64, when the budget is full, on the
+// dispatcher's tick (WORKER_COMMIT_INTERVAL), and before the final commit), so a message costs one lock, the
+// partition's, and the other two are taken once per batch.
 //
 // # Stop
 //

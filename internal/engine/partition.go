@@ -422,10 +422,10 @@ const finishBatch = 64
 // finishBatch accumulated, or when the dispatcher waits for budget; and
 // recorded deliveries to the stats on a failure, when idle, or after
 // statsBatch. The dispatcher also flushes the completions when a batch
-// found the budget full, both every second (watchHeld), and drain both
+// found the budget full, both on its tick (flushHeld), and drain both
 // before the final commit, so the committable offset and the metrics trail
-// completions by at most a batch or a second while busy, and not at all
-// once idle or stopping. Called with p.mu held.
+// completions by at most a batch or a tick (WORKER_COMMIT_INTERVAL) while
+// busy, and not at all once idle or stopping. Called with p.mu held.
 func (p *partition) settle(failed, idle bool) {
 	if idle || len(p.finished) >= finishBatch || p.state.Starved() {
 		p.flushFinished()
@@ -450,6 +450,16 @@ func (p *partition) flushFinished() {
 	p.free = append(p.free, p.finished...)
 	clear(p.finished)
 	p.finished, p.finishHs = p.finished[:0], hs[:0]
+}
+
+// flushHeld passes on everything settle held back: the dispatcher calls it
+// at the start of its tick, so the lag, the status sample, the stuck watch
+// and the next commit count every completion so far.
+func (p *partition) flushHeld() {
+	p.mu.Lock()
+	p.flushFinished()
+	p.flushStats()
+	p.mu.Unlock()
 }
 
 // drain stops starting handlers, waits up to timeout for the running ones,

@@ -159,3 +159,47 @@ func TestPartitionCarriesThePreviousDoneSetForward(t *testing.T) {
 		}
 	}
 }
+
+// settle holds completions back while the partition is busy and hands them
+// to the commit state once it is idle, once finishBatch piled up, or on the
+// dispatcher's tick (flushHeld); the committable offset depends on it.
+func TestPartitionSettleHandsCompletionsOnInBatches(t *testing.T) {
+	t.Parallel()
+	b := setupPartition(t, 1000, nil)
+	for i := range finishBatch + 2 {
+		b.admit(string(rune('a'+i%26)) + string(rune('A'+i/26)))
+	}
+	ts := b.queued()
+	if len(ts) != finishBatch+2 {
+		t.Fatalf("want %d distinct keys started, got %d", finishBatch+2, len(ts))
+	}
+	settle := func(task *task) {
+		b.p.mu.Lock()
+		defer b.p.mu.Unlock()
+		_, idle := b.p.complete(task)
+		b.p.settle(false, idle)
+	}
+	before := b.p.state.Snapshot().Marked
+	settle(ts[0])
+	if m := b.p.state.Snapshot().Marked; m != before {
+		t.Fatalf("one completion while busy must be held back, yet the mark moved from %d to %d", before, m)
+	}
+	b.p.flushHeld()
+	if m := b.p.state.Snapshot().Marked; m != 1 {
+		t.Fatalf("the tick's flush must hand offset 0 on: want mark 1, got %d", m)
+	}
+	for _, task := range ts[1:finishBatch] {
+		settle(task)
+	}
+	if m := b.p.state.Snapshot().Marked; m != 1 {
+		t.Fatalf("%d completions are below the batch: want mark 1 still, got %d", finishBatch-1, m)
+	}
+	settle(ts[finishBatch])
+	if m := b.p.state.Snapshot().Marked; m != finishBatch+1 {
+		t.Fatalf("a full batch must reach the commit state: want mark %d, got %d", finishBatch+1, m)
+	}
+	settle(ts[finishBatch+1])
+	if m := b.p.state.Snapshot().Marked; m != finishBatch+2 {
+		t.Fatalf("the last completion leaves the partition idle and must be handed on: want mark %d, got %d", finishBatch+2, m)
+	}
+}

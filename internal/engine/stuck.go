@@ -16,8 +16,6 @@ func (p *partition) watchHeld() {
 	now := p.clock.read()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.flushFinished() // so the oldest unfinished message is one that really is
-	p.flushStats()
 	p.sweepKeys()
 	var age time.Duration
 	if oldest, ok := p.state.Oldest(); ok {
