@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/caarlos0/env/v11"
 
 	"github.com/kafkaworker/kafkaworker/internal/engine"
+	"github.com/kafkaworker/kafkaworker/internal/envconf"
 )
 
 // Ordering says which messages must be handled one after another.
@@ -213,9 +213,7 @@ func DefaultConfig() Config {
 	var c Config
 	// Parsing an empty environment applies exactly the envDefault tags, so
 	// the defaults live in one place.
-	if err := env.ParseWithOptions(&c, env.Options{Environment: map[string]string{}}); err != nil {
-		panic("kafkaworker: envDefault tags do not parse: " + err.Error())
-	}
+	envconf.Defaults(&c)
 	return c
 }
 
@@ -240,27 +238,14 @@ func (c Config) validate(hasTokenProvider bool) error {
 	var p []string
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
 
-	if len(c.Brokers) == 0 {
-		add("KAFKA_BROKERS: missing: set it to a comma-separated list of host:port, e.g. localhost:9092")
-	}
-	for _, b := range c.Brokers {
-		if !strings.Contains(b, ":") {
-			add("KAFKA_BROKERS: %q is not host:port: list the brokers as host:port, comma-separated", b)
-		}
-	}
+	// KAFKA_BROKERS, KAFKA_CLIENT_ID, KAFKA_VERSION, KAFKA_CONNECT_TIMEOUT,
+	// KAFKA_TLS_* and KAFKA_SASL_*: the rules every client shares.
+	c.conn().Validate(add, hasTokenProvider)
 	if strings.TrimSpace(c.GroupID) == "" {
 		add("KAFKA_GROUP_ID: missing: set the consumer group name")
 	}
 	if len(c.Topics) == 0 {
 		add("KAFKA_TOPICS: missing: set a comma-separated list of topics to consume")
-	}
-	if c.ClientID == "" {
-		add("KAFKA_CLIENT_ID: empty: set a client id or leave the variable unset for %q", "kafkaworker")
-	}
-	if c.Version != "" {
-		if _, err := sarama.ParseKafkaVersion(c.Version); err != nil {
-			add("KAFKA_VERSION=%q: not a Kafka version such as 3.6.0: %v", c.Version, err)
-		}
 	}
 	if o := c.InitialOffset.canonical(); o != OffsetOldest && o != OffsetNewest {
 		add("KAFKA_INITIAL_OFFSET=%q: neither oldest nor newest (nor Kafka's earliest or latest): use oldest to start a new group at the oldest message, newest to start at the next one produced", c.InitialOffset)
@@ -295,7 +280,6 @@ func (c Config) validate(hasTokenProvider bool) error {
 		name string
 		d    time.Duration
 	}{
-		{"KAFKA_CONNECT_TIMEOUT", c.ConnectTimeout},
 		{"WORKER_COMMIT_INTERVAL", c.CommitInterval}, {"WORKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 		{"RETRY_BACKOFF_INITIAL", c.RetryBackoffInitial}, {"RETRY_BACKOFF_MAX", c.RetryBackoffMax},
 	}
@@ -324,7 +308,6 @@ func (c Config) validate(hasTokenProvider bool) error {
 	if c.RetryBackoffInitial > 0 && c.RetryBackoffMax > 0 && c.RetryBackoffMax < c.RetryBackoffInitial {
 		add("RETRY_BACKOFF_MAX=%v: below RETRY_BACKOFF_INITIAL (%v): raise it or lower RETRY_BACKOFF_INITIAL", c.RetryBackoffMax, c.RetryBackoffInitial)
 	}
-	c.security().Validate(add, hasTokenProvider)
 	if len(p) == 0 {
 		return nil
 	}

@@ -28,6 +28,15 @@ func (c Config) security() kconn.Security {
 	}
 }
 
+// conn is c's connection settings, as kconn checks them (shared with
+// package producer).
+func (c Config) conn() kconn.Conn {
+	return kconn.Conn{
+		Brokers: c.Brokers, ClientID: c.ClientID, Version: c.Version, ConnectTimeout: c.ConnectTimeout,
+		Security: c.security(), TokenOption: "worker.WithTokenProvider",
+	}
+}
+
 // saslMechanism is KAFKA_SASL_MECHANISM in canonical (upper) case, or "".
 func (c Config) saslMechanism() string { return c.security().Mechanism() }
 
@@ -35,26 +44,11 @@ func (c Config) saslMechanism() string { return c.security().Mechanism() }
 // security: skipping certificate verification, and a PLAIN password sent
 // without TLS.
 func (w *Worker) warnInsecure() {
-	if w.cfg.TLSInsecureSkipVerify {
-		w.log.Warn("KAFKA_TLS_INSECURE_SKIP_VERIFY=true: the broker's certificate is not verified, so anyone on the path can impersonate it; use this in development only")
-	}
-	if w.cfg.security().Mechanism() == SASLPlain && !w.cfg.security().TLSOn() {
-		w.log.Warn("KAFKA_SASL_MECHANISM=PLAIN without TLS: the password crosses the network in cleartext; set KAFKA_TLS_ENABLED=true")
+	for _, msg := range w.cfg.security().Warnings() {
+		w.log.Warn(msg)
 	}
 }
 
 // logSecurity is the part of Config.LogValue about TLS and SASL: paths
 // and names, and [set] for the password.
-func (c Config) logSecurity() []slog.Attr {
-	pw := ""
-	if c.SASLPassword != "" {
-		pw = "[set]"
-	}
-	return []slog.Attr{
-		slog.Bool("tls_enabled", c.security().TLSOn()), slog.String("tls_ca_file", c.TLSCAFile),
-		slog.String("tls_cert_file", c.TLSCertFile), slog.String("tls_key_file", c.TLSKeyFile),
-		slog.String("tls_server_name", c.TLSServerName), slog.Bool("tls_insecure_skip_verify", c.TLSInsecureSkipVerify),
-		slog.String("sasl_mechanism", c.SASLMechanism), slog.String("sasl_username", c.SASLUsername),
-		slog.String("sasl_password", pw), slog.String("sasl_password_file", c.SASLPasswordFile),
-	}
-}
+func (c Config) logSecurity() []slog.Attr { return c.security().LogAttrs() }

@@ -29,14 +29,12 @@ type Settings struct {
 // SaramaConfig turns c into a sarama.Config, applies the hooks, and checks
 // what the worker relies on.
 func SaramaConfig(c Settings) (*sarama.Config, error) {
-	s := sarama.NewConfig()
-	s.ClientID = c.ClientID
-	if c.Version != "" {
-		v, err := sarama.ParseKafkaVersion(c.Version)
-		if err != nil {
-			return nil, fmt.Errorf("KAFKA_VERSION: %w", err)
-		}
-		s.Version = v
+	// Client id, version, TLS and SASL (KAFKA_TLS_*, KAFKA_SASL_*) and no
+	// automatic topic creation, as every client of the module has them,
+	// before the hooks, so WithSaramaConfig can still adjust them.
+	s, err := Conn{ClientID: c.ClientID, Version: c.Version, Security: c.Security}.Sarama(c.TokenProvider)
+	if err != nil {
+		return nil, err
 	}
 	s.Consumer.Offsets.Initial = sarama.OffsetOldest
 	if c.InitialNewest {
@@ -64,17 +62,11 @@ func SaramaConfig(c Settings) (*sarama.Config, error) {
 	// topic deleted while the worker runs would come back empty, with the
 	// broker's default partition count, and the group would carry on
 	// silently from its old offsets.
-	s.Metadata.AllowAutoTopicCreation = false
+	s.Metadata.AllowAutoTopicCreation = false // Conn.Sarama's too; the reason, for the worker
 	// The worker commits offsets itself (see internal/commit), only what was
 	// handled successfully, every CommitInterval and on release.
 	s.Consumer.Offsets.AutoCommit.Enable = false
 	s.Consumer.Return.Errors = true
-	// TLS and SASL (KAFKA_TLS_*, KAFKA_SASL_*), before the hooks, so
-	// WithSaramaConfig can still adjust them.
-	if err := c.Security.Apply(s, c.TokenProvider); err != nil {
-		return nil, fmt.Errorf("kafkaworker: %w", err)
-	}
-
 	for _, hook := range c.Hooks {
 		if hook != nil {
 			hook(s)

@@ -61,10 +61,10 @@ func (c Security) Mechanism() string {
 	return strings.ToUpper(strings.TrimSpace(c.SASLMechanism))
 }
 
-// Validate appends a problem for every bad TLS or SASL setting.
-// hasTokenProvider says whether WithTokenProvider was given; Validate,
-// which knows no options, passes true.
-func (c Security) Validate(add func(string, ...any), hasTokenProvider bool) {
+// validate appends a problem for every bad TLS or SASL setting (see
+// Conn.Validate). hasTokenProvider says whether tokenOption, the option
+// that supplies OAUTHBEARER tokens, was given.
+func (c Security) validate(add func(string, ...any), hasTokenProvider bool, tokenOption string) {
 	if c.TLSOn() {
 		// BuildTLS reads every file; each failure names its variable.
 		for _, err := range c.tlsProblems() {
@@ -90,7 +90,7 @@ func (c Security) Validate(add func(string, ...any), hasTokenProvider bool) {
 		return
 	case SASLOAuthBearer:
 		if !hasTokenProvider {
-			add("KAFKA_SASL_MECHANISM: OAUTHBEARER takes its tokens from code: pass worker.WithTokenProvider to New")
+			add("KAFKA_SASL_MECHANISM: OAUTHBEARER takes its tokens from code: pass %s to New", tokenOption)
 		}
 		for _, v := range []struct{ name, val string }{
 			{"KAFKA_SASL_USERNAME", c.SASLUsername}, {"KAFKA_SASL_PASSWORD", c.SASLPassword},
