@@ -57,3 +57,32 @@ func Partition(partition int32) slog.Attr  { return slog.Int(logKeyPartition, in
 func Offset(offset int64) slog.Attr        { return slog.Int64(logKeyOffset, offset) }
 func Group(group string) slog.Attr         { return slog.String(logKeyGroup, group) }
 func ErrorType(errorType string) slog.Attr { return slog.String(logKeyErrorType, errorType) }
+
+// SendSpanName is the name of a produced message's span.
+func SendSpanName(topic string) string { return "send " + topic }
+
+// SendSpan are a produced message's span attributes known when it is
+// sent: key nil means no key.
+func SendSpan(topic, clientID string, key []byte, bodySize int) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		semconv.MessagingSystemKafka,
+		semconv.MessagingOperationName("send"),
+		semconv.MessagingOperationTypeSend,
+		semconv.MessagingDestinationName(topic),
+		semconv.MessagingClientID(clientID),
+		semconv.MessagingMessageBodySize(bodySize),
+	}
+	if key != nil {
+		attrs = append(attrs, semconv.MessagingKafkaMessageKey(string(key)))
+	}
+	return attrs
+}
+
+// SentSpan are the span attributes of where the broker put a produced
+// message.
+func SentSpan(partition int32, offset int64) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		semconv.MessagingDestinationPartitionID(strconv.Itoa(int(partition))),
+		semconv.MessagingKafkaOffset(int(offset)),
+	}
+}

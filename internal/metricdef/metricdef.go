@@ -90,7 +90,10 @@ var defs = []Def{
 
 // Defs returns the definitions of every metric the worker exports, a
 // copy the caller may change.
-func Defs() []Def {
+func Defs() []Def { return copyDefs(defs) }
+
+// copyDefs is a deep copy of a table.
+func copyDefs(defs []Def) []Def {
 	out := make([]Def, len(defs))
 	for i, d := range defs {
 		d.Labels = slices.Clone(d.Labels)
@@ -117,14 +120,16 @@ func Names() []string {
 // duration metrics, one per outcome of a delivery.
 func ResultLabels() []string { return slices.Clone(resultLabels[:]) }
 
-// Lookup returns the definition of the metric called name; the table
-// holds every name the worker uses, so a miss is a programming error.
+// Lookup returns the definition of the metric called name, the worker's
+// or a producer's; the tables hold every name the module uses, so a miss
+// is a programming error.
 func Lookup(name string) Def {
-	i := slices.IndexFunc(defs, func(d Def) bool { return d.Name == name })
-	if i < 0 {
-		panic("kafkaworker: no metric definition for " + name)
+	for _, table := range [][]Def{defs, producerDefs} {
+		if i := slices.IndexFunc(table, func(d Def) bool { return d.Name == name }); i >= 0 {
+			return table[i]
+		}
 	}
-	return defs[i]
+	panic("kafkaworker: no metric definition for " + name)
 }
 
 // Desc is the prometheus.Desc of a metric from its definition, for

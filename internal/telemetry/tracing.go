@@ -20,6 +20,9 @@ import (
 // tracerName identifies the worker's instrumentation scope.
 const tracerName = "github.com/kafkaworker/kafkaworker/worker"
 
+// producerTracerName identifies package producer's.
+const producerTracerName = "github.com/kafkaworker/kafkaworker/producer"
+
 // Tracing starts one span per delivery and carries the trace context
 // through the message headers.
 type Tracing struct {
@@ -32,6 +35,7 @@ type Tracing struct {
 	global bool
 	tp     trace.TracerProvider
 	prop   propagation.TextMapPropagator
+	scope  string // the instrumentation scope: the worker's or the producer's
 }
 
 type tracerSet struct {
@@ -41,7 +45,17 @@ type tracerSet struct {
 
 // NewTracing uses tp and prop; nil means the otel globals.
 func NewTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) Tracing {
-	tr := Tracing{cur: new(atomic.Pointer[tracerSet]), global: tp == nil, tp: tp, prop: prop}
+	return newTracing(tracerName, tp, prop)
+}
+
+// NewProducerTracing is NewTracing for package producer, whose spans
+// carry its own instrumentation scope.
+func NewProducerTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) Tracing {
+	return newTracing(producerTracerName, tp, prop)
+}
+
+func newTracing(scope string, tp trace.TracerProvider, prop propagation.TextMapPropagator) Tracing {
+	tr := Tracing{cur: new(atomic.Pointer[tracerSet]), global: tp == nil, tp: tp, prop: prop, scope: scope}
 	tr.Refresh()
 	return tr
 }
@@ -60,7 +74,7 @@ func (tr Tracing) Refresh() {
 		tr.cur.Store(nil)
 		return
 	}
-	tr.cur.Store(&tracerSet{tracer: tp.Tracer(tracerName), prop: prop})
+	tr.cur.Store(&tracerSet{tracer: tp.Tracer(tr.scope), prop: prop})
 }
 
 // isNoopProvider reports whether tp makes no spans: the no-op provider, or
@@ -92,6 +106,24 @@ func (tr Tracing) Start(ctx context.Context, msg *handler.Message, static []attr
 	}
 	return ctx, span
 }
+
+// StartSend begins the span of one produced message: named name, kind
+// PRODUCER, a child of ctx's span. attrs is called only when the span
+// records. While Tracing is off it returns ctx and a span End ignores.
+func (tr Tracing) StartSend(ctx context.Context, name string, attrs func() []attribute.KeyValue) (context.Context, trace.Span) {
+	cur := tr.cur.Load()
+	if cur == nil {
+		return ctx, noSpan
+	}
+	ctx, span := cur.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(attrs()...)
+	}
+	return ctx, span
+}
+
+// IsNoSpan says whether span stands for no span: Tracing was off.
+func IsNoSpan(span trace.Span) bool { return span == noSpan }
 
 // noSpan stands for a delivery's span while Tracing is off.
 var noSpan = trace.SpanFromContext(context.Background())
