@@ -16,6 +16,10 @@ import (
 // never ends, a broker that stops answering holds Close for as long as
 // sarama's timeouts and retries last.
 //
+// sarama sends its last batches when they are due: at once with the
+// defaults, after Producer.Flush.Frequency when that was set through
+// WithSaramaConfig, so a deadline shorter than that fails them.
+//
 // Close may be called more than once; each call waits, as above, for the
 // same shutdown.
 func (p *Producer) Close(ctx context.Context) error {
