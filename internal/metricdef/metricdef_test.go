@@ -44,3 +44,23 @@ func TestLookup(t *testing.T) {
 		}
 	}
 }
+
+// The producer's table: copies, and Lookup finds it too.
+func TestProducerTable(t *testing.T) {
+	defs := ProducerDefs()
+	if len(defs) != len(ProducerNames()) || len(defs) == 0 {
+		t.Fatalf("ProducerDefs %v, ProducerNames %v", defs, ProducerNames())
+	}
+	defs[1].Values["reason"][0] = "changed"
+	if ProducerDefs()[1].Values["reason"][0] == "changed" || ProducerErrorReasons()[0] == "changed" {
+		t.Fatal("ProducerDefs shares its label values with the table")
+	}
+	for _, d := range ProducerDefs() {
+		if got := Lookup(d.Name); got.Name != d.Name || got.Kind != d.Kind {
+			t.Errorf("Lookup(%q) = %+v", d.Name, got)
+		}
+	}
+	if !slices.Contains(ProducerErrorReasons(), ReasonClosed) {
+		t.Error("closed is not a reason of the producer's errors")
+	}
+}
