@@ -136,7 +136,9 @@ func New(cfg Config, opts ...Option) (*Producer, error) {
 	}
 	p.ap = ap
 	go p.complete()
-	p.log.Info("kafkaworker producer ready", slog.Any("config", cfg))
+	shown := cfg
+	shown.Version = s.Version.String() // the version in force, sarama's when KAFKA_VERSION is unset
+	p.log.Info("kafkaworker producer ready", slog.Any("config", shown))
 	return p, nil
 }
 
