@@ -19,8 +19,9 @@ import (
 // producer is closed (ErrClosed), or ctx ended first (ctx's error): then
 // m may still be written, since a record handed to Kafka cannot be called
 // back. The send has a span of its own, a child of ctx's, whose context is
-// written into m's headers (replacing a traceparent m carried), so the
-// worker that consumes m continues the trace.
+// written into the record's headers (replacing a traceparent m carried;
+// m itself is not changed), so the worker that consumes the record
+// continues the trace.
 func (p *Producer) Send(ctx context.Context, m *Message) (partition int32, offset int64, err error) {
 	type result struct {
 		partition int32
@@ -47,7 +48,8 @@ func (p *Producer) Send(ctx context.Context, m *Message) (partition int32, offse
 // f runs on the producer's completion goroutine, which completes every
 // send in turn, so it must be quick and must not call Send. When m is
 // refused at once (no topic, ctx already done, the producer closed) f is
-// called before SendAsync returns, on the caller's goroutine. A nil f
+// called before SendAsync returns, on the caller's goroutine; when Close's
+// deadline fails it, on Close's goroutine. A nil f
 // ignores the outcome (the metrics and the span still record it).
 func (p *Producer) SendAsync(ctx context.Context, m *Message, f func(partition int32, offset int64, err error)) {
 	if f == nil {
