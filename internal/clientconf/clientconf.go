@@ -3,10 +3,13 @@
 // worker's own connection settings: read from the environment, validated,
 // and turned into a sarama configuration by the code path the worker uses.
 //
-// The reading lives in package worker, which owns the variables; worker
-// registers it here when it is linked in (the database/sql driver
-// pattern), so that the helpers stay out of worker's public API. A tool
-// imports worker, or blank-imports it, and calls FromEnv.
+// The loader lives in package worker, which owns the naming templates
+// (DLQ_TOPIC_TEMPLATE); it reads the connection variables through the
+// code every client shares (internal/envconf, kconn.Conn, as package
+// producer does too) and registers itself here when it is linked in (the
+// database/sql driver pattern), so that the helpers stay out of worker's
+// public API. A tool imports worker, or blank-imports it, and calls
+// FromEnv.
 package clientconf
 
 import (

@@ -1,7 +1,8 @@
-// Package kconn is how the worker connects to Kafka: the sarama
-// configuration built from its settings (SaramaConfig), TLS and SASL
-// (Security), and connecting bounded and cancellable (AwaitBroker,
-// OpenCancellable).
+// Package kconn is how the worker and the producer connect to Kafka: the
+// connection settings they share and their rules (Conn), the sarama
+// configuration built from them (Conn.Sarama, and the worker's
+// SaramaConfig), TLS and SASL (Security), and connecting bounded and
+// cancellable (AwaitBroker, OpenCancellable, SeverableDialer).
 package kconn
 
 import (
