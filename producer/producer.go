@@ -191,7 +191,7 @@ func (p *Producer) saramaConfig(o options) (*sarama.Config, error) {
 	s.Producer.Partitioner = withExplicit(s.Producer.Partitioner)
 	if err := s.Validate(); err != nil {
 		if s.Producer.Idempotent && !s.Version.IsAtLeast(sarama.V0_11_0_0) {
-			return nil, fmt.Errorf("kafkaworker/producer: KAFKA_VERSION=%s: the idempotent producer needs 0.11.0 or later: raise KAFKA_VERSION, or turn Producer.Idempotent off through WithSaramaConfig", s.Version)
+			return nil, fmt.Errorf("kafkaworker/producer: KAFKA_VERSION=%q: the idempotent producer needs 0.11.0 or later: raise KAFKA_VERSION, or turn Producer.Idempotent off through WithSaramaConfig", p.cfg.Version)
 		}
 		return nil, fmt.Errorf("kafkaworker/producer: sarama configuration: %w", err)
 	}
