@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -69,8 +70,11 @@ func (e *SendError) fix() string {
 
 // reason is the reason label of a failed send (metricdef.ProducerErrorReasons).
 func reason(err error) string {
-	if errors.Is(err, ErrClosed) || errors.Is(err, ErrCloseDeadline) {
+	switch {
+	case errors.Is(err, ErrClosed) || errors.Is(err, ErrCloseDeadline):
 		return metricdef.ReasonClosed
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return metricdef.ReasonCanceled
 	}
 	// The broker's answers are classified as the worker's forwards are.
 	return forward.ErrorReason(err)

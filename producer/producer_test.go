@@ -249,6 +249,9 @@ func TestSendHonoursContext(t *testing.T) {
 	if called.Load() != 1 {
 		t.Fatal("SendAsync with a done context: want its callback at once with the context's error")
 	}
+	if got := metric(t, b.reg, metricdef.ProducerErrors, map[string]string{"topic": b.topic, "reason": metricdef.ReasonCanceled}); got != 1 {
+		t.Errorf("errors{reason=canceled} = %v, want 1 (the send refused at once)", got)
+	}
 	closeCtx, cancelClose := context.WithTimeout(testCtx(t), 200*time.Millisecond)
 	defer cancelClose()
 	_ = p.Close(closeCtx)

@@ -19,10 +19,13 @@ const (
 	// ReasonClosed: sent after Close began, or still unacknowledged when
 	// Close's deadline passed.
 	ReasonClosed = "closed"
+	// ReasonCanceled: the send's context ended before the message was
+	// handed over (the producer's buffers were full).
+	ReasonCanceled = "canceled"
 )
 
 // producerErrorReasons are the values of ProducerErrors' reason label.
-var producerErrorReasons = []string{ReasonTooLarge, ReasonInvalid, ReasonUnauthorized, ReasonUnknownTopic, ReasonClosed, ReasonOther}
+var producerErrorReasons = []string{ReasonTooLarge, ReasonInvalid, ReasonUnauthorized, ReasonUnknownTopic, ReasonClosed, ReasonCanceled, ReasonOther}
 
 // sendResults are the values of ProducerSendDuration's result label.
 var sendResults = []string{resultLabels[Success], resultLabels[Error]}
@@ -30,7 +33,7 @@ var sendResults = []string{resultLabels[Success], resultLabels[Error]}
 // producerDefs is the one table of the producer's metrics.
 var producerDefs = []Def{
 	{ProducerSent, KindCounter, "Messages the producer sent and the broker acknowledged, by topic.", []string{"topic"}, nil},
-	{ProducerErrors, KindCounter, "Messages the producer failed to send, by topic and reason (too_large, invalid, unauthorized, unknown_topic, closed, other).",
+	{ProducerErrors, KindCounter, "Messages the producer failed to send, by topic and reason (too_large, invalid, unauthorized, unknown_topic, closed, canceled, other).",
 		[]string{"topic", "reason"}, map[string][]string{"reason": producerErrorReasons}},
 	{ProducerSendDuration, KindHistogram, "Time from a send to the broker's acknowledgement or the failure, by topic and result (success, error).",
 		[]string{"topic", "result"}, map[string][]string{"result": sendResults}},
