@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 func wantProblems(t *testing.T, err error, want ...string) {
@@ -92,5 +95,17 @@ func TestConfigNeverPrintsPassword(t *testing.T) {
 	_, err := configFrom(map[string]string{"KAFKA_BROKERS": "a:9092", "KAFKA_SASL_PASSWORD": pw, "KAFKA_SASL_PASSWORD_FILE": "/x"})
 	if err == nil || strings.Contains(err.Error(), pw) {
 		t.Fatalf("validation error must not hold the password: %v", err)
+	}
+}
+
+// The public metric names are exactly the producer's table.
+func TestPublicMetricNamesAreTheTables(t *testing.T) {
+	t.Parallel()
+	public := []string{MetricSent, MetricErrors, MetricSendDuration}
+	table := metricdef.ProducerNames()
+	slices.Sort(public)
+	slices.Sort(table)
+	if !slices.Equal(public, table) {
+		t.Fatalf("producer's Metric* constants %v differ from the table %v", public, table)
 	}
 }

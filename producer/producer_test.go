@@ -383,3 +383,23 @@ func TestProducersShareARegistry(t *testing.T) {
 		t.Fatalf("%s = %v, want 3", metricdef.ProducerSent, got)
 	}
 }
+
+// A retriable refusal that lasts is retried, then reported with the
+// broker's error, in bounded time.
+func TestRetriableRefusalEndsInAnError(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	p := b.producer(t, WithSaramaConfig(func(s *sarama.Config) { s.Producer.Retry.Max = 2 }))
+	var on atomic.Bool
+	on.Store(true)
+	b.produceAnswers(&on, false, kerr.NotEnoughReplicas.Code)
+	ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
+	defer cancel()
+	_, _, err := p.Send(ctx, &Message{Topic: b.topic, Key: []byte("k"), Value: []byte("v")})
+	if !errors.Is(err, sarama.ErrNotEnoughReplicas) || ctx.Err() != nil {
+		t.Fatalf("a lasting NOT_ENOUGH_REPLICAS: %v (context: %v)", err, ctx.Err())
+	}
+	if got := metric(t, b.reg, metricdef.ProducerErrors, map[string]string{"topic": b.topic, "reason": metricdef.ReasonOther}); got != 1 {
+		t.Errorf("errors{reason=other} = %v, want 1", got)
+	}
+}
