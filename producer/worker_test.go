@@ -141,4 +141,3 @@ func TestEnvReadLikeTheWorker(t *testing.T) {
 		})
 	}
 }
-
