@@ -46,7 +46,8 @@ func (p *Producer) Send(ctx context.Context, m *Message) (partition int32, offse
 // context is injected into m's headers as by Send.
 //
 // f runs on the producer's completion goroutine, which completes every
-// send in turn, so it must be quick and must not call Send. When m is
+// send in turn, so it must be quick and must not call Send, SendAsync or
+// Close (which wait for that goroutine: until their context ends). When m is
 // refused at once (no topic, ctx already done, the producer closed) f is
 // called before SendAsync returns, on the caller's goroutine; when Close's
 // deadline fails it, on Close's goroutine. A nil f
