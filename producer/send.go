@@ -43,7 +43,7 @@ func (p *Producer) Send(ctx context.Context, m *Message) (partition int32, offse
 // offset are then -1). SendAsync blocks only while the producer's buffers
 // are full, and at most until ctx ends; ctx bounds that hand-over only:
 // once m is handed over it is sent whatever happens to ctx. The trace
-// context is injected into m's headers as by Send.
+// context is injected into the record's headers as by Send.
 //
 // f runs on the producer's completion goroutine, which completes every
 // send in turn, so it must be quick and must not call Send, SendAsync or
@@ -61,21 +61,29 @@ func (p *Producer) SendAsync(ctx context.Context, m *Message, f func(partition i
 		pd.finish(p, -1, -1, pd.err)
 		return
 	}
+	if err := p.handOver(ctx, pd); err != nil {
+		pd.finish(p, -1, -1, err) // outside mu: f may call Close
+	}
+}
+
+// handOver gives pd's record to sarama, or returns why it could not: the
+// producer is closing, or ctx ended while sarama's buffers were full.
+func (p *Producer) handOver(ctx context.Context, pd *pending) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	select {
 	case <-p.closing: // Close may have closed sarama's input already
-		pd.finish(p, -1, -1, ErrClosed)
-		return
+		return ErrClosed
 	default:
 	}
 	p.track(pd)
 	select {
 	case p.ap.Input() <- pd.msg:
+		return nil
 	case <-ctx.Done():
-		pd.finish(p, -1, -1, ctx.Err())
+		return ctx.Err()
 	case <-p.closing:
-		pd.finish(p, -1, -1, ErrClosed)
+		return ErrClosed
 	}
 }
 
