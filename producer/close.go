@@ -20,6 +20,9 @@ import (
 // defaults, after Producer.Flush.Frequency when that was set through
 // WithSaramaConfig, so a deadline shorter than that fails them.
 //
+// After a deadline the producer's connections are closed at once; sarama's
+// last goroutines end within about 10s (its circuit breakers' timers).
+//
 // Close may be called more than once; each call waits, as above, for the
 // same shutdown.
 func (p *Producer) Close(ctx context.Context) error {
