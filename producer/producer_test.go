@@ -403,3 +403,60 @@ func TestRetriableRefusalEndsInAnError(t *testing.T) {
 		t.Errorf("errors{reason=other} = %v, want 1", got)
 	}
 }
+
+// Sends racing Close: every send completes exactly once, either written
+// or refused with ErrClosed, and exactly the written ones are in the topic.
+func TestCloseWhileSending(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3)
+	p := b.producer(t)
+	const senders, each = 8, 200
+	var calls [senders * each]atomic.Int32
+	var written, refused, other atomic.Int64
+	var started sync.WaitGroup
+	var wg sync.WaitGroup
+	started.Add(senders)
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if i == each/4 {
+					started.Done()
+				}
+				n := s*each + i
+				p.SendAsync(testCtx(t), &Message{Topic: b.topic, Key: fmt.Appendf(nil, "k%d", n%13), Value: fmt.Appendf(nil, "%d", n)},
+					func(_ int32, _ int64, err error) {
+						calls[n].Add(1)
+						switch {
+						case err == nil:
+							written.Add(1)
+						case errors.Is(err, ErrClosed):
+							refused.Add(1)
+						default:
+							other.Add(1)
+						}
+					})
+			}
+		}()
+	}
+	started.Wait()
+	ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for n := range calls {
+		if c := calls[n].Load(); c != 1 {
+			t.Fatalf("send %d: %d callbacks", n, c)
+		}
+	}
+	recs, err := b.cluster.ReadAll(testCtx(t), b.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Load() != 0 || int64(len(recs)) != written.Load() || written.Load()+refused.Load() != senders*each {
+		t.Fatalf("written %d, refused %d, other %d; %d in the topic", written.Load(), refused.Load(), other.Load(), len(recs))
+	}
+}
