@@ -18,7 +18,8 @@ import (
 //
 //	start                                   stop
 //	1. group-error watcher, fatal watch     8. the watcher ends when the group closes (7)
-//	2. handler pool, coarse clock           9. clock stops; pool goroutines exit by DrainBy
+//	2. handler pool, coarse clock,          9. clock stops; pool goroutines exit by DrainBy;
+//	   output producer (on first use)          then the output producer closes in CloseTimeout
 //	3. committer, broker probe              6. stopped once every partition made its final commit
 //	4. the consumer (sarama's sessions)     5. drain-then-leave: each claim drains by DrainBy and
 //	                                           commits by CommitBy, then the session ends
@@ -42,8 +43,9 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 		case <-ctx.Done():
 		}
 	}()
-	// 2. The handler goroutines and the clock their timing reads.
-	pool, clock := engine.NewPool(w.cfg.Concurrency), &engine.Clock{}
+	// 2. The handler goroutines, the clock their timing reads and the
+	// sender of their output (its producer starts on first use).
+	pool, clock, outs := engine.NewPool(w.cfg.Concurrency), &engine.Clock{}, w.newOutputs()
 	// 3. The background loops.
 	commits := commit.NewCommitter(commit.Params{
 		Client: c.commitClient, Group: w.cfg.GroupID, Version: w.sarama.Version, InstanceID: w.cfg.InstanceID,
@@ -58,7 +60,7 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	// cancelling it earlier would abort a rebalance in flight and leave this
 	// member committing with a generation the group has moved past, and the
 	// commits would be refused.
-	consumer := engine.New(w.engineParams(ctx, c, pool, clock, commits, deadlines))
+	consumer := engine.New(w.engineParams(ctx, c, pool, clock, outs, commits, deadlines))
 	consumeCtx, cancelConsume := context.WithCancel(context.WithoutCancel(ctx))
 	leaveDone := make(chan struct{})
 	go func() { defer close(leaveDone); consumer.LeaveAfterDrain(ctx, cancelConsume) }()
@@ -86,12 +88,18 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	if !pool.Stop(max(time.Until(deadlines.DrainBy()), 100*time.Millisecond)) {
 		w.log.Error("handlers ignored their cancelled context and are still running; abandoning them")
 	}
+	// The output producer: every message whose output it sent was
+	// committed or given up above, so only what a discarded delivery sent
+	// may still be in flight; it is flushed until the close deadline.
+	if err := outs.close(time.Now().Add(engine.CloseTimeout)); err != nil {
+		w.log.Warn("closing the producer of handler output did not finish in time", slog.Any("error", err))
+	}
 	return failed.get()
 }
 
 // engineParams are the engine's settings from the worker's configuration,
 // with the parts of this run it uses.
-func (w *Worker) engineParams(ctx context.Context, c *conns, pool *engine.Pool, clock *engine.Clock,
+func (w *Worker) engineParams(ctx context.Context, c *conns, pool *engine.Pool, clock *engine.Clock, outs *outputs,
 	commits *commit.Committer, deadlines *engine.Deadlines) engine.Params {
 	cfg := w.cfg
 	return engine.Params{
@@ -104,7 +112,7 @@ func (w *Worker) engineParams(ctx context.Context, c *conns, pool *engine.Pool, 
 		},
 		StuckAfter: cfg.StuckAfter, TickEvery: cfg.CommitInterval, InitialOffset: w.sarama.Consumer.Offsets.Initial,
 		Handler: w.handler, Log: w.log, Tracing: w.tracing, Metrics: w.metrics,
-		Client: c.client, ConsumerGroup: c.group, Admin: c.admin, Topology: c.topo, Forwarder: c.fwd,
+		Client: c.client, ConsumerGroup: c.group, Admin: c.admin, Topology: c.topo, Forwarder: c.fwd, Outputs: outs,
 		Committer: commits, Pool: pool, Clock: clock, Deadlines: deadlines,
 		Stopping: ctx.Done(), Base: context.WithoutCancel(ctx),
 		OnSession: w.health.joined.Store,

@@ -46,6 +46,7 @@ type Params struct {
 	Admin         sarama.ClusterAdmin  // reads the done-set committed with each offset
 	Topology      forward.Topology
 	Forwarder     *forward.Forwarder // nil when nothing is forwarded
+	Outputs       Emitter            // sends what handlers produced (worker.Produce)
 	Committer     *commit.Committer
 	Pool          *Pool
 	Clock         *Clock
@@ -121,7 +122,7 @@ func (g *Consumer) newPartition(sess sarama.ConsumerGroupSession, claim sarama.C
 	topic, id := claim.Topic(), claim.Partition()
 	skip, meta := g.previousDoneSet(topic, id)
 	p := &partition{
-		topic: topic, id: id, ordering: g.Ordering, hop: g.Topology.Hop(topic), fwd: g.Forwarder,
+		topic: topic, id: id, ordering: g.Ordering, hop: g.Topology.Hop(topic), fwd: g.Forwarder, outputs: g.Outputs,
 		handler: g.Handler, pool: g.Pool, log: g.log, retry: g.RetryBackoff,
 		sess: sess, all: g.Metrics,
 		state: commit.NewState[*task](commit.StateParams{

@@ -51,9 +51,20 @@ func (p *partition) notDue(t *task) bool {
 // publishes it to the next retry tier or the dead-letter topic. nil means
 // the message is done: handled, or forwarded and acknowledged.
 func (p *partition) deliver(t *task) error {
+	if t.emitting { // handled already; only its output waits to be sent
+		return p.emit(t.fail.traceCtx, t)
+	}
 	if t.forwarding() == nil {
-		ctx, span := p.tracing.Start(p.ctx, &t.msg, p.spanAttrs)
+		out := p.outputOf(t)
+		out.Begin()
+		ctx, span := p.tracing.Start(out, &t.msg, p.spanAttrs)
 		err := p.handle(ctx, t)
+		switch produced := len(out.End()) > 0; {
+		case err != nil:
+			out.Reset() // a failed delivery's output is never sent
+		case produced:
+			err = p.emit(ctx, t)
+		}
 		if err == nil || t.forwarding() == nil {
 			p.tracing.End(span, err)
 			return err
@@ -162,7 +173,10 @@ func (p *partition) scheduleRetry(t *task, err error) {
 	if d == backoff.Stop {
 		return // the claim is going away; the message stays uncommitted
 	}
-	if f.dest == nil { // a failed publish was logged by deliver
+	if t.emitting {
+		p.log.Error("sending the handler's output failed; its offset stays uncommitted and the send is retried (the handler is not run again)",
+			p.msgAttrs(t, slog.Duration("backoff", d), slog.Any("error", err))...)
+	} else if f.dest == nil { // a failed publish was logged by deliver
 		attrs := p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt), slog.Duration("backoff", d),
 			attr.ErrorType(handler.ErrorType(err)), slog.Any("error", err))
 		var pe *handler.PanicError

@@ -16,6 +16,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
+	"github.com/kafkaworker/kafkaworker/internal/outbox"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
@@ -45,8 +46,13 @@ type task struct {
 	// attemptShown mirrors attempt for readers under p.mu (stuck reports).
 	attemptShown atomic.Int32
 	fail         *failure
-	takenAt      time.Duration // when it was admitted, on the coarse clock
-	stuck        bool          // reported as stuck (see stuck.go)
+	// out is what the handler produced (worker.Produce); made at the
+	// task's first delivery and kept when the task is reused.
+	out *outbox.Delivery
+	// emitting: the handler succeeded and its output waits to be sent.
+	emitting bool
+	takenAt  time.Duration // when it was admitted, on the coarse clock
+	stuck    bool          // reported as stuck (see stuck.go)
 
 	// From a retry tier: deliveries before this hop, and the due time.
 	base      int
@@ -80,6 +86,7 @@ type partition struct {
 	id         int32
 	hop        forward.Hop        // source topic or retry tier
 	fwd        *forward.Forwarder // nil when nothing is forwarded
+	outputs    Emitter            // sends what handlers produced
 	stats      *telemetry.Stats   // nil in unit tests
 	pending    telemetry.Delta    // deliveries not yet added to stats; guarded by mu (see flushStats)
 	all        *telemetry.Metrics
@@ -175,7 +182,9 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 			var t *task
 			if len(reuse) > 0 {
 				t, reuse = reuse[len(reuse)-1], reuse[:len(reuse)-1]
+				out := t.out
 				*t = task{} // done and unreferenced since (see complete)
+				t.out = out // made once per task (outputOf)
 			} else {
 				t = p.nextTask()
 			}
