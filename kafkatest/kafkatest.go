@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -499,62 +498,4 @@ type ReadRecord struct {
 	Value     []byte
 	Headers   map[string]string // the last value of each header key
 	Timestamp time.Time
-}
-
-// ReadAll returns every record in topic up to its current end offsets,
-// ordered by partition, then offset. It reads with a client of its own, so
-// it sees exactly what was acknowledged, and commits nothing.
-func (c *Cluster) ReadAll(ctx context.Context, topic string) ([]ReadRecord, error) {
-	end, err := c.EndOffsets(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	parts := map[int32]kgo.Offset{}
-	for p, e := range end {
-		if e > 0 {
-			parts[p] = kgo.NewOffset().AtStart()
-		}
-	}
-	if len(parts) == 0 {
-		return nil, nil
-	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.addrs...), kgo.FetchMaxWait(100 * time.Millisecond),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts})}, c.clientOpts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("kafkatest: read %q: %w", topic, err)
-	}
-	defer cl.Close()
-	var out []ReadRecord
-	next := map[int32]int64{}
-	for p := range parts {
-		next[p] = 0
-	}
-	for done := false; !done; {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("kafkatest: read %q: %w", topic, err)
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			rr := ReadRecord{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value,
-				Headers: map[string]string{}, Timestamp: r.Timestamp}
-			for _, h := range r.Headers {
-				rr.Headers[h.Key] = string(h.Value)
-			}
-			out = append(out, rr)
-			next[r.Partition] = r.Offset + 1
-		})
-		done = true
-		for p, e := range end {
-			if e > 0 && next[p] < e {
-				done = false
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b ReadRecord) int {
-		if a.Partition != b.Partition {
-			return int(a.Partition - b.Partition)
-		}
-		return int(a.Offset - b.Offset)
-	})
-	return out, nil
 }

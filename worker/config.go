@@ -166,6 +166,16 @@ type Config struct {
 	// CommitInterval is how often ready offsets are committed.
 	// WORKER_COMMIT_INTERVAL, default 1s. Revocation and shutdown also commit.
 	CommitInterval time.Duration `env:"WORKER_COMMIT_INTERVAL" envDefault:"1s"`
+	// ExactlyOnce commits, once per CommitInterval, in one Kafka
+	// transaction: the output of the messages handled since the last commit
+	// (Produce), their retry-tier and dead-letter forwards, and the source
+	// offsets with their done-sets; the worker reads read_committed. A
+	// crash, a fenced zombie or a refused commit aborts the transaction, and
+	// its messages are handled again, so a read_committed reader of the
+	// output sees each message's output exactly once. Needs Kafka 2.5 or
+	// later (KIP-447). WORKER_EXACTLY_ONCE, default false. See the README
+	// for its cost and what a cluster needs.
+	ExactlyOnce bool `env:"WORKER_EXACTLY_ONCE" envDefault:"false"`
 	// StuckAfter is how long a message may run or wait in place before the
 	// worker logs it as stuck (one WARN line per message, and an INFO line
 	// when it finishes). WORKER_STUCK_AFTER, default 1m; 0 turns it off.
@@ -275,6 +285,9 @@ func (c Config) validate(hasTokenProvider bool) error {
 	}
 	if c.MaxInFlight < 1 {
 		add("WORKER_MAX_IN_FLIGHT=%d: must be at least 1", c.MaxInFlight)
+	}
+	if v, err := sarama.ParseKafkaVersion(c.Version); c.ExactlyOnce && c.Version != "" && err == nil && !v.IsAtLeast(sarama.V2_5_0_0) {
+		add("WORKER_EXACTLY_ONCE=true with KAFKA_VERSION=%q: transactions that fence a zombie member need Kafka 2.5 or later (KIP-447): raise KAFKA_VERSION, or turn exactly-once off", c.Version)
 	}
 	positive := []struct {
 		name string
