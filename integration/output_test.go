@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
-	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/internal/testutil"
+	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/producer"
 	"github.com/kafkaworker/kafkaworker/worker"
 )

@@ -55,9 +55,9 @@ type task struct {
 	emitting bool
 	// inTxn: its records are in the open transaction, which it holds open
 	// (txn.Enter) until its completion is in the commit state.
-	inTxn bool
-	takenAt  time.Duration // when it was admitted, on the coarse clock
-	stuck    bool          // reported as stuck (see stuck.go)
+	inTxn   bool
+	takenAt time.Duration // when it was admitted, on the coarse clock
+	stuck   bool          // reported as stuck (see stuck.go)
 
 	// From a retry tier: deliveries before this hop, and the due time.
 	base      int
