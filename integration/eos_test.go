@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -9,7 +12,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/testutil"
+	"github.com/kafkaworker/kafkaworker/kafkatest"
+	"github.com/kafkaworker/kafkaworker/producer"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
 
@@ -105,4 +111,102 @@ func TestExactlyOnceAbortedTransactionIsHandledAgain(t *testing.T) {
 	if all := checkCommittedOutput(t, b, out, n); all <= 2*n {
 		t.Fatalf("%d output records written in all, want more than the %d committed: the aborted transactions held none", all, 2*n)
 	}
+}
+
+// poisonEmitter is emitter, except that the messages of the poison key
+// always fail (after producing), so they go through the retry tier to the
+// dead-letter topic.
+type poisonEmitter struct {
+	emitter
+	poison string
+}
+
+func (p *poisonEmitter) Handle(ctx context.Context, m *handler.Message) error {
+	if string(m.Key) == p.poison {
+		_ = worker.Produce(ctx, &producer.Message{Topic: p.out, Key: m.Key, Value: []byte("never")})
+		return errors.New("poison")
+	}
+	return p.emitter.Handle(ctx, m)
+}
+
+// With exactly-once, a message that keeps failing reaches its retry tier
+// and then the dead-letter topic through transactions: a read_committed
+// reader sees it once in each, never the output its failed deliveries
+// produced, and every topic's offsets reach the end.
+func TestExactlyOnceRetryTierAndDeadLetter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	out := uniqueName(t, "out")
+	if err := b.cluster.CreateTopic(ctx(t), out, 2); err != nil {
+		t.Fatal(err)
+	}
+	const n, keys = 200, 10 // k0 is poison: 20 messages
+	b.produceKeyed(t, n, keys)
+	cfg := b.retryConfig(2, 50*time.Millisecond)
+	cfg.ExactlyOnce = true
+	h := &poisonEmitter{emitter: emitter{out: out, calls: map[string]int{}}, poison: "k0"}
+	start(t, cfg, h)
+	b.waitCommitted(t, 30*time.Second)
+	b.waitCommittedPastData(t, b.tierTopic(1))
+	testutil.WaitFor(t, 30*time.Second, "the poison messages in the dead-letter topic", func() bool {
+		recs, err := b.cluster.ReadCommitted(ctx(t), b.dlqTopic())
+		return err == nil && len(recs) >= n/keys
+	})
+	for topic, want := range map[string]int{b.tierTopic(1): n / keys, b.dlqTopic(): n / keys} {
+		recs, err := b.cluster.ReadCommitted(ctx(t), topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for _, r := range recs {
+			seen[string(r.Value)]++
+		}
+		if len(recs) != want || len(seen) != want {
+			t.Errorf("%s: %d committed records of %d messages, want each of the %d poison messages once", topic, len(recs), len(seen), want)
+		}
+	}
+	recs, err := b.cluster.ReadCommitted(ctx(t), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var good []kafkatest.ReadRecord
+	for _, r := range recs {
+		if string(r.Value) == "never" {
+			t.Fatalf("the output of a failed delivery was committed: %q", r.Value)
+		}
+		good = append(good, r)
+	}
+	checkOutputRecords(t, good, n-n/keys)
+}
+
+// waitCommittedPastData waits until the group's committed offset on each
+// partition of topic is past its last record a read_committed consumer
+// gets. A topic written in transactions ends with a transaction marker,
+// which no consumer receives, so the committed offset stays below the end
+// offset.
+func (b *testBundle) waitCommittedPastData(t *testing.T, topic string) {
+	t.Helper()
+	var last string
+	testutil.WaitFor(t, 30*time.Second, "committed offsets past the data of "+topic, func() bool {
+		recs, err := b.cluster.ReadCommitted(ctx(t), topic)
+		if err != nil {
+			return false
+		}
+		want := map[int32]int64{}
+		for _, r := range recs {
+			want[r.Partition] = r.Offset + 1
+		}
+		com, err := b.cluster.CommittedOffsets(ctx(t), b.group, topic)
+		if err != nil {
+			return false
+		}
+		last = fmt.Sprintf("want %v, committed %v", want, com)
+		for p, w := range want {
+			if com[p] < w {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("%s: %s", topic, last)
 }
