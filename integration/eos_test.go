@@ -210,3 +210,87 @@ func (b *testBundle) waitCommittedPastData(t *testing.T, topic string) {
 	})
 	t.Logf("%s: %s", topic, last)
 }
+
+// A zombie: worker A still runs when a replacement B starts with the same
+// KAFKA_INSTANCE_ID (a restarted pod whose old self is not dead yet). A
+// holds output in its open transaction (it commits every 5 minutes here). B's
+// transactional producer takes over the id, which aborts A's transaction
+// and fences A's producer, and B takes A's place in the group. A's Run
+// ends with a *FatalError saying why; a read_committed reader sees each
+// input's output exactly once although both workers handled some inputs.
+//
+// A's handlers are paused, and its records acknowledged, before B starts:
+// sarama's transaction manager has a data race (IBM/sarama#2913) between
+// a record failing and a state change, which a fenced producer with
+// records in flight trips under -race.
+func TestExactlyOnceZombieIsFenced(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 4)
+	out := uniqueName(t, "out")
+	if err := b.cluster.CreateTopic(ctx(t), out, 2); err != nil {
+		t.Fatal(err)
+	}
+	const n, keys = 2000, 40
+	b.produceKeyed(t, n, keys)
+	cfg := b.config()
+	cfg.ExactlyOnce, cfg.InstanceID = true, "pod-0"
+
+	var paused atomic.Bool
+	var producing atomic.Int32
+	eA := &emitter{out: out, calls: map[string]int{}}
+	hA := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		producing.Add(1)
+		if paused.Load() {
+			producing.Add(-1)
+			<-ctx.Done() // the zombie stalls until its partitions are taken away
+			return ctx.Err()
+		}
+		defer producing.Add(-1)
+		return eA.Handle(ctx, m)
+	})
+	cfgA := cfg
+	cfgA.CommitInterval = 5 * time.Minute // A's output stays in its open transaction
+	logsA := &testutil.Logs{}
+	a, err := worker.New(cfgA, hA, worker.WithLogger(logsA.Logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.Run(runCtx) }()
+	testutil.WaitFor(t, 30*time.Second, "worker A to handle some messages", func() bool {
+		eA.mu.Lock()
+		defer eA.mu.Unlock()
+		return len(eA.calls) >= n/10
+	})
+	paused.Store(true)
+	var handledByA int
+	testutil.WaitFor(t, 30*time.Second, "A's handlers to stop producing and its output to be acknowledged", func() bool {
+		if producing.Load() > 0 {
+			return false
+		}
+		eA.mu.Lock()
+		handledByA = len(eA.calls)
+		eA.mu.Unlock()
+		recs, err := b.cluster.ReadAll(ctx(t), out)
+		return err == nil && len(recs) == 2*handledByA
+	})
+	start(t, cfg, &emitter{out: out, calls: map[string]int{}})
+	select {
+	case err := <-aDone:
+		var f *worker.FatalError
+		if !errors.As(err, &f) {
+			t.Fatalf("the zombie's Run returned %v, want a *worker.FatalError", err)
+		}
+		t.Logf("zombie: %v", err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		<-aDone
+		t.Fatal("the zombie went on running for 60s after its replacement started")
+	}
+	b.waitCommitted(t, 90*time.Second)
+	if all := checkCommittedOutput(t, b, out, n); all < 2*n+2*handledByA {
+		t.Fatalf("%d output records written, want the %d committed plus the zombie's %d aborted", all, 2*n, 2*handledByA)
+	}
+}

@@ -286,6 +286,9 @@ func (c Config) validate(hasTokenProvider bool) error {
 	if c.MaxInFlight < 1 {
 		add("WORKER_MAX_IN_FLIGHT=%d: must be at least 1", c.MaxInFlight)
 	}
+	if c.ExactlyOnce && c.CommitInterval > maxTxnCommitInterval {
+		add("WORKER_COMMIT_INTERVAL=%v with WORKER_EXACTLY_ONCE=true: a transaction stays open for a commit interval, and the worker asks for a timeout of three of them, which Kafka's transaction.max.timeout.ms (15m by default) must allow: use %v or less", c.CommitInterval, maxTxnCommitInterval)
+	}
 	if v, err := sarama.ParseKafkaVersion(c.Version); c.ExactlyOnce && c.Version != "" && err == nil && !v.IsAtLeast(sarama.V2_5_0_0) {
 		add("WORKER_EXACTLY_ONCE=true with KAFKA_VERSION=%q: transactions that fence a zombie member need Kafka 2.5 or later (KIP-447): raise KAFKA_VERSION, or turn exactly-once off", c.Version)
 	}

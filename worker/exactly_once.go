@@ -16,6 +16,11 @@ import (
 // instance with the same KAFKA_INSTANCE_ID fences it sooner.
 const minTxnTimeout = 10 * time.Second
 
+// maxTxnCommitInterval is the longest commit interval exactly-once allows:
+// three of them, the transaction timeout, stay within Kafka's default
+// transaction.max.timeout.ms (15m).
+const maxTxnCommitInterval = 5 * time.Minute
+
 // transactionalID is the id the worker's transactions run under:
 // kafkaworker.<group>.<instance>, where instance is KAFKA_INSTANCE_ID, so a
 // restarted instance fences its predecessor's open transaction at once, or

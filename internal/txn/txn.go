@@ -53,8 +53,16 @@ type Txn struct {
 	sent   atomic.Int64 // records put in the open transaction
 	doomed atomic.Bool  // the open transaction must abort (Doom)
 
-	errsDone chan struct{}
+	pendMu  sync.Mutex    // guards pending and idle
+	pending int64         // records sent and not yet acknowledged or failed
+	idle    chan struct{} // closed while pending is 0
+
+	drained sync.WaitGroup // the goroutines reading successes and errors
 }
+
+// flushTimeout bounds how long a commit waits for the transaction's
+// records to be acknowledged before it gives up and aborts.
+const flushTimeout = 30 * time.Second
 
 // AbortedError is a commit's error when the transaction was aborted; its
 // messages are handled again.
@@ -91,14 +99,17 @@ func New(p Params) (*Txn, error) {
 	c.Producer.Transaction.ID = p.ID
 	c.Producer.Transaction.Timeout = p.Timeout
 	c.Producer.Return.Errors = true
-	c.Producer.Return.Successes = false
+	c.Producer.Return.Successes = true // counted: a commit waits for every record first
 	c.Producer.Partitioner = withExplicit(sarama.NewMurmur2Partitioner)
 	ap, err := sarama.NewAsyncProducer(p.Brokers, &c)
 	if err != nil {
 		return nil, fmt.Errorf("kafkaworker: start the transactional producer (transactional.id %q): %w", p.ID, err)
 	}
-	t := &Txn{ap: ap, id: p.ID, log: p.Log, aborted: make(chan struct{}), errsDone: make(chan struct{})}
+	t := &Txn{ap: ap, id: p.ID, log: p.Log, aborted: make(chan struct{}), idle: make(chan struct{})}
+	close(t.idle)
+	t.drained.Add(2)
 	go t.drainErrors()
+	go t.drainSuccesses()
 	if err := ap.BeginTxn(); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("kafkaworker: begin a transaction (transactional.id %q): %w", p.ID, err)
@@ -109,10 +120,45 @@ func New(p Params) (*Txn, error) {
 // drainErrors reads the producer's errors: sarama has already made the
 // transaction abortable, so the next Commit aborts it.
 func (t *Txn) drainErrors() {
-	defer close(t.errsDone)
+	defer t.drained.Done()
 	for err := range t.ap.Errors() {
 		t.log.Warn("a record of the open transaction was not written; the transaction will abort and its messages be handled again",
 			slog.String("topic", err.Msg.Topic), slog.Any("error", err.Err))
+		t.settled()
+	}
+}
+
+func (t *Txn) drainSuccesses() {
+	defer t.drained.Done()
+	for range t.ap.Successes() {
+		t.settled()
+	}
+}
+
+// settled counts one record acknowledged or failed.
+func (t *Txn) settled() {
+	t.pendMu.Lock()
+	defer t.pendMu.Unlock()
+	if t.pending--; t.pending == 0 {
+		close(t.idle)
+	}
+}
+
+// waitSettled waits until every record sent is acknowledged or failed, so
+// that nothing of the transaction is in flight while its offsets go in and
+// it ends (sarama's transaction manager races a failing record against a
+// state change otherwise), and reports whether that happened in time.
+func (t *Txn) waitSettled() bool {
+	t.pendMu.Lock()
+	idle := t.idle
+	t.pendMu.Unlock()
+	timer := time.NewTimer(flushTimeout)
+	defer timer.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-timer.C:
+		return false
 	}
 }
 
@@ -147,6 +193,12 @@ func (t *Txn) Leave() { t.gate.RUnlock() }
 // abort.
 func (t *Txn) Send(msgs ...*sarama.ProducerMessage) {
 	t.sent.Add(int64(len(msgs)))
+	t.pendMu.Lock()
+	if t.pending == 0 && len(msgs) > 0 {
+		t.idle = make(chan struct{})
+	}
+	t.pending += int64(len(msgs))
+	t.pendMu.Unlock()
 	for _, m := range msgs {
 		t.ap.Input() <- m
 	}
@@ -191,6 +243,9 @@ func (t *Txn) Commit(offsets []Offsets) error {
 	}
 	if len(offsets) == 0 && t.sent.Load() == 0 {
 		return nil
+	}
+	if !t.waitSettled() {
+		return t.abort(fmt.Errorf("the transaction's records were not acknowledged within %v", flushTimeout))
 	}
 	for _, o := range offsets {
 		if err := t.ap.AddOffsetsToTxnWithGroupMetadata(o.Topics, &o.Group); err != nil {
@@ -248,6 +303,6 @@ func (t *Txn) Close() error {
 		_ = t.ap.AbortTxn()
 	}
 	err := t.ap.Close()
-	<-t.errsDone
+	t.drained.Wait()
 	return err
 }
