@@ -288,8 +288,11 @@ func TestExactlyOnceSIGKILLMidStream(t *testing.T) {
 			} else {
 				t.Logf("at the kill the child had no uncommitted output (%d records written, all committed)", len(allAtKill))
 			}
-			// What was committed before the crash is already exactly once.
+			// What was committed before the crash is already exactly once,
+			// and every input below a committed offset has its output
+			// committed: offsets never commit without their outputs.
 			checkPrefix(t, visibleAtKill)
+			checkOutputsOfCommittedInputs(t, b, killCom, visibleAtKill)
 
 			// The fresh worker: the same group, settings and instance id.
 			cfg := b.config()
@@ -350,5 +353,29 @@ func checkPrefix(t *testing.T, recs []kafkatest.ReadRecord) {
 			return
 		}
 		next[k] = seq + 1
+	}
+}
+
+// checkOutputsOfCommittedInputs checks that every source record below the
+// group's committed offsets com has its output among the committed output
+// records visible (read after com).
+func checkOutputsOfCommittedInputs(t *testing.T, b *testBundle, com map[int32]int64, visible []kafkatest.ReadRecord) {
+	t.Helper()
+	src, err := b.cluster.ReadAll(ctx(t), b.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, r := range visible {
+		have[string(r.Value)] = true
+	}
+	var without []string
+	for _, r := range src {
+		if r.Offset < com[r.Partition] && !have[string(r.Value)] {
+			without = append(without, fmt.Sprintf("%s (p%d@%d)", r.Value, r.Partition, r.Offset))
+		}
+	}
+	if len(without) > 0 {
+		t.Errorf("at the kill, %d inputs below the committed offsets %v had no committed output, first: %v", len(without), com, without[:min(10, len(without))])
 	}
 }
