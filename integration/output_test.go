@@ -12,6 +12,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/testutil"
+	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/producer"
 	"github.com/kafkaworker/kafkaworker/worker"
 )
@@ -60,6 +61,12 @@ func checkOutput(t *testing.T, b *testBundle, out string, inputs int) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return checkOutputRecords(t, recs, inputs)
+}
+
+// checkOutputRecords is checkOutput's check of the records read.
+func checkOutputRecords(t *testing.T, recs []kafkatest.ReadRecord, inputs int) int {
+	t.Helper()
 	seen := map[string]int{}
 	last := map[string]string{} // key -> last value read
 	for _, r := range recs {

@@ -170,6 +170,6 @@ func saramaConfigWith(c Config, tp sarama.AccessTokenProvider, hooks []func(*sar
 		ClientID: c.ClientID, Version: c.Version, InitialNewest: c.InitialOffset.canonical() == OffsetNewest,
 		Strategy: strategy, SessionTimeout: c.SessionTimeout, HeartbeatInterval: c.HeartbeatInterval,
 		RebalanceTimeout: c.RebalanceTimeout, MetadataRefresh: c.MetadataRefresh, InstanceID: c.InstanceID,
-		Security: c.security(), TokenProvider: tp, Hooks: hooks,
+		Security: c.security(), TokenProvider: tp, Hooks: hooks, ReadCommitted: c.ExactlyOnce,
 	})
 }

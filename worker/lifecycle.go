@@ -17,6 +17,7 @@ import (
 // working to the deadlines of one engine.Deadlines:
 //
 //	start                                   stop
+//	0. exactly-once: the transaction        10. its producer closes (aborting what no commit took)
 //	1. group-error watcher, fatal watch     8. the watcher ends when the group closes (7)
 //	2. handler pool, coarse clock,          9. clock stops; pool goroutines exit by DrainBy;
 //	   output producer (on first use)          then the output producer closes in CloseTimeout
@@ -28,6 +29,12 @@ import (
 // A request to a broker that went silent may still be winding down when
 // run returns; it is not waited for past its deadline.
 func (w *Worker) run(parent context.Context, c *conns) error {
+	// 0. With exactly-once, the transaction the committer commits in (its
+	// producer fences an earlier one with the same id); closed last.
+	tx, err := w.startTxn()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(parent) // a fatal error stops the worker as a cancellation would
 	defer cancel()
 	deadlines := engine.NewDeadlines(w.cfg.ShutdownTimeout, w.sarama.Consumer.Group.Rebalance.Timeout)
@@ -50,6 +57,7 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	commits := commit.NewCommitter(commit.Params{
 		Client: c.commitClient, Group: w.cfg.GroupID, Version: w.sarama.Version, InstanceID: w.cfg.InstanceID,
 		Interval: w.cfg.CommitInterval, Log: w.log, OnCommit: w.metrics.Commit, Beat: func() { w.health.beat(loopCommitter) },
+		Txn: tx, Fatal: func(err error) { failed.set(w.txnFatal(err)) },
 	})
 	loops := startLoops(
 		func(ctx context.Context) { commits.Run(ctx) },
@@ -60,7 +68,9 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	// cancelling it earlier would abort a rebalance in flight and leave this
 	// member committing with a generation the group has moved past, and the
 	// commits would be refused.
-	consumer := engine.New(w.engineParams(ctx, c, pool, clock, outs, commits, deadlines))
+	params := w.engineParams(ctx, c, pool, clock, outs, commits, deadlines)
+	params.Txn = tx
+	consumer := engine.New(params)
 	consumeCtx, cancelConsume := context.WithCancel(context.WithoutCancel(ctx))
 	leaveDone := make(chan struct{})
 	go func() { defer close(leaveDone); consumer.LeaveAfterDrain(ctx, cancelConsume) }()
@@ -93,6 +103,9 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	// may still be in flight; it is flushed until the close deadline.
 	if err := outs.close(time.Now().Add(engine.CloseTimeout)); err != nil {
 		w.log.Warn("closing the producer of handler output did not finish in time", slog.Any("error", err))
+	}
+	if tx != nil {
+		_ = tx.Close() // what the last commit did not take is aborted
 	}
 	return failed.get()
 }

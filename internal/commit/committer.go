@@ -11,6 +11,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/kafkaworker/kafkaworker/internal/attr"
+	"github.com/kafkaworker/kafkaworker/internal/txn"
 )
 
 // commitRequestTimeout bounds one OffsetCommit round trip: the committer's
@@ -27,6 +28,10 @@ const RetryEvery = 100 * time.Millisecond
 
 // errCommitTimeout is the error of a commit that got no answer in time.
 var errCommitTimeout = errors.New("kafkaworker: offset commit got no answer in time")
+
+// errGivenUp is a flush's error for a partition released without a
+// commit: its transaction aborted (exactly-once).
+var errGivenUp = errors.New("kafkaworker: the partition was given up when its transaction aborted; nothing more is committed for it, and its messages since the last commit are handled again")
 
 // errCommitterStopped is what a flush still waiting gets when the
 // committer's loop ends.
@@ -63,6 +68,9 @@ type Committer struct {
 	flushes map[committable]*flush
 
 	inflight chan exchangeResult // the request still unanswered, if any; loop only
+
+	txn   *txn.Txn    // nil unless exactly-once
+	fatal func(error) // may be nil
 }
 
 // flush is a wait for one partition's current progress to be acknowledged.
@@ -88,6 +96,7 @@ type committable interface {
 	acked() bool
 	ack(offset int64, meta string)
 	release()
+	released() bool
 }
 
 // Params are what a Committer is made from.
@@ -100,13 +109,19 @@ type Params struct {
 	Log        *slog.Logger
 	OnCommit   func(ok bool) // each request's result, for the commits metric; may be nil
 	Beat       func()        // called every interval, for the liveness check; may be nil
+	// Txn, when not nil, is the exactly-once worker's transaction: offsets
+	// are committed in it (txn_round.go), not with OffsetCommit.
+	Txn *txn.Txn
+	// Fatal is told when the transactional producer cannot go on (another
+	// worker took over its transactional id); may be nil.
+	Fatal func(error)
 }
 
 // NewCommitter makes a committer; Run runs it.
 func NewCommitter(p Params) *Committer {
 	c := &Committer{client: p.Client, group: p.Group, version: p.Version, instanceID: p.InstanceID,
 		interval: p.Interval, log: p.Log, onCommit: p.OnCommit, beat: p.Beat, wake: make(chan struct{}, 1),
-		parts: map[committable]struct{}{}, flushes: map[committable]*flush{}}
+		parts: map[committable]struct{}{}, flushes: map[committable]*flush{}, txn: p.Txn, fatal: p.Fatal}
 	c.roundTrip = c.commit
 	return c
 }
@@ -155,6 +170,9 @@ func (c *Committer) Run(ctx context.Context) {
 // round commits every partition with progress, one request per session,
 // answers the flushes it can, and reports whether some still wait.
 func (c *Committer) round() (flushesWait bool) {
+	if c.txn != nil {
+		return c.txnRound()
+	}
 	c.settleFlushes() // a flush past its deadline is answered, not sent for again
 	c.mu.Lock()
 	bySess := map[sarama.ConsumerGroupSession][]committable{}
@@ -242,6 +260,9 @@ func (c *Committer) failFlushes(err error) {
 // coordinator cause, until deadline or until cancel is closed. It returns
 // nil once acknowledged (or when there is nothing to commit).
 func (c *Committer) Flush(p committable, deadline time.Time, cancel <-chan struct{}) error {
+	if p.released() {
+		return errGivenUp
+	}
 	f := &flush{deadline: deadline, done: make(chan error, 1)}
 	c.mu.Lock()
 	c.flushes[p] = f
@@ -421,6 +442,11 @@ func (c *Committer) request(sess sarama.ConsumerGroupSession) *sarama.OffsetComm
 // shortly: the group is mid-rebalance (the session's generation is about to
 // change), the coordinator moved or is loading, or it did not answer.
 func retriableCommit(err error) bool {
+	var aborted *txn.AbortedError
+	var fatal *txn.FatalError
+	if errors.As(err, &aborted) || errors.As(err, &fatal) {
+		return false // the partition is given up; its messages are handled again
+	}
 	var kerr sarama.KError
 	if !errors.As(err, &kerr) {
 		return true // network trouble or no answer: the coordinator is looked up again

@@ -55,7 +55,7 @@ type State[T Entry] struct {
 	meta        string // done-set of what finished at or above marked
 	committed   int64  // marked and meta as last acknowledged by the coordinator
 	commitMeta  string
-	released    bool        // the final commit was made: commit nothing more
+	isReleased  bool        // the final commit was made, or the partition given up: commit nothing more
 	metaDirty   bool        // the done ranges changed since meta
 	truncated   bool        // a commit had to leave ranges out (logged once)
 	skipped     int         // messages skipped because skip held them

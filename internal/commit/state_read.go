@@ -119,7 +119,7 @@ func (s *State[T]) toCommit() (offset int64, meta string, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refreshDoneSet()
-	if s.released || !s.pendingCommit() {
+	if s.isReleased || !s.pendingCommit() {
 		return 0, "", false
 	}
 	return s.marked, s.meta, true
@@ -140,9 +140,17 @@ func (s *State[T]) ack(offset int64, meta string) {
 	s.committed, s.commitMeta = offset, meta
 }
 
-// release stops all further commits: the final one was made.
+// released reports whether release was called.
+func (s *State[T]) released() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.isReleased
+}
+
+// release stops all further commits: the final one was made, or the
+// partition is given up.
 func (s *State[T]) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.released = true
+	s.isReleased = true
 }

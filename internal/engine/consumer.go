@@ -16,6 +16,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/doneset"
 	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
+	"github.com/kafkaworker/kafkaworker/internal/txn"
 )
 
 // Ordering is which messages of a partition must not overlap.
@@ -47,6 +48,7 @@ type Params struct {
 	Topology      forward.Topology
 	Forwarder     *forward.Forwarder // nil when nothing is forwarded
 	Outputs       Emitter            // sends what handlers produced (worker.Produce)
+	Txn           *txn.Txn           // exactly-once: the open transaction (txn.go); nil otherwise
 	Committer     *commit.Committer
 	Pool          *Pool
 	Clock         *Clock
@@ -122,7 +124,7 @@ func (g *Consumer) newPartition(sess sarama.ConsumerGroupSession, claim sarama.C
 	topic, id := claim.Topic(), claim.Partition()
 	skip, meta := g.previousDoneSet(topic, id)
 	p := &partition{
-		topic: topic, id: id, ordering: g.Ordering, hop: g.Topology.Hop(topic), fwd: g.Forwarder, outputs: g.Outputs,
+		topic: topic, id: id, ordering: g.Ordering, hop: g.Topology.Hop(topic), fwd: g.Forwarder, outputs: g.Outputs, txn: g.Txn,
 		handler: g.Handler, pool: g.Pool, log: g.log, retry: g.RetryBackoff,
 		sess: sess, all: g.Metrics,
 		state: commit.NewState[*task](commit.StateParams{
@@ -137,6 +139,9 @@ func (g *Consumer) newPartition(sess sarama.ConsumerGroupSession, claim sarama.C
 		backingOff: make(map[*task]*time.Timer),
 		runExit:    make(chan struct{}, 1),
 		stats:      g.Metrics.ForPartition(topic),
+	}
+	if g.Txn != nil {
+		p.epoch, p.aborted = g.Txn.Current()
 	}
 	return p
 }

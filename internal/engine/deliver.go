@@ -62,6 +62,8 @@ func (p *partition) deliver(t *task) error {
 		switch produced := len(out.End()) > 0; {
 		case err != nil:
 			out.Reset() // a failed delivery's output is never sent
+		case produced && p.txn != nil:
+			err = p.putOutputInTxn(ctx, t)
 		case produced:
 			err = p.emit(ctx, t)
 		}
@@ -106,8 +108,12 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 	return err
 }
 
-// forward publishes t where it failed to; nil once the broker acknowledged.
+// forward publishes t where it failed to; nil once the broker acknowledged
+// (or, exactly-once, once it is in the open transaction).
 func (p *partition) forward(t *task) error {
+	if p.txn != nil {
+		return p.forwardInTxn(t)
+	}
 	f := t.fail
 	err := p.fwd.Publish(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at)
 	if err != nil {

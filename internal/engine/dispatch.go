@@ -85,6 +85,8 @@ func (d *dispatcher) run(done <-chan struct{}) {
 			return
 		case <-d.stopping:
 			return
+		case <-d.p.aborted: // exactly-once: its transaction aborted; given up, handled again
+			return
 		}
 		in = d.admitPending(msgs)
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/internal/outbox"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
+	"github.com/kafkaworker/kafkaworker/internal/txn"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
 
@@ -51,8 +53,11 @@ type task struct {
 	out *outbox.Delivery
 	// emitting: the handler succeeded and its output waits to be sent.
 	emitting bool
-	takenAt  time.Duration // when it was admitted, on the coarse clock
-	stuck    bool          // reported as stuck (see stuck.go)
+	// inTxn: its records are in the open transaction, which it holds open
+	// (txn.Enter) until its completion is in the commit state.
+	inTxn   bool
+	takenAt time.Duration // when it was admitted, on the coarse clock
+	stuck   bool          // reported as stuck (see stuck.go)
 
 	// From a retry tier: deliveries before this hop, and the due time.
 	base      int
@@ -87,6 +92,9 @@ type partition struct {
 	hop        forward.Hop        // source topic or retry tier
 	fwd        *forward.Forwarder // nil when nothing is forwarded
 	outputs    Emitter            // sends what handlers produced
+	txn        *txn.Txn           // exactly-once: the open transaction; nil otherwise
+	epoch      uint64             // the transaction epoch the partition was claimed in
+	aborted    <-chan struct{}    // closed when that epoch's transaction aborts; nil without txn
 	stats      *telemetry.Stats   // nil in unit tests
 	pending    telemetry.Delta    // deliveries not yet added to stats; guarded by mu (see flushStats)
 	all        *telemetry.Metrics
@@ -342,10 +350,11 @@ func (p *partition) run(t *task, slot *runSlot) *task {
 		// The claim was given up while the handler ran: discard.
 	case err == nil:
 		next, idle = p.complete(t)
-	case state == partRunning:
+	case state == partRunning && !errors.Is(err, errTxnAborted):
 		p.scheduleRetry(t, err)
 	}
 	p.settle(err != nil, idle)
+	p.leaveTxn(t, state != partFenced)
 	p.mu.Unlock()
 	p.finishRun(slot)
 	if state != partRunning {

@@ -195,6 +195,21 @@ func (p Policy) Next(h Hop, local int, err error, now time.Time) *Destination {
 // Publish sends msg to dest with its key, value and headers, plus the kw-*
 // headers describing where it came from and why it failed.
 func (f *Forwarder) Publish(ctx context.Context, msg *handler.Message, h Hop, attempts int, err error, dest *Destination, now time.Time) error {
+	pm := f.Record(ctx, msg, h, attempts, err, dest, now)
+	r, ok := f.routes[dest.Topic]
+	if !ok {
+		return fmt.Errorf("kafkaworker: no producer for %s, which is not a retry or dead-letter topic of this worker", dest.Topic)
+	}
+	if _, _, err := r.producer.SendMessage(pm); err != nil {
+		return &publishError{topic: dest.Topic, size: pm.ByteSize(f.version), route: r, principal: f.principal, err: err}
+	}
+	return nil
+}
+
+// Record is the record Publish sends: msg with the kw-* headers of its
+// failure (see Publish), and ctx's trace context. An exactly-once worker
+// puts it in its transaction instead.
+func (f *Forwarder) Record(ctx context.Context, msg *handler.Message, h Hop, attempts int, err error, dest *Destination, now time.Time) *sarama.ProducerMessage {
 	info, forwarded := retry.ReadInfo(msg.Headers)
 	if !forwarded || h.Tier == 0 {
 		info = retry.Info{
@@ -222,14 +237,7 @@ func (f *Forwarder) Publish(ctx context.Context, msg *handler.Message, h Hop, at
 	if ctx != nil {
 		f.tracing.Inject(ctx, &pm.Headers)
 	}
-	r, ok := f.routes[dest.Topic]
-	if !ok {
-		return fmt.Errorf("kafkaworker: no producer for %s, which is not a retry or dead-letter topic of this worker", dest.Topic)
-	}
-	if _, _, err := r.producer.SendMessage(pm); err != nil {
-		return &publishError{topic: dest.Topic, size: pm.ByteSize(f.version), route: r, principal: f.principal, err: err}
-	}
-	return nil
+	return pm
 }
 
 // ErrorReason classifies an error of a publish to a retry or

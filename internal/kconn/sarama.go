@@ -24,6 +24,7 @@ type Settings struct {
 	Security          Security
 	TokenProvider     sarama.AccessTokenProvider // OAUTHBEARER only
 	Hooks             []func(*sarama.Config)     // WithSaramaConfig, applied last
+	ReadCommitted     bool                       // exactly-once: fetch only committed transactions' records
 }
 
 // SaramaConfig turns c into a sarama.Config, applies the hooks, and checks
@@ -67,6 +68,9 @@ func SaramaConfig(c Settings) (*sarama.Config, error) {
 	// handled successfully, every CommitInterval and on release.
 	s.Consumer.Offsets.AutoCommit.Enable = false
 	s.Consumer.Return.Errors = true
+	if c.ReadCommitted {
+		s.Consumer.IsolationLevel = sarama.ReadCommitted
+	}
 	for _, hook := range c.Hooks {
 		if hook != nil {
 			hook(s)
@@ -79,6 +83,10 @@ func SaramaConfig(c Settings) (*sarama.Config, error) {
 	}
 	if !s.Consumer.Return.Errors {
 		return nil, errors.New("kafkaworker: WithSaramaConfig turned off Consumer.Return.Errors; the worker reads that channel to log consumer errors: leave it on")
+	}
+	if c.ReadCommitted && s.Consumer.IsolationLevel != sarama.ReadCommitted {
+		return nil, errors.New("kafkaworker: WithSaramaConfig set Consumer.IsolationLevel to read_uncommitted with WORKER_EXACTLY_ONCE on; " +
+			"the worker would handle records of aborted transactions: leave it read_committed")
 	}
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("kafkaworker: sarama configuration: %w", err)

@@ -1,0 +1,74 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
+)
+
+// This file holds the exactly-once path (WORKER_EXACTLY_ONCE; p.txn not
+// nil): a delivery's output and its forwards go into the worker's open
+// transaction instead of being sent and acknowledged one by one, and the
+// message is finished in the commit state before the delivery leaves the
+// transaction (run), so the transaction that holds its records also holds
+// its offset. A partition claimed under an epoch whose transaction aborted
+// is given up without a final commit (the dispatcher watches p.aborted),
+// and its messages are handled again from the last committed offsets.
+
+// errTxnAborted is a delivery's error when its partition's transaction
+// epoch ended: nothing of it is kept.
+var errTxnAborted = errors.New("kafkaworker: the partition's transaction aborted; the message is handled again from the last committed offset")
+
+// putOutputInTxn puts t's output in the open transaction; on success t is
+// inside it (t.inTxn) until run finishes it.
+func (p *partition) putOutputInTxn(ctx context.Context, t *task) error {
+	if !p.txn.Enter(p.epoch) {
+		t.out.Reset()
+		return errTxnAborted
+	}
+	t.inTxn = true
+	p.txn.SendOutput(t.out.End(), func(h *[]sarama.RecordHeader) { p.tracing.Inject(ctx, h) })
+	t.out.Reset()
+	return nil
+}
+
+// forwardInTxn puts t's retry or dead-letter record in the open
+// transaction; see putOutputInTxn.
+func (p *partition) forwardInTxn(t *task) error {
+	f := t.fail
+	if !p.txn.Enter(p.epoch) {
+		return errTxnAborted
+	}
+	t.inTxn = true
+	p.txn.Send(p.fwd.Record(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at))
+	level, what := slog.LevelWarn, "message sent to a retry topic (in the open transaction)"
+	t.note(metricdef.Retry)
+	if f.dest.DeadLetter {
+		level, what = slog.LevelError, "message dead-lettered (in the open transaction)"
+		t.note(metricdef.DeadLetter)
+	}
+	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", f.dest.Topic),
+		slog.Int("attempt", t.base+t.attempt), slog.Any("error", f.err))...)
+	return nil
+}
+
+// leaveTxn ends t's stay in the transaction, once its completion is in the
+// commit state (or, if its partition was fenced meanwhile, after dooming
+// the transaction: its records must not commit without its offset).
+// Called with p.mu held.
+func (p *partition) leaveTxn(t *task, completed bool) {
+	if !t.inTxn {
+		return
+	}
+	t.inTxn = false
+	if completed {
+		p.flushFinished()
+	} else {
+		p.txn.Doom()
+	}
+	p.txn.Leave()
+}

@@ -1,0 +1,253 @@
+// Package txn is the open Kafka transaction of an exactly-once worker
+// (WORKER_EXACTLY_ONCE): the output of handled messages, their retry-tier
+// and dead-letter forwards, and, at each commit, the source offsets with
+// their done-sets go into one transaction, committed once per commit
+// interval and then begun anew.
+//
+// A delivery puts its records in between Enter and Leave, and finishes its
+// message in the commit state before it leaves; the committer holds the
+// gate exclusively (Hold) while it takes the offsets and commits, so the
+// offsets a transaction commits cover exactly the messages whose records
+// it holds. When a commit fails the transaction is aborted: every
+// partition claimed under the aborted epoch is given up without a final
+// commit (Aborted is closed) and its messages are handled again from the
+// last committed offsets, by this worker after it rejoins or by another.
+package txn
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/outbox"
+)
+
+// Params are what a Txn is made from.
+type Params struct {
+	Brokers []string
+	Sarama  *sarama.Config // the worker's client configuration; copied
+	ID      string         // the transactional.id
+	Timeout time.Duration  // how long the broker lets a transaction stay open before it aborts it
+	Log     *slog.Logger
+}
+
+// Txn is the worker's transactional producer and its open transaction.
+type Txn struct {
+	ap  sarama.AsyncProducer
+	id  string
+	log *slog.Logger
+
+	// gate is shared by deliveries between Enter and Leave, and held
+	// exclusively by a commit.
+	gate sync.RWMutex
+
+	mu      sync.Mutex // guards epoch and aborted
+	epoch   uint64
+	aborted chan struct{} // closed when epoch's transaction aborts
+
+	sent   atomic.Int64 // records put in the open transaction
+	doomed atomic.Bool  // the open transaction must abort (Doom)
+
+	errsDone chan struct{}
+}
+
+// AbortedError is a commit's error when the transaction was aborted; its
+// messages are handled again.
+type AbortedError struct{ Cause error }
+
+func (e *AbortedError) Error() string {
+	return fmt.Sprintf("kafkaworker: transaction aborted; its messages are handled again from the last committed offsets: %v", e.Cause)
+}
+
+func (e *AbortedError) Unwrap() error { return e.Cause }
+
+// FatalError is a commit's error when the producer cannot go on: another
+// worker took over this transactional id (fenced), or an abort failed.
+type FatalError struct{ Err error }
+
+func (e *FatalError) Error() string {
+	return fmt.Sprintf("kafkaworker: the transactional producer cannot go on: %v", e.Err)
+}
+
+func (e *FatalError) Unwrap() error { return e.Err }
+
+// errDoomed is the cause of an abort asked for by Doom.
+var errDoomed = errors.New("a delivery's records went into the transaction, but its partition was given up before its offset could follow")
+
+// New starts the transactional producer (InitProducerId fences an earlier
+// producer with the same id and aborts its open transaction) and begins
+// the first transaction.
+func New(p Params) (*Txn, error) {
+	c := *p.Sarama
+	c.ClientID = p.Sarama.ClientID + "-txn"
+	c.Producer.Idempotent = true
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Net.MaxOpenRequests = 1
+	c.Producer.Transaction.ID = p.ID
+	c.Producer.Transaction.Timeout = p.Timeout
+	c.Producer.Return.Errors = true
+	c.Producer.Return.Successes = false
+	c.Producer.Partitioner = withExplicit(sarama.NewMurmur2Partitioner)
+	ap, err := sarama.NewAsyncProducer(p.Brokers, &c)
+	if err != nil {
+		return nil, fmt.Errorf("kafkaworker: start the transactional producer (transactional.id %q): %w", p.ID, err)
+	}
+	t := &Txn{ap: ap, id: p.ID, log: p.Log, aborted: make(chan struct{}), errsDone: make(chan struct{})}
+	go t.drainErrors()
+	if err := ap.BeginTxn(); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("kafkaworker: begin a transaction (transactional.id %q): %w", p.ID, err)
+	}
+	return t, nil
+}
+
+// drainErrors reads the producer's errors: sarama has already made the
+// transaction abortable, so the next Commit aborts it.
+func (t *Txn) drainErrors() {
+	defer close(t.errsDone)
+	for err := range t.ap.Errors() {
+		t.log.Warn("a record of the open transaction was not written; the transaction will abort and its messages be handled again",
+			slog.String("topic", err.Msg.Topic), slog.Any("error", err.Err))
+	}
+}
+
+// Current is the epoch deliveries enter with, and the channel closed when
+// its transaction aborts.
+func (t *Txn) Current() (epoch uint64, aborted <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.epoch, t.aborted
+}
+
+// Enter lets a delivery of a partition claimed in epoch put records in the
+// open transaction; it reports false, and the delivery must not, once
+// that epoch's transaction aborted. A true Enter must be followed by
+// Leave, after the message is finished in its commit state.
+func (t *Txn) Enter(epoch uint64) bool {
+	t.gate.RLock()
+	t.mu.Lock()
+	ok := t.epoch == epoch
+	t.mu.Unlock()
+	if !ok {
+		t.gate.RUnlock()
+	}
+	return ok
+}
+
+// Leave ends what Enter began.
+func (t *Txn) Leave() { t.gate.RUnlock() }
+
+// Send puts records in the open transaction; called between Enter and
+// Leave. sarama sends them in the background; a failure makes the commit
+// abort.
+func (t *Txn) Send(msgs ...*sarama.ProducerMessage) {
+	t.sent.Add(int64(len(msgs)))
+	for _, m := range msgs {
+		t.ap.Input() <- m
+	}
+}
+
+// SendOutput puts a delivery's output in the open transaction (see Send).
+func (t *Txn) SendOutput(recs []outbox.Record, inject func(*[]sarama.RecordHeader)) {
+	for i := range recs {
+		pm := saramaMessage(&recs[i])
+		if inject != nil {
+			inject(&pm.Headers)
+		}
+		t.Send(pm)
+	}
+}
+
+// Doom makes the open transaction abort at its commit: a delivery put
+// records in it that cannot be matched by its offset.
+func (t *Txn) Doom() { t.doomed.Store(true) }
+
+// Hold takes the gate exclusively: no delivery is between its records and
+// its commit state. The committer holds it around taking the offsets and
+// Commit.
+func (t *Txn) Hold() { t.gate.Lock() }
+
+// Release ends Hold.
+func (t *Txn) Release() { t.gate.Unlock() }
+
+// Offsets are one consumer group session's offsets for a transaction.
+type Offsets struct {
+	Group  sarama.ConsumerGroupMetadata
+	Topics map[string][]*sarama.PartitionOffsetMetadata
+}
+
+// Commit commits the open transaction with offsets and begins the next;
+// called under Hold. With nothing to commit it does nothing. A failure
+// aborts the transaction and returns an *AbortedError, or a *FatalError
+// when the producer cannot go on.
+func (t *Txn) Commit(offsets []Offsets) error {
+	if t.doomed.Load() {
+		return t.abort(errDoomed)
+	}
+	if len(offsets) == 0 && t.sent.Load() == 0 {
+		return nil
+	}
+	for _, o := range offsets {
+		if err := t.ap.AddOffsetsToTxnWithGroupMetadata(o.Topics, &o.Group); err != nil {
+			return t.abort(err)
+		}
+	}
+	if err := t.ap.CommitTxn(); err != nil {
+		return t.abort(err)
+	}
+	t.sent.Store(0)
+	if err := t.ap.BeginTxn(); err != nil {
+		return &FatalError{Err: fmt.Errorf("begin the next transaction: %w", err)}
+	}
+	return nil
+}
+
+// abort aborts the open transaction for cause, ends its epoch and begins
+// the next transaction.
+func (t *Txn) abort(cause error) error {
+	if fatal(cause) || t.ap.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+		t.endEpoch()
+		return &FatalError{Err: cause}
+	}
+	err := t.ap.AbortTxn()
+	t.endEpoch()
+	t.sent.Store(0)
+	t.doomed.Store(false)
+	if err != nil {
+		return &FatalError{Err: fmt.Errorf("abort after %v: %w", cause, err)}
+	}
+	if err := t.ap.BeginTxn(); err != nil {
+		return &FatalError{Err: fmt.Errorf("begin a transaction after an abort: %w", err)}
+	}
+	return &AbortedError{Cause: cause}
+}
+
+// fatal reports whether err means another producer took over the id.
+func fatal(err error) bool {
+	return errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) ||
+		errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed)
+}
+
+func (t *Txn) endEpoch() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.epoch++
+	close(t.aborted)
+	t.aborted = make(chan struct{})
+}
+
+// Close aborts the open transaction, if it holds anything, and closes the
+// producer.
+func (t *Txn) Close() error {
+	if t.ap.TxnStatus()&sarama.ProducerTxnFlagInTransaction != 0 && t.sent.Load() > 0 {
+		_ = t.ap.AbortTxn()
+	}
+	err := t.ap.Close()
+	<-t.errsDone
+	return err
+}
