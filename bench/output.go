@@ -199,8 +199,10 @@ func (b *bench) output(ctx context.Context) (table, error) {
 			{"transaction markers in the output topic (per run)", markerCounts(checks[0]), markerCounts(checks[1]), ""},
 		},
 		notes: append(append(warn,
-			"Both sides are the same worker and handler: `worker.Produce` of one record (the input's key and value) to an output topic of its own per run (8 partitions), sent by the worker's producer (package producer: idempotent, murmur2 keyed partitioning) once Handle returned; "+
-				"a message is done, and its offset committable, once its output is acknowledged. The handler counts a message when it returns, before its output is sent, so the hot-path rate leaves out the sending of the last messages' output; "+
+			"Both sides are the same worker and handler: `worker.Produce` of one record (the input's key and value) to an output topic of its own per run (8 partitions), sent once Handle returned. "+
+				"At-least-once, the worker's producer (package producer: idempotent, murmur2 keyed partitioning, with its metrics and a span per send) sends it, and a message is done (its offset committable, its key's next message free to start) once its output is acknowledged; "+
+				"exactly-once, the output goes into the open transaction (a sarama transactional producer of its own) and the message is done once it is handed over: the transaction's commit waits for the acknowledgements, and a failed record aborts the transaction. "+
+				"That is why exactly-once can be the faster here: a key's next message does not wait for a round trip to the broker. The handler counts a message when it returns, before its output is sent, so the hot-path rate leaves out the sending of the last messages' output; "+
 				"the until-committed rate runs to the moment the parent (polling every 20 ms) saw the group's committed offsets reach the end offsets, so it includes the sending, the last commit interval's wait and, exactly-once, the last transaction's commit.",
 			fmt.Sprintf("Exactly-once: WORKER_EXACTLY_ONCE=true, the worker's consumer reads read_committed and it commits one Kafka transaction per commit interval (%v) holding that interval's outputs and the source offsets. "+
 				"The output check reads the output topic back from its log: read_committed, each transaction's outcome from its marker (kafkatest.ReadCommitted); each input once means the records read are the inputs' (key, value) pairs, each as often as in the input. "+
