@@ -6,7 +6,7 @@
 //
 //	make bench                         # everything: go run ./bench
 //	make bench ARGS=-quick             # one run per side, smaller counts: a smoke test (under a minute)
-//	make bench ARGS="-only=noop"       # pick scenarios: noop, partitions, io, keys, rss
+//	make bench ARGS="-only=noop"       # pick scenarios: noop, partitions, io, keys, rss, output
 //	go run ./bench -only=noop -cpuprofile=cpu.out
 //	go tool pprof cpu.out.noop.worker.1.cpu      # a child run's CPU profile (.allocs: its allocations)
 //	go tool pprof -tagfocus=side=kafkaworker cpu.out   # in-process scenarios (io, keys): the worker's share
@@ -26,6 +26,11 @@
 //   - keys: one partition, 0–5 ms random handler, wall time by key count.
 //   - rss: peak RSS of a worker (and a raw sarama consumer) in a child
 //     process against a 100k and a 1M message backlog.
+//   - output: a handler that emits one output per input (worker.Produce),
+//     8 partitions, 200k messages; at-least-once against
+//     WORKER_EXACTLY_ONCE=true, each in a child process, alternating:
+//     throughput and CPU per message of each, their ratio (target ≥ 0.8),
+//     and a read_committed check that the output holds each input once.
 package main
 
 import (
@@ -46,7 +51,7 @@ import (
 )
 
 // allScenarios lists the scenarios in the order they run.
-var allScenarios = []string{"noop", "partitions", "io", "keys", "rss"}
+var allScenarios = []string{"noop", "partitions", "io", "keys", "rss", "output"}
 
 // bench is what every scenario shares: the embedded broker, the run's
 // settings and the topics produced so far.
@@ -81,7 +86,9 @@ func progress(format string, args ...any) {
 }
 
 func main() {
-	if mode := os.Getenv(childModeEnv); mode != "" {
+	if mode := os.Getenv(childModeEnv); mode == outputChildMode {
+		os.Exit(outputChildMain())
+	} else if mode != "" {
 		os.Exit(childMain(mode))
 	}
 	quick := flag.Bool("quick", false, "smaller message counts and one run per side: a smoke test")
@@ -183,6 +190,8 @@ func run(selected []string, quick bool, reps int, cpuprofile string, out io.Writ
 			t, err = b.keys(ctx)
 		case "rss":
 			t, err = b.rss(ctx)
+		case "output":
+			t, err = b.output(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("scenario %s: %w", s, err)

@@ -20,6 +20,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("KW_CRASH_CHILD") != "" {
 		os.Exit(crashChildMain())
 	}
+	if os.Getenv("KW_EOS_CHILD") != "" {
+		os.Exit(eosChildMain())
+	}
 	goleak.VerifyTestMain(m,
 		// go-metrics, which sarama uses, starts one process-wide ticker.
 		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
