@@ -17,6 +17,15 @@ const HeaderReplayedAt = "kw-replayed-at"
 // replayBatch is how many records are sent before progress is committed.
 const replayBatch = 100
 
+// replayConfig sets the protocol of Kafka 2.5 at least on the client that
+// reads the dead letters and the replay group's offsets, so OffsetFetch can
+// ask for stable offsets (KIP-447).
+func replayConfig(s *sarama.Config) {
+	if !s.Version.IsAtLeast(sarama.V2_5_0_0) {
+		s.Version = sarama.V2_5_0_0
+	}
+}
+
 // replayOpts are dlq replay's flags.
 type replayOpts struct {
 	sel    selector
@@ -58,15 +67,16 @@ a replay one summary object.`,
 			if _, err := o.f.json(); err != nil {
 				return err
 			}
-			c, err := g.connect(producerConfig(false))
+			c, err := g.connect(replayConfig)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			r, err := newReplayer(cmd, c, &o)
+			r, err := newReplayer(cmd, g, c, &o)
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			return r.run()
 		},
 	}
