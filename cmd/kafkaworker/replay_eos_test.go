@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
+	"github.com/kafkaworker/kafkaworker/kafkatest"
+)
+
+// deadLetters writes n dead letters to orders.g.dlq (2 partitions) as a
+// worker of group g consuming orders (3 partitions) writes them, with the
+// kw-* headers: keys k-NN, values v-NN.
+func deadLetters(t *testing.T, e *env, n int) {
+	t.Helper()
+	e.topic("orders", 3)
+	e.topic("orders.g.dlq", 2)
+	failed := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	recs := make([]kafkatest.Record, 0, n)
+	for i := range n {
+		recs = append(recs, kafkatest.Record{Topic: "orders.g.dlq", Key: fmt.Appendf(nil, "k-%02d", i), Value: fmt.Appendf(nil, "v-%02d", i),
+			Headers: map[string]string{"app": "a", "kw-original-topic": "orders", "kw-original-partition": strconv.Itoa(i % 3),
+				"kw-original-offset": strconv.Itoa(i), "kw-original-timestamp": failed, "kw-group": "g", "kw-attempt": "1",
+				"kw-error": "boom", "kw-error-type": "*main.xError", "kw-failed-at": failed}})
+	}
+	if _, err := e.cluster.Produce(e.ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// buildCommand builds this command's binary into a temporary directory.
+func buildCommand(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "kafkaworker")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// checkExactlyOnce checks that a read_committed reader of orders sees each
+// of the n dead letters exactly once, and that the replay group's
+// committed offsets are the dead-letter topic's end offsets.
+func checkExactlyOnce(t *testing.T, e *env, n int) {
+	t.Helper()
+	recs := e.readTopic("orders", true)
+	counts := values(recs)
+	for i := range n {
+		if v := fmt.Sprintf("v-%02d", i); counts[v] != 1 {
+			t.Errorf("%s seen %d times by a read_committed reader, want 1", v, counts[v])
+		}
+	}
+	if len(recs) != n || len(counts) != n {
+		t.Errorf("read_committed reader saw %d records, %d distinct, want %d: %v", len(recs), len(counts), n, counts)
+	}
+	committed, err := e.cluster.CommittedOffsets(e.ctx, "kafkaworker-replay.orders.g.dlq", "orders.g.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, err := e.cluster.EndOffsets(e.ctx, "orders.g.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(committed) != fmt.Sprint(end) {
+		t.Errorf("replay group committed %v, want the dead-letter topic's end offsets %v", committed, end)
+	}
+}
+
+// TestReplayExactlyOnceAcrossSIGKILL runs the command as a process, paced
+// so it is mid-way with a transaction open, SIGKILLs it, and runs it again
+// to the end: a read_committed reader sees every dead letter exactly once,
+// the records of the killed run's open transaction were aborted (the re-run
+// fenced it), and the replay group stands at the dead-letter topic's end.
+func TestReplayExactlyOnceAcrossSIGKILL(t *testing.T) {
+	bin := buildCommand(t)
+	e := newEnv(t)
+	const n = 40
+	deadLetters(t, e, n)
+	args := []string{"dlq", "replay", "--dlq-topic", "orders.g.dlq", "--brokers", strings.Join(e.cluster.Addrs(), ",")}
+
+	var out1, err1 bytes.Buffer
+	first := exec.CommandContext(e.ctx, bin, append(args, "--rate", "10/s")...)
+	first.Stdout, first.Stderr = &out1, &err1
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := false
+	t.Cleanup(func() {
+		if !exited {
+			_ = first.Process.Kill()
+			_ = first.Wait()
+		}
+	})
+	// Mid-way: some records committed, and a transaction open with more.
+	testutil.WaitFor(t, 30*time.Second, "the replay to commit some records and send more", func() bool {
+		committed := len(e.readTopic("orders", true))
+		return committed >= 5 && len(e.readTopic("orders", false)) > committed
+	})
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	werr := first.Wait()
+	exited = true
+	var ee *exec.ExitError
+	if !errors.As(werr, &ee) || ee.Exited() {
+		t.Fatalf("first run was not killed: %v; stdout %q, stderr %q", werr, out1.String(), err1.String())
+	}
+
+	// Frozen: what the killed run committed, and what it sent.
+	committedAtKill := len(e.readTopic("orders", true))
+	sentAtKill := len(e.readTopic("orders", false))
+	offsets, err := e.cluster.CommittedOffsets(e.ctx, "kafkaworker-replay.orders.g.dlq", "orders.g.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed with %d record(s) committed and %d more sent in its open transaction; group at %v", committedAtKill, sentAtKill-committedAtKill, offsets)
+	if committedAtKill >= n {
+		t.Fatalf("the first run committed all %d records before the kill", committedAtKill)
+	}
+	// Records and progress commit together: the group is exactly as far as
+	// the committed records (every dead letter matches).
+	if sum(offsets) != int64(committedAtKill) {
+		t.Errorf("replay group committed %v (%d records) but %d records are committed", offsets, sum(offsets), committedAtKill)
+	}
+
+	var out2, err2 bytes.Buffer
+	second := exec.CommandContext(e.ctx, bin, args...)
+	second.Stdout, second.Stderr = &out2, &err2
+	if err := second.Run(); err != nil {
+		t.Fatalf("re-run: %v; stdout %q, stderr %q", err, out2.String(), err2.String())
+	}
+	if want := fmt.Sprintf("replayed %d dead letter(s) from orders.g.dlq", n-committedAtKill); !strings.Contains(out2.String(), want) {
+		t.Errorf("re-run printed %q, want %q", out2.String(), want)
+	}
+	checkExactlyOnce(t, e, n)
+	// Every record the killed run sent and did not commit is in the topic,
+	// aborted: read_uncommitted sees them besides the n.
+	if got := len(e.readTopic("orders", false)); got != n+sentAtKill-committedAtKill {
+		t.Errorf("read_uncommitted reader saw %d records, want %d replayed + %d aborted", got, n, sentAtKill-committedAtKill)
+	}
+}
+
+// TestReplayConcurrentRunsFence starts a paced replay, then a second replay
+// of the same dead-letter topic while the first runs: the second fences the
+// first, which fails with one line saying so, and finishes the replay from
+// the first's last commit. Nothing is sent twice.
+func TestReplayConcurrentRunsFence(t *testing.T) {
+	e := newEnv(t)
+	const n = 30
+	deadLetters(t, e, n)
+	args := []string{"dlq", "replay", "--dlq-topic", "orders.g.dlq"}
+
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	var outA, errA testutil.Buffer
+	doneA := make(chan int, 1)
+	go func() {
+		doneA <- run(ctx, append(args, "--rate", "10/s", "--brokers", e.cluster.Addrs()[0]), strings.NewReader(""), &outA, &errA)
+	}()
+	testutil.WaitFor(t, 20*time.Second, "the first replay to commit some records", func() bool {
+		return len(e.readTopic("orders", true)) >= 2
+	})
+
+	b := e.ok(args...)
+	var codeA int
+	select {
+	case codeA = <-doneA:
+	case <-e.ctx.Done():
+		t.Fatal("the fenced replay did not end")
+	}
+	rA := result{outA.String(), errA.String(), codeA}
+	t.Logf("fenced run: %s", rA.stderr)
+	checkFailure(t, args, rA, "another replay of orders.g.dlq into group kafkaworker-replay.orders.g.dlq started and fenced this one",
+		`transactional id "kafkaworker-replay.orders.g.dlq:orders.g.dlq"`)
+	checkExactlyOnce(t, e, n)
+
+	// The first run's commits and the second's add up to n.
+	var byA int
+	if _, err := fmt.Sscanf(rA.stderr[strings.Index(rA.stderr, "aborted after "):], "aborted after %d", &byA); err != nil {
+		t.Fatalf("no count in %q: %v", rA.stderr, err)
+	}
+	if want := fmt.Sprintf("replayed %d dead letter(s)", n-byA); !strings.Contains(b.stdout, want) {
+		t.Errorf("second replay printed %q, want %q (the first committed %d)", b.stdout, want, byA)
+	}
+}
