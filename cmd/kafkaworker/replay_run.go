@@ -31,7 +31,7 @@ type replayer struct {
 	inTxn  bool                      // a transaction is open
 	// txnStart is when the open transaction began.
 	txnStart time.Time
-	failed   bool             // the producer is unusable: send and commit nothing more
+	failed   bool            // the producer is unusable: send and commit nothing more
 	pos      map[int32]int64 // next DLQ offset per partition, read and sent
 	commit   map[int32]int64 // what the replay group holds
 }
@@ -157,6 +157,9 @@ func (r *replayer) run() error {
 		r.bar.finish()
 	}
 	interrupted := err != nil && r.cmd.Context().Err() != nil
+	if errors.Is(err, errReplayFenced) {
+		return err
+	}
 	if err != nil && !interrupted {
 		return fmt.Errorf("%w (%d sent before it; progress is saved in group %s)", err, r.sent, r.group)
 	}

@@ -257,8 +257,8 @@ func (r *replayer) settle(err error) error {
 func (r *replayer) fatal(err error) error {
 	if errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) {
 		r.failed = true
-		return fmt.Errorf("another replay of %s into group %s started and fenced this one (transactional id %q): this run's open transaction was aborted after %d dead letter(s) committed; the other run resumes from there: %w",
-			r.topic, r.group, r.txnID, r.sent, errReplayFenced)
+		return fmt.Errorf("%w: another replay of %s into group %s started (transactional id %q); this run's open transaction was aborted after %d dead letter(s) committed, and the other run resumes from there",
+			errReplayFenced, r.topic, r.group, r.txnID, r.sent)
 	}
 	if r.prod.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
 		r.failed = true
