@@ -9,8 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/kafkatest"
@@ -196,5 +200,74 @@ func TestReplayConcurrentRunsFence(t *testing.T) {
 	}
 	if want := fmt.Sprintf("replayed %d dead letter(s)", n-byA); !strings.Contains(b.stdout, want) {
 		t.Errorf("second replay printed %q, want %q (the first committed %d)", b.stdout, want, byA)
+	}
+}
+
+// failTxnOffsetCommits makes the broker answer the next TxnOffsetCommit
+// (every one, with always) with GROUP_AUTHORIZATION_FAILED, an error the
+// producer recovers from by aborting the transaction. It returns how many
+// it failed.
+func failTxnOffsetCommits(e *env, always bool) *atomic.Int32 {
+	var n atomic.Int32
+	fake := e.cluster.Fake()
+	fake.ControlKey(int16(kmsg.TxnOffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		if always {
+			fake.KeepControl()
+		}
+		n.Add(1)
+		req := kreq.(*kmsg.TxnOffsetCommitRequest)
+		resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewTxnOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	return &n
+}
+
+// TestReplayRetriesAnAbortedBatch: the broker refuses the batch's offset
+// commit once; the replay aborts the transaction (its records stay
+// invisible to read_committed readers) and sends the batch again in a new
+// one, which commits.
+func TestReplayRetriesAnAbortedBatch(t *testing.T) {
+	e := newEnv(t)
+	const n = 10
+	deadLetters(t, e, n)
+	failed := failTxnOffsetCommits(e, false)
+	r := e.ok("dlq", "replay", "--dlq-topic", "orders.g.dlq")
+	if failed.Load() != 1 || !strings.Contains(r.stdout, "replayed 10 dead letter(s)") {
+		t.Fatalf("%d offset commit(s) failed; replay printed %q", failed.Load(), r.stdout)
+	}
+	checkExactlyOnce(t, e, n)
+	if got := len(e.readTopic("orders", false)); got != 2*n {
+		t.Errorf("read_uncommitted reader saw %d records, want the %d of the aborted transaction and the %d of the committed one", got, n, n)
+	}
+}
+
+// TestReplayGivesUpAfterAbortedAttempts: a batch whose transaction aborts
+// every time fails the replay with one line after replayAttempts tries,
+// and nothing is committed: neither records nor progress.
+func TestReplayGivesUpAfterAbortedAttempts(t *testing.T) {
+	e := newEnv(t)
+	deadLetters(t, e, 5)
+	failed := failTxnOffsetCommits(e, true)
+	args := []string{"dlq", "replay", "--dlq-topic", "orders.g.dlq"}
+	e.fails(args, "transaction aborted 3 times", "not authorized to access this group", "Read on the replay group", "none of its records is committed", "0 sent before it; progress is saved in group kafkaworker-replay.orders.g.dlq")
+	if failed.Load() != replayAttempts {
+		t.Errorf("%d offset commits tried, want %d", failed.Load(), replayAttempts)
+	}
+	if recs := e.readTopic("orders", true); len(recs) != 0 {
+		t.Errorf("a read_committed reader sees %d records of a replay whose every transaction aborted", len(recs))
+	}
+	if committed, _ := e.cluster.CommittedOffsets(e.ctx, "kafkaworker-replay.orders.g.dlq", "orders.g.dlq"); len(committed) != 0 {
+		t.Errorf("replay group committed %v", committed)
 	}
 }

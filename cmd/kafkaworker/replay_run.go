@@ -147,18 +147,24 @@ func (r *replayer) run() error {
 	if errors.Is(err, errNotDLQ) {
 		return err // nothing was sent; leave no replay group behind
 	}
+	var ferr error
 	if !r.o.dryRun {
 		// Ctrl-C stops reading; what was read is still sent and committed.
-		if ferr := r.flush(); ferr != nil {
-			return errors.Join(err, ferr)
-		}
+		ferr = r.flush()
 	}
 	if r.bar != nil {
 		r.bar.finish()
 	}
 	interrupted := err != nil && r.cmd.Context().Err() != nil
-	if errors.Is(err, errReplayFenced) {
+	switch {
+	case errors.Is(err, errReplayFenced):
 		return err
+	case errors.Is(ferr, errReplayFenced):
+		return ferr
+	case ferr != nil && (err == nil || interrupted):
+		err, interrupted = ferr, false
+	case ferr != nil:
+		err = errors.Join(err, ferr)
 	}
 	if err != nil && !interrupted {
 		return fmt.Errorf("%w (%d sent before it; progress is saved in group %s)", err, r.sent, r.group)

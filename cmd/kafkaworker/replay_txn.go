@@ -235,12 +235,12 @@ func (r *replayer) settle(err error) error {
 				return ferr
 			}
 			r.failed = true
-			return fmt.Errorf("transaction failed (%v) and its abort too: %w; this batch may or may not be committed: run the same command to resume from what is", err, aerr)
+			return fmt.Errorf("transaction failed (%v), and so did its abort: %w; run the same command to resume (it aborts this transaction if it is still open)", err, aerr)
 		}
 		r.inTxn = false
 		if attempt >= replayAttempts {
 			r.failed = true
-			return fmt.Errorf("transaction aborted %d times, the last on: %w%s (its records are not committed; progress is saved in group %s)", attempt, err, txnHint(err, r.txnID), r.group)
+			return fmt.Errorf("transaction aborted %d times, the last on: %w%s; none of its records is committed", attempt, err, txnHint(err, r.txnID))
 		}
 		// A message is sent once: send copies in the new transaction.
 		for i, m := range r.batch {
@@ -262,7 +262,7 @@ func (r *replayer) fatal(err error) error {
 	}
 	if r.prod.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
 		r.failed = true
-		return fmt.Errorf("transaction failed: %w%s (its records are not committed; %d sent and committed before it; progress is saved in group %s)", err, txnHint(err, r.txnID), r.sent, r.group)
+		return fmt.Errorf("transaction failed: %w%s; none of its records is committed", err, txnHint(err, r.txnID))
 	}
 	return nil
 }
