@@ -49,12 +49,29 @@ to the partition their key hashes to, as the worker's producers send them.
 
 Progress is committed in a replay consumer group, kafkaworker-replay.<dlq
 topic> unless --replay-group names another: a second run of the same replay
-sends nothing twice, and an interrupted one (Ctrl-C) resumes where it stopped.
-The group records how far through the dead-letter topic replay has read, the
-records the filters skipped included: to replay those later with other filters,
-pass a new --replay-group. The producer is idempotent; progress is committed
-after every batch of 100 records, so only a crash (not Ctrl-C) in the middle of
-a batch can send part of it again.
+sends nothing twice, and an interrupted one resumes where it stopped. The
+group records how far through the dead-letter topic replay has read, the
+records the filters skipped included: to replay those later with other
+filters, pass a new --replay-group.
+
+Exactly once: each batch (100 records; with --rate, what was sent in the
+last second) and the replay group's progress are committed in one Kafka
+transaction, so however a run ends (Ctrl-C, SIGKILL, a lost machine) a
+consumer reading read_committed sees each dead letter once: a killed run's
+open transaction is aborted when the replay runs again, and the new run
+resumes from the last commit. A consumer reading read_uncommitted can also
+see the records of aborted transactions. The transactional.id is
+"<replay group>:<dlq topic>"; a new run fences an older one still running,
+which stops with an error saying so. An aborted transaction is sent again
+(3 tries); a fatal error (fenced, not authorised) stops the replay.
+
+A real cluster needs Kafka 2.5 or later; with ACLs, Write on the
+TransactionalId (the prefix kafkaworker-replay. covers the default replay
+groups; a transactional producer needs no IdempotentWrite on the cluster),
+Write on the target topics, Read on the dead-letter topic and the replay
+group; and, on a cluster of fewer than 3 brokers,
+transaction.state.log.replication.factor and transaction.state.log.min.isr
+set to at most the number of brokers, or no transaction can start.
 
 --dry-run prints what would be sent and commits nothing. With --format json a
 dry run prints one JSON object per dead letter (as dlq list's, with "to"), and

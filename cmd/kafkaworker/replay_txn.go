@@ -82,7 +82,7 @@ func txnHint(err error, id string) string {
 	case errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed):
 		return fmt.Sprintf(": grant the principal Write on TransactionalId %q (or the prefix kafkaworker-replay.)", id)
 	case errors.Is(err, sarama.ErrClusterAuthorizationFailed):
-		return ": grant the principal IdempotentWrite on the cluster"
+		return ": the broker wants a cluster permission: grant the principal IdempotentWrite on the cluster"
 	case errors.Is(err, sarama.ErrGroupAuthorizationFailed):
 		return ": grant the principal Read on the replay group"
 	case errors.Is(err, sarama.ErrConsumerCoordinatorNotAvailable), errors.Is(err, sarama.ErrNotCoordinatorForConsumer):
