@@ -181,6 +181,10 @@ func TestReplayConcurrentRunsFence(t *testing.T) {
 		return len(e.readTopic("orders", true)) >= 2
 	})
 
+	// A dry run starts no producer: it fences nothing and sends nothing.
+	if d := e.ok(append(args, "--dry-run")...); !strings.Contains(d.stdout, "dry run: would replay") {
+		t.Errorf("dry run during a replay printed %q", d.stdout)
+	}
 	b := e.ok(args...)
 	var codeA int
 	select {

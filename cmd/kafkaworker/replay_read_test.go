@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -86,11 +88,12 @@ func (e *env) readTopic(topic string, committed bool) []kafkatest.ReadRecord {
 }
 
 func sortRecords(rs []kafkatest.ReadRecord) {
-	for i := 1; i < len(rs); i++ {
-		for j := i; j > 0 && (rs[j].Partition < rs[j-1].Partition || rs[j].Partition == rs[j-1].Partition && rs[j].Offset < rs[j-1].Offset); j-- {
-			rs[j], rs[j-1] = rs[j-1], rs[j]
+	slices.SortFunc(rs, func(a, b kafkatest.ReadRecord) int {
+		if a.Partition != b.Partition {
+			return cmp.Compare(a.Partition, b.Partition)
 		}
-	}
+		return cmp.Compare(a.Offset, b.Offset)
+	})
 }
 
 // values counts the records by value.

@@ -98,7 +98,7 @@ func (r *replayer) plan() error {
 	for p := range spec.start {
 		parts = append(parts, p)
 	}
-	commits, err := r.c.stableOffsets(r.group, r.topic, parts, stableWait)
+	commits, err := r.c.stableOffsets(r.cmd.Context(), r.group, r.topic, parts, stableWait)
 	if err != nil {
 		return err
 	}

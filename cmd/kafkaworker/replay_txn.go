@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -98,13 +99,25 @@ func txnHint(err error, id string) string {
 // offsets a transaction has committed but not yet completed make the broker
 // answer UNSTABLE_OFFSET_COMMIT instead of an offset that could still be
 // aborted, and stableOffsets asks again until wait has passed.
-func (c *conn) stableOffsets(group, topic string, parts []int32, wait time.Duration) (map[int32]int64, error) {
+func (c *conn) stableOffsets(ctx context.Context, group, topic string, parts []int32, wait time.Duration) (map[int32]int64, error) {
 	deadline := time.Now().Add(wait)
+	pause := func() error {
+		t := time.NewTimer(100 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		got, unstable, err := c.fetchOffsets(group, topic, parts)
 		if err != nil && attempt < 3 && (errors.Is(err, sarama.ErrNotCoordinatorForConsumer) || errors.Is(err, sarama.ErrConsumerCoordinatorNotAvailable) || errors.Is(err, sarama.ErrOffsetsLoadInProgress)) {
 			_ = c.client.RefreshCoordinator(group)
-			time.Sleep(100 * time.Millisecond)
+			if err := pause(); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		if err != nil {
@@ -116,7 +129,9 @@ func (c *conn) stableOffsets(group, topic string, parts []int32, wait time.Durat
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("replay group %q has offsets in a transaction still open after %s (a replay of %s is committing, or one died and its transaction times out within %s): try again", group, wait, topic, replayTxnTimeout)
 		}
-		time.Sleep(100 * time.Millisecond)
+		if err := pause(); err != nil {
+			return nil, err
+		}
 	}
 }
 
