@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkaworker/kafkaworker/internal/testutil"
@@ -274,5 +276,75 @@ func TestReplayGivesUpAfterAbortedAttempts(t *testing.T) {
 	}
 	if committed, _ := e.cluster.CommittedOffsets(e.ctx, "kafkaworker-replay.orders.g.dlq", "orders.g.dlq"); len(committed) != 0 {
 		t.Errorf("replay group committed %v", committed)
+	}
+}
+
+// TestReplayWaitsForStableOffsets: while a transaction of another producer
+// holds offsets of the replay group, the replay's OffsetFetch
+// (RequireStable) gets UNSTABLE_OFFSET_COMMIT; it waits, then fails with one
+// line, sending nothing. Once the transaction aborts, its offsets never
+// count.
+func TestReplayWaitsForStableOffsets(t *testing.T) {
+	defer func(w time.Duration) { stableWait = w }(stableWait)
+	stableWait = time.Second
+	e := newEnv(t)
+	deadLetters(t, e, 10)
+	const group = "kafkaworker-replay.orders.g.dlq"
+	// The group exists, with nothing replayed (kfake answers an unknown
+	// group GROUP_ID_NOT_FOUND, pending offsets or not).
+	var none kadm.Offsets
+	none.AddOffset("orders.g.dlq", 1, 0, -1)
+	resp, err := e.admin.CommitOffsets(e.ctx, group, none)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.cluster.Addrs()...), kgo.TransactionalID("foreign"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	id, epoch, err := cl.ProducerID(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = "foreign", id, epoch, group
+	if resp, err := add.RequestWith(e.ctx, cl); err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("AddOffsetsToTxn: %v %+v", err, resp)
+	}
+	commit := kmsg.NewPtrTxnOffsetCommitRequest()
+	commit.TransactionalID, commit.ProducerID, commit.ProducerEpoch, commit.Group, commit.Generation = "foreign", id, epoch, group, -1
+	rt := kmsg.NewTxnOffsetCommitRequestTopic()
+	rt.Topic = "orders.g.dlq"
+	topics, err := e.admin.ListTopics(e.ctx, "orders.g.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.TopicID = topics["orders.g.dlq"].ID // TxnOffsetCommit v6 names topics by id
+	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset, rp.LeaderEpoch = 0, 3, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	commit.Topics = append(commit.Topics, rt)
+	if resp, err := commit.RequestWith(e.ctx, cl); err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("TxnOffsetCommit: %v %+v", err, resp)
+	}
+
+	args := []string{"dlq", "replay", "--dlq-topic", "orders.g.dlq"}
+	e.fails(append(args, "--dry-run"), `replay group "kafkaworker-replay.orders.g.dlq" has offsets in a transaction still open`)
+	e.fails(args, `replay group "kafkaworker-replay.orders.g.dlq" has offsets in a transaction still open`)
+	if recs := e.readTopic("orders", false); len(recs) != 0 {
+		t.Fatalf("a replay that could not read stable offsets sent %d records", len(recs))
+	}
+
+	end := kmsg.NewPtrEndTxnRequest()
+	end.TransactionalID, end.ProducerID, end.ProducerEpoch, end.Commit = "foreign", id, epoch, false
+	if resp, err := end.RequestWith(e.ctx, cl); err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("EndTxn: %v %+v", err, resp)
+	}
+	if d := e.ok(append(args, "--dry-run")...); !strings.Contains(d.stdout, "would replay 10 of 10") {
+		t.Errorf("dry run after the abort printed %q, want all 10: the aborted offset must not count", d.stdout)
 	}
 }

@@ -35,10 +35,12 @@ const (
 	// the longest a transaction of a run that dies without a successor
 	// stays open (holding back read_committed consumers of the target).
 	replayTxnTimeout = time.Minute
-	// stableWait is how long the replay waits for a transaction holding
-	// offsets of the replay group to end before it reads them.
-	stableWait = 15 * time.Second
 )
+
+// stableWait is how long the replay waits for a transaction holding offsets
+// of the replay group to end before it reads them (a variable for the
+// tests).
+var stableWait = 15 * time.Second
 
 // replayTransactionalID is the transactional.id of the replays of topic that
 // record their progress in group: "<replay group>:<dlq topic>", so
