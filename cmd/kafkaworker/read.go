@@ -134,9 +134,11 @@ func forward(ctx context.Context, pc sarama.PartitionConsumer, from, end int64, 
 	}
 }
 
-// markersOnly reports whether topic/p holds nothing but transaction
-// markers from next up to end, with one fetch from the partition's leader.
-// It answers false when it cannot tell (an error, a partial answer).
+// markersOnly reports whether topic/p holds nothing a consumer of the
+// connection's isolation level is given from next up to end: transaction
+// markers only, and (read_committed) records of aborted transactions. It
+// fetches once from the partition's leader, and answers false when it
+// cannot tell (an error, a batch not fetched whole).
 func (c *conn) markersOnly(topic string, p int32, next, end int64) bool {
 	if !c.client.Config().Version.IsAtLeast(sarama.V0_11_0_0) {
 		return false // no transactions before Kafka 0.11
@@ -145,7 +147,8 @@ func (c *conn) markersOnly(topic string, p int32, next, end int64) bool {
 	if err != nil {
 		return false
 	}
-	req := &sarama.FetchRequest{Version: 4, MaxBytes: 1 << 20, MinBytes: 1, Isolation: sarama.ReadUncommitted}
+	isolation := c.client.Config().Consumer.IsolationLevel
+	req := &sarama.FetchRequest{Version: 4, MaxBytes: 1 << 20, MinBytes: 1, Isolation: isolation}
 	req.AddBlock(topic, p, next, 1<<20, -1)
 	resp, err := leader.Fetch(req)
 	if err != nil {
@@ -155,11 +158,24 @@ func (c *conn) markersOnly(topic string, p int32, next, end int64) bool {
 	if b == nil || b.Err != sarama.ErrNoError {
 		return false
 	}
+	aborted := b.AbortedTransactions // by first offset
+	abortedBy := map[int64]bool{}    // producers inside an aborted transaction
 	at := next
 	for _, recs := range b.RecordsSet {
 		rb := recs.RecordBatch
-		if rb == nil || !rb.Control || rb.PartialTrailingRecord {
-			return false // a record to wait for, or a batch not read whole
+		if rb == nil || rb.PartialTrailingRecord {
+			return false
+		}
+		for len(aborted) > 0 && aborted[0].FirstOffset <= rb.LastOffset() {
+			abortedBy[aborted[0].ProducerID] = true
+			aborted = aborted[1:]
+		}
+		switch {
+		case rb.Control:
+			delete(abortedBy, rb.ProducerID) // the marker ends its transaction
+		case isolation == sarama.ReadCommitted && rb.IsTransactional && abortedBy[rb.ProducerID]:
+		default:
+			return false // a record to wait for
 		}
 		if rb.LastOffset() >= at {
 			at = rb.LastOffset() + 1

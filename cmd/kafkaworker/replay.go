@@ -17,10 +17,13 @@ const HeaderReplayedAt = "kw-replayed-at"
 // replayBatch is how many records are sent before progress is committed.
 const replayBatch = 100
 
-// replayConfig sets the protocol of Kafka 2.5 at least on the client that
-// reads the dead letters and the replay group's offsets, so OffsetFetch can
-// ask for stable offsets (KIP-447).
+// replayConfig sets up the client that reads the dead letters and the
+// replay group's offsets: read_committed, so a dead letter whose
+// forwarding transaction aborted (a worker with exactly-once on) is not
+// replayed, and the protocol of Kafka 2.5 at least, so OffsetFetch can ask
+// for stable offsets (KIP-447).
 func replayConfig(s *sarama.Config) {
+	s.Consumer.IsolationLevel = sarama.ReadCommitted
 	if !s.Version.IsAtLeast(sarama.V2_5_0_0) {
 		s.Version = sarama.V2_5_0_0
 	}
@@ -60,7 +63,9 @@ transaction, so however a run ends (Ctrl-C, SIGKILL, a lost machine) a
 consumer reading read_committed sees each dead letter once: a killed run's
 open transaction is aborted when the replay runs again, and the new run
 resumes from the last commit. A consumer reading read_uncommitted can also
-see the records of aborted transactions. The transactional.id is
+see the records of aborted transactions. The dead-letter topic is read
+read_committed: a dead letter of an aborted transaction is never replayed,
+one of a transaction still open is left for the next run. The transactional.id is
 "<replay group>:<dlq topic>"; a new run fences an older one still running,
 which stops with an error saying so. An aborted transaction is sent again
 (3 tries); a fatal error (fenced, not authorised) stops the replay.

@@ -29,17 +29,22 @@ func deadLetters(t *testing.T, e *env, n int) {
 	t.Helper()
 	e.topic("orders", 3)
 	e.topic("orders.g.dlq", 2)
-	failed := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	recs := make([]kafkatest.Record, 0, n)
 	for i := range n {
 		recs = append(recs, kafkatest.Record{Topic: "orders.g.dlq", Key: fmt.Appendf(nil, "k-%02d", i), Value: fmt.Appendf(nil, "v-%02d", i),
-			Headers: map[string]string{"app": "a", "kw-original-topic": "orders", "kw-original-partition": strconv.Itoa(i % 3),
-				"kw-original-offset": strconv.Itoa(i), "kw-original-timestamp": failed, "kw-group": "g", "kw-attempt": "1",
-				"kw-error": "boom", "kw-error-type": "*main.xError", "kw-failed-at": failed}})
+			Headers: dlqHeaders(i)})
 	}
 	if _, err := e.cluster.Produce(e.ctx, recs...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// dlqHeaders are the kw-* headers of the i-th dead letter of orders.
+func dlqHeaders(i int) map[string]string {
+	failed := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	return map[string]string{"app": "a", "kw-original-topic": "orders", "kw-original-partition": strconv.Itoa(i % 3),
+		"kw-original-offset": strconv.Itoa(i), "kw-original-timestamp": failed, "kw-group": "g", "kw-attempt": "1",
+		"kw-error": "boom", "kw-error-type": "*main.xError", "kw-failed-at": failed}
 }
 
 // buildCommand builds this command's binary into a temporary directory.
@@ -69,6 +74,13 @@ func checkExactlyOnce(t *testing.T, e *env, n int) {
 	if len(recs) != n || len(counts) != n {
 		t.Errorf("read_committed reader saw %d records, %d distinct, want %d: %v", len(recs), len(counts), n, counts)
 	}
+	checkExactlyOnceGroupAtEnd(t, e)
+}
+
+// checkExactlyOnceGroupAtEnd checks that the replay group's committed
+// offsets are the dead-letter topic's end offsets.
+func checkExactlyOnceGroupAtEnd(t *testing.T, e *env) {
+	t.Helper()
 	committed, err := e.cluster.CommittedOffsets(e.ctx, "kafkaworker-replay.orders.g.dlq", "orders.g.dlq")
 	if err != nil {
 		t.Fatal(err)
@@ -347,4 +359,84 @@ func TestReplayWaitsForStableOffsets(t *testing.T) {
 	if d := e.ok(append(args, "--dry-run")...); !strings.Contains(d.stdout, "would replay 10 of 10") {
 		t.Errorf("dry run after the abort printed %q, want all 10: the aborted offset must not count", d.stdout)
 	}
+}
+
+// TestReplayReadsTheDLQCommitted: dead letters written in transactions (a
+// worker with exactly-once on forwards them so) are replayed only once
+// their transaction commits: an aborted one never, an open one at the end
+// of the topic not yet (the replay stops at the last stable offset, and its
+// group stays there), and by the next run once it commits.
+func TestReplayReadsTheDLQCommitted(t *testing.T) {
+	e := newEnv(t)
+	const n = 6
+	deadLetters(t, e, n)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.cluster.Addrs()...), kgo.TransactionalID("worker-eos"), kgo.DefaultProduceTopic("orders.g.dlq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	i := n
+	txn := func(end *kgo.TransactionEndTry, vals ...string) {
+		t.Helper()
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vals {
+			r := &kgo.Record{Key: []byte("k-" + v), Value: []byte(v)}
+			for k, hv := range dlqHeaders(i) {
+				r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(hv)})
+			}
+			i++
+			if err := cl.ProduceSync(e.ctx, r).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if end != nil {
+			if err := cl.EndTransaction(e.ctx, *end); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	abort, commit := kgo.TryAbort, kgo.TryCommit
+	txn(&abort, "aborted-0", "aborted-1")
+	txn(&commit, "txn-0", "txn-1")
+	txn(nil, "open-0") // left open
+
+	r := e.ok("dlq", "replay", "--dlq-topic", "orders.g.dlq")
+	if want := fmt.Sprintf("replayed %d dead letter(s)", n+2); !strings.Contains(r.stdout, want) {
+		t.Errorf("replay printed %q, want %q", r.stdout, want)
+	}
+	counts := values(e.readTopic("orders", true))
+	for _, v := range []string{"v-00", "v-05", "txn-0", "txn-1"} {
+		if counts[v] != 1 {
+			t.Errorf("%s replayed %d times, want 1", v, counts[v])
+		}
+	}
+	if len(counts) != n+2 || counts["aborted-0"]+counts["aborted-1"]+counts["open-0"] != 0 {
+		t.Errorf("replayed %v: want the %d committed dead letters only", counts, n+2)
+	}
+	lso, err := e.admin.ListCommittedOffsets(e.ctx, "orders.g.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := e.cluster.CommittedOffsets(e.ctx, "kafkaworker-replay.orders.g.dlq", "orders.g.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lso.Each(func(o kadm.ListedOffset) {
+		if committed[o.Partition] != o.Offset {
+			t.Errorf("replay group at %v, want the last stable offsets %v", committed, lso)
+		}
+	})
+
+	if err := cl.EndTransaction(e.ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.ok("dlq", "replay", "--dlq-topic", "orders.g.dlq"); !strings.Contains(r.stdout, "replayed 1 dead letter(s)") {
+		t.Errorf("replay after the open transaction committed printed %q", r.stdout)
+	}
+	if c := values(e.readTopic("orders", true)); c["open-0"] != 1 || len(c) != n+3 {
+		t.Errorf("after the second replay: %v", c)
+	}
+	checkExactlyOnceGroupAtEnd(t, e)
 }

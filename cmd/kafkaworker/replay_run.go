@@ -147,6 +147,15 @@ func (r *replayer) run() error {
 	if errors.Is(err, errNotDLQ) {
 		return err // nothing was sent; leave no replay group behind
 	}
+	if err == nil {
+		// Read to the end: past the last record read, a partition may hold
+		// transaction markers, or records of aborted transactions, up to it.
+		for p, end := range r.spec.end {
+			if r.pos[p] < end {
+				r.pos[p] = end
+			}
+		}
+	}
 	var ferr error
 	if !r.o.dryRun {
 		// Ctrl-C stops reading; what was read is still sent and committed.
