@@ -82,7 +82,10 @@ func (c *conn) listOffsets(topic string, parts []int32, query int64) (map[int32]
 	for _, p := range parts {
 		req[p] = query
 	}
-	res, err := c.admin.ListOffsets(map[string]map[int32]int64{topic: req}, nil)
+	// A read_committed connection's end is the last stable offset: what
+	// is past it is undecided, and its consumer gets none of it.
+	opts := &sarama.ListOffsetsOptions{IsolationLevel: c.client.Config().Consumer.IsolationLevel}
+	res, err := c.admin.ListOffsets(map[string]map[int32]int64{topic: req}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("offsets of topic %q: %w", topic, err)
 	}

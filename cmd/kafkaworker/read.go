@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -53,7 +54,8 @@ func (c *conn) read(ctx context.Context, spec readSpec, fn func(*sarama.Consumer
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			forward(ctx, pc, spec.end[p], spec.follow, msgs, errs)
+			markersOnly := func(next int64) bool { return c.markersOnly(spec.topic, p, next, spec.end[p]) }
+			forward(ctx, pc, from, spec.end[p], spec.follow, markersOnly, msgs, errs)
 		}()
 	}
 	done := make(chan struct{})
@@ -84,11 +86,26 @@ func (c *conn) read(ctx context.Context, spec readSpec, fn func(*sarama.Consumer
 	}
 }
 
-// forward passes one partition's records to msgs until end (unless follow)
-// or ctx is done, then closes the partition consumer.
-func forward(ctx context.Context, pc sarama.PartitionConsumer, end int64, follow bool, msgs chan<- *sarama.ConsumerMessage, errs chan<- error) {
+// idleProbe is how long a partition read up to an end waits for a record
+// before it checks whether only transaction markers are left before the end.
+const idleProbe = 200 * time.Millisecond
+
+// forward passes one partition's records, from offset from, to msgs until
+// end (unless follow) or ctx is done, then closes the partition consumer.
+// A topic written in transactions holds commit and abort markers, which
+// take offsets but are never delivered: when the partition has been idle
+// for idleProbe short of end, markersOnly(next) says whether only markers
+// are left before end, which is the end too.
+func forward(ctx context.Context, pc sarama.PartitionConsumer, from, end int64, follow bool, markersOnly func(next int64) bool, msgs chan<- *sarama.ConsumerMessage, errs chan<- error) {
 	defer func() { _ = pc.Close() }()
-	for {
+	next := from
+	var idle <-chan time.Time
+	t := time.NewTimer(idleProbe)
+	defer t.Stop()
+	if !follow {
+		idle = t.C
+	}
+	for follow || next < end {
 		select {
 		case <-ctx.Done():
 			return
@@ -106,11 +123,68 @@ func forward(ctx context.Context, pc sarama.PartitionConsumer, end int64, follow
 			case <-ctx.Done():
 				return
 			}
-			if !follow && m.Offset+1 >= end {
+			next = m.Offset + 1
+			t.Reset(idleProbe)
+		case <-idle:
+			if markersOnly(next) {
 				return
 			}
+			t.Reset(idleProbe)
 		}
 	}
+}
+
+// markersOnly reports whether topic/p holds nothing a consumer of the
+// connection's isolation level is given from next up to end: transaction
+// markers only, and (read_committed) records of aborted transactions. It
+// fetches once from the partition's leader, and answers false when it
+// cannot tell (an error, a batch not fetched whole).
+func (c *conn) markersOnly(topic string, p int32, next, end int64) bool {
+	if !c.client.Config().Version.IsAtLeast(sarama.V0_11_0_0) {
+		return false // no transactions before Kafka 0.11
+	}
+	leader, err := c.client.Leader(topic, p)
+	if err != nil {
+		return false
+	}
+	isolation := c.client.Config().Consumer.IsolationLevel
+	req := &sarama.FetchRequest{Version: 4, MaxBytes: 1 << 20, MinBytes: 1, Isolation: isolation}
+	req.AddBlock(topic, p, next, 1<<20, -1)
+	resp, err := leader.Fetch(req)
+	if err != nil {
+		return false
+	}
+	b := resp.GetBlock(topic, p)
+	if b == nil || b.Err != sarama.ErrNoError {
+		return false
+	}
+	aborted := b.AbortedTransactions // by first offset
+	abortedBy := map[int64]bool{}    // producers inside an aborted transaction
+	at := next
+	for _, recs := range b.RecordsSet {
+		rb := recs.RecordBatch
+		if rb == nil || rb.PartialTrailingRecord {
+			return false
+		}
+		for len(aborted) > 0 && aborted[0].FirstOffset <= rb.LastOffset() {
+			abortedBy[aborted[0].ProducerID] = true
+			aborted = aborted[1:]
+		}
+		switch {
+		case rb.Control:
+			delete(abortedBy, rb.ProducerID) // the marker ends its transaction
+		case isolation == sarama.ReadCommitted && rb.IsTransactional && abortedBy[rb.ProducerID]:
+		default:
+			return false // a record to wait for
+		}
+		if rb.LastOffset() >= at {
+			at = rb.LastOffset() + 1
+		}
+		if at >= end {
+			return true
+		}
+	}
+	return at >= end
 }
 
 // headersOf converts sarama's record headers to the handler's, in order.

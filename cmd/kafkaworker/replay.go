@@ -17,6 +17,18 @@ const HeaderReplayedAt = "kw-replayed-at"
 // replayBatch is how many records are sent before progress is committed.
 const replayBatch = 100
 
+// replayConfig sets up the client that reads the dead letters and the
+// replay group's offsets: read_committed, so a dead letter whose
+// forwarding transaction aborted (a worker with exactly-once on) is not
+// replayed, and the protocol of Kafka 2.5 at least, so OffsetFetch can ask
+// for stable offsets (KIP-447).
+func replayConfig(s *sarama.Config) {
+	s.Consumer.IsolationLevel = sarama.ReadCommitted
+	if !s.Version.IsAtLeast(sarama.V2_5_0_0) {
+		s.Version = sarama.V2_5_0_0
+	}
+}
+
 // replayOpts are dlq replay's flags.
 type replayOpts struct {
 	sel    selector
@@ -40,12 +52,31 @@ to the partition their key hashes to, as the worker's producers send them.
 
 Progress is committed in a replay consumer group, kafkaworker-replay.<dlq
 topic> unless --replay-group names another: a second run of the same replay
-sends nothing twice, and an interrupted one (Ctrl-C) resumes where it stopped.
-The group records how far through the dead-letter topic replay has read, the
-records the filters skipped included: to replay those later with other filters,
-pass a new --replay-group. The producer is idempotent; progress is committed
-after every batch of 100 records, so only a crash (not Ctrl-C) in the middle of
-a batch can send part of it again.
+sends nothing twice, and an interrupted one resumes where it stopped. The
+group records how far through the dead-letter topic replay has read, the
+records the filters skipped included: to replay those later with other
+filters, pass a new --replay-group.
+
+Exactly once: each batch (100 records; with --rate, what was sent in the
+last second) and the replay group's progress are committed in one Kafka
+transaction, so however a run ends (Ctrl-C, SIGKILL, a lost machine) a
+consumer reading read_committed sees each dead letter once: a killed run's
+open transaction is aborted when the replay runs again, and the new run
+resumes from the last commit. A consumer reading read_uncommitted can also
+see the records of aborted transactions. The dead-letter topic is read
+read_committed: a dead letter of an aborted transaction is never replayed,
+one of a transaction still open is left for the next run. The transactional.id is
+"<replay group>:<dlq topic>"; a new run fences an older one still running,
+which stops with an error saying so. An aborted transaction is sent again
+(3 tries); a fatal error (fenced, not authorised) stops the replay.
+
+A real cluster needs Kafka 2.5 or later; with ACLs, Write on the
+TransactionalId (the prefix kafkaworker-replay. covers the default replay
+groups; a transactional producer needs no IdempotentWrite on the cluster),
+Write on the target topics, Read on the dead-letter topic and the replay
+group; and, on a cluster of fewer than 3 brokers,
+transaction.state.log.replication.factor and transaction.state.log.min.isr
+set to at most the number of brokers, or no transaction can start.
 
 --dry-run prints what would be sent and commits nothing. With --format json a
 dry run prints one JSON object per dead letter (as dlq list's, with "to"), and
@@ -58,15 +89,16 @@ a replay one summary object.`,
 			if _, err := o.f.json(); err != nil {
 				return err
 			}
-			c, err := g.connect(producerConfig(false))
+			c, err := g.connect(replayConfig)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			r, err := newReplayer(cmd, c, &o)
+			r, err := newReplayer(cmd, g, c, &o)
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			return r.run()
 		},
 	}

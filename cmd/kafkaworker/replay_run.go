@@ -18,19 +18,28 @@ type replayer struct {
 	o      *replayOpts
 	topic  string // the dead-letter topic
 	group  string // the replay group
+	txnID  string // the producer's transactional.id
 	spec   readSpec
 	pace   pacer
-	prod   sarama.SyncProducer // nil on a dry run
+	prod   sarama.SyncProducer // transactional; nil on a dry run
 	known  map[string]bool     // target topics checked to exist
 	dry    []plannedReplay     // what a dry run would send
 	bar    *progress
-	sent   int
-	batch  []*sarama.ProducerMessage
-	pos    map[int32]int64 // next DLQ offset per partition, read and sent
-	commit map[int32]int64 // what the replay group holds
+	sent   int                       // records committed
+	batch  []*sarama.ProducerMessage // records of the batch (the open transaction)
+	unsent int                       // batch[unsent:] are not sent in the open transaction yet
+	inTxn  bool                      // a transaction is open
+	// txnStart is when the open transaction began.
+	txnStart time.Time
+	failed   bool            // the producer is unusable: send and commit nothing more
+	pos      map[int32]int64 // next DLQ offset per partition, read and sent
+	commit   map[int32]int64 // what the replay group holds
 }
 
-func newReplayer(cmd *cobra.Command, c *conn, o *replayOpts) (*replayer, error) {
+// newReplayer checks the flags, opens the transactional producer (fencing
+// an earlier run of the same replay) unless on a dry run, and reads where
+// the replay group stands. Close it.
+func newReplayer(cmd *cobra.Command, g *globals, c *conn, o *replayOpts) (*replayer, error) {
 	rate, err := parseRate(o.rate)
 	if err != nil {
 		return nil, err
@@ -47,12 +56,22 @@ func newReplayer(cmd *cobra.Command, c *conn, o *replayOpts) (*replayer, error) 
 	if r.group == "" {
 		r.group = "kafkaworker-replay." + topic
 	}
+	r.txnID = replayTransactionalID(r.group, topic)
 	if o.to != "" {
 		if err := r.checkTarget(o.to); err != nil {
 			return nil, err
 		}
 	}
+	if !o.dryRun {
+		// Before reading the group's offsets: InitProducerId aborts the
+		// open transaction of a run this one replaces, whose offsets would
+		// otherwise be pending.
+		if r.prod, err = g.txnProducer(r.txnID); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.plan(); err != nil {
+		r.Close()
 		return nil, err
 	}
 	if isTerminal(cmd.ErrOrStderr()) && !o.dryRun {
@@ -75,14 +94,18 @@ func (r *replayer) plan() error {
 	if err != nil {
 		return err
 	}
-	commits, err := r.c.committedOffsets(r.group)
+	parts := make([]int32, 0, len(spec.start))
+	for p := range spec.start {
+		parts = append(parts, p)
+	}
+	commits, err := r.c.stableOffsets(r.cmd.Context(), r.group, r.topic, parts, stableWait)
 	if err != nil {
 		return err
 	}
 	r.commit = map[int32]int64{}
-	for p, b := range commits[r.topic] {
-		spec.start[p] = max(spec.start[p], b.Offset)
-		r.commit[p] = b.Offset
+	for p, o := range commits {
+		spec.start[p] = max(spec.start[p], o)
+		r.commit[p] = o
 	}
 	for p, s := range spec.start {
 		r.pos[p] = s
@@ -112,29 +135,46 @@ func (r *replayer) checkTarget(topic string) error {
 	return nil
 }
 
-func (r *replayer) run() error {
-	if !r.o.dryRun {
-		p, err := sarama.NewSyncProducerFromClient(r.c.client)
-		if err != nil {
-			return fmt.Errorf("producer: %w", err)
-		}
-		r.prod = p
-		defer func() { _ = p.Close() }()
+// Close closes the producer.
+func (r *replayer) Close() {
+	if r.prod != nil {
+		_ = r.prod.Close()
 	}
+}
+
+func (r *replayer) run() error {
 	seen, matched, err := scanDLQ(r.cmd.Context(), r.c, &r.o.sel, r.spec, r.cmd.ErrOrStderr(), r.advance, r.add)
 	if errors.Is(err, errNotDLQ) {
 		return err // nothing was sent; leave no replay group behind
 	}
+	if err == nil {
+		// Read to the end: past the last record read, a partition may hold
+		// transaction markers, or records of aborted transactions, up to it.
+		for p, end := range r.spec.end {
+			if r.pos[p] < end {
+				r.pos[p] = end
+			}
+		}
+	}
+	var ferr error
 	if !r.o.dryRun {
 		// Ctrl-C stops reading; what was read is still sent and committed.
-		if ferr := r.flush(); ferr != nil {
-			return errors.Join(err, ferr)
-		}
+		ferr = r.flush()
 	}
 	if r.bar != nil {
 		r.bar.finish()
 	}
 	interrupted := err != nil && r.cmd.Context().Err() != nil
+	switch {
+	case errors.Is(err, errReplayFenced):
+		return err
+	case errors.Is(ferr, errReplayFenced):
+		return ferr
+	case ferr != nil && (err == nil || interrupted):
+		err, interrupted = ferr, false
+	case ferr != nil:
+		err = errors.Join(err, ferr)
+	}
 	if err != nil && !interrupted {
 		return fmt.Errorf("%w (%d sent before it; progress is saved in group %s)", err, r.sent, r.group)
 	}
@@ -162,48 +202,34 @@ func (r *replayer) add(d deadLetter) error {
 		return err
 	}
 	r.batch = append(r.batch, replayMessage(d, r.o.to, time.Now()))
+	if r.pace.interval > 0 {
+		// Paced: send it now, in the open transaction.
+		return r.settle(r.sendPending())
+	}
 	return nil
 }
 
 // advance records that a record was read (and, if it matched, queued), and
-// sends and commits when a batch is full or a paced send is due.
+// commits the batch when it is full or, on a paced replay, when the
+// transaction has been open replayCommitEvery.
 func (r *replayer) advance(m *sarama.ConsumerMessage) error {
 	r.pos[m.Partition] = m.Offset + 1
 	if r.bar != nil {
 		r.bar.step(r.sent + len(r.batch))
 	}
-	full := len(r.batch) >= replayBatch || (r.pace.interval > 0 && len(r.batch) > 0)
+	full := len(r.batch) >= replayBatch || (r.inTxn && time.Since(r.txnStart) >= replayCommitEvery)
 	if r.o.dryRun || !full {
 		return nil
 	}
 	return r.flush()
 }
 
-// flush sends the queued records, then commits how far reading got.
+// flush commits the batch and how far reading got in one transaction.
 func (r *replayer) flush() error {
-	if len(r.batch) > 0 {
-		if err := r.prod.SendMessages(r.batch); err != nil {
-			return sendError(err)
-		}
-		r.sent += len(r.batch)
-		r.batch = r.batch[:0]
-	}
-	offsets := map[int32]sarama.OffsetAndMetadata{}
-	for p, o := range r.pos {
-		if c, ok := r.commit[p]; !ok || c != o {
-			offsets[p] = sarama.OffsetAndMetadata{Offset: o, LeaderEpoch: -1}
-		}
-	}
-	if len(offsets) == 0 {
+	if r.failed || (!r.inTxn && len(r.batch) == 0 && len(r.progress()) == 0) {
 		return nil
 	}
-	if err := commitOffsets(r.c, r.group, r.topic, offsets); err != nil {
-		return err
-	}
-	for p, o := range offsets {
-		r.commit[p] = o.Offset
-	}
-	return nil
+	return r.settle(r.commitTxn())
 }
 
 // replaySummary is a replay's outcome, printed as JSON with --format json.
