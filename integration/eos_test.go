@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -52,9 +53,15 @@ func TestExactlyOnceOutput(t *testing.T) {
 	cfg := b.config()
 	cfg.ExactlyOnce = true
 	e := &emitter{out: out, failEvery: 7, calls: map[string]int{}}
-	start(t, cfg, e)
+	reg := prometheus.NewRegistry()
+	start(t, cfg, e, worker.WithRegisterer(reg))
 	b.waitCommitted(t, 60*time.Second)
 	checkCommittedOutput(t, b, out, n)
+	// The output is counted as package producer counts its sends; a failed
+	// delivery's output was never sent.
+	if sent := counterVal(t, reg, producer.MetricSent, out); sent != 2*n {
+		t.Errorf("%s{topic=%q} = %v, want %d", producer.MetricSent, out, sent, 2*n)
+	}
 }
 
 // A transaction the broker refuses to take the offsets into aborts: the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/internal/txn"
 )
 
@@ -46,7 +47,11 @@ func (w *Worker) startTxn() (*txn.Txn, error) {
 		return nil, nil
 	}
 	id := w.cfg.transactionalID()
-	tx, err := txn.New(txn.Params{Brokers: w.cfg.Brokers, Sarama: w.sarama, ID: id, Timeout: w.cfg.txnTimeout(), Log: w.log})
+	metrics, err := telemetry.NewProducerMetrics(w.registerer)
+	if err != nil {
+		return nil, fmt.Errorf("kafkaworker: register the producer metrics: %w", err)
+	}
+	tx, err := txn.New(txn.Params{Brokers: w.cfg.Brokers, Sarama: w.sarama, ID: id, Timeout: w.cfg.txnTimeout(), Log: w.log, Metrics: metrics})
 	if err != nil {
 		return nil, err
 	}

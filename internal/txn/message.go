@@ -1,17 +1,25 @@
 package txn
 
 import (
+	"time"
+
 	"github.com/IBM/sarama"
 
 	"github.com/kafkaworker/kafkaworker/internal/outbox"
 )
 
-// explicit marks a record whose partition the handler chose.
-type explicit struct{}
+// output marks a handler's output record: when it was sent, for the
+// producer metrics, and whether the handler chose its partition.
+type output struct {
+	sent     time.Time
+	explicit bool
+}
 
 // saramaMessage is r as sarama takes it.
 func saramaMessage(r *outbox.Record) *sarama.ProducerMessage {
 	pm := &sarama.ProducerMessage{Topic: r.Topic, Timestamp: r.Timestamp}
+	meta := &output{sent: time.Now()}
+	pm.Metadata = meta
 	if r.Key != nil {
 		pm.Key = sarama.ByteEncoder(r.Key)
 	}
@@ -19,7 +27,7 @@ func saramaMessage(r *outbox.Record) *sarama.ProducerMessage {
 		pm.Value = sarama.ByteEncoder(r.Value)
 	}
 	if r.Partition != nil {
-		pm.Partition, pm.Metadata = *r.Partition, explicit{}
+		pm.Partition, meta.explicit = *r.Partition, true
 	}
 	for _, h := range r.Headers {
 		pm.Headers = append(pm.Headers, sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value})
@@ -36,7 +44,7 @@ func withExplicit(next sarama.PartitionerConstructor) sarama.PartitionerConstruc
 }
 
 func (p explicitFirst) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
-	if _, ok := m.Metadata.(explicit); ok {
+	if o, ok := m.Metadata.(*output); ok && o.explicit {
 		return m.Partition, nil
 	}
 	return p.next.Partition(m, n)

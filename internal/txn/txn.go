@@ -24,7 +24,9 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/outbox"
+	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
 
 // Params are what a Txn is made from.
@@ -34,13 +36,15 @@ type Params struct {
 	ID      string         // the transactional.id
 	Timeout time.Duration  // how long the broker lets a transaction stay open before it aborts it
 	Log     *slog.Logger
+	Metrics *telemetry.ProducerMetrics // counts handler output as package producer does; may be nil
 }
 
 // Txn is the worker's transactional producer and its open transaction.
 type Txn struct {
-	ap  sarama.AsyncProducer
-	id  string
-	log *slog.Logger
+	ap      sarama.AsyncProducer
+	id      string
+	log     *slog.Logger
+	metrics *telemetry.ProducerMetrics // may be nil
 
 	// gate is shared by deliveries between Enter and Leave, and held
 	// exclusively by a commit.
@@ -105,7 +109,7 @@ func New(p Params) (*Txn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkaworker: start the transactional producer (transactional.id %q): %w", p.ID, err)
 	}
-	t := &Txn{ap: ap, id: p.ID, log: p.Log, aborted: make(chan struct{}), idle: make(chan struct{})}
+	t := &Txn{ap: ap, id: p.ID, log: p.Log, metrics: p.Metrics, aborted: make(chan struct{}), idle: make(chan struct{})}
 	close(t.idle)
 	t.drained.Add(2)
 	go t.drainErrors()
@@ -124,13 +128,19 @@ func (t *Txn) drainErrors() {
 	for err := range t.ap.Errors() {
 		t.log.Warn("a record of the open transaction was not written; the transaction will abort and its messages be handled again",
 			slog.String("topic", err.Msg.Topic), slog.Any("error", err.Err))
+		if o, ok := err.Msg.Metadata.(*output); ok && t.metrics != nil {
+			t.metrics.Failed(err.Msg.Topic, forward.ErrorReason(err.Err), time.Since(o.sent))
+		}
 		t.settled()
 	}
 }
 
 func (t *Txn) drainSuccesses() {
 	defer t.drained.Done()
-	for range t.ap.Successes() {
+	for m := range t.ap.Successes() {
+		if o, ok := m.Metadata.(*output); ok && t.metrics != nil {
+			t.metrics.Sent(m.Topic, time.Since(o.sent))
+		}
 		t.settled()
 	}
 }
