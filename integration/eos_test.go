@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkaworker/kafkaworker/handler"
@@ -299,5 +301,84 @@ func TestExactlyOnceZombieIsFenced(t *testing.T) {
 	b.waitCommitted(t, 90*time.Second)
 	if all := checkCommittedOutput(t, b, out, n); all < 2*n+2*handledByA {
 		t.Fatalf("%d output records written, want the %d committed plus the zombie's %d aborted", all, 2*n, 2*handledByA)
+	}
+}
+
+// A new owner with exactly-once reads its start offset stable (sarama's
+// offset fetch asks RequireStable under read_committed, which the worker
+// sets): while a transaction holding offsets of the group is still open
+// (the previous owner's last commit, its markers not yet written), it
+// waits, and it starts where that transaction commits, not below, so
+// nothing before it is handled (and its output emitted) twice.
+func TestExactlyOnceStartWaitsForAnOpenTransactionsOffsets(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	const n, k = 100, 60
+	b.produceKeyed(t, n, 5)
+	txnID := uniqueName(t, "previous-owner")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.cluster.Addrs()...), kgo.TransactionalID(txnID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var zero kadm.Offsets
+	zero.AddOffset(b.topic, 0, 0, -1) // the group exists, at offset 0
+	if resp, err := adm.CommitOffsets(ctx(t), b.group, zero); err != nil || resp.Error() != nil {
+		t.Fatalf("commit offset 0: %v %v", err, resp.Error())
+	}
+	// The previous owner's transaction: offset k committed in it, not ended.
+	id, epoch, err := cl.ProducerID(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = txnID, id, epoch, b.group
+	if resp, err := add.RequestWith(ctx(t), cl); err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("AddOffsetsToTxn: %v %+v", err, resp)
+	}
+	topics, err := adm.ListTopics(ctx(t), b.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := kmsg.NewPtrTxnOffsetCommitRequest()
+	commit.TransactionalID, commit.ProducerID, commit.ProducerEpoch, commit.Group, commit.Generation = txnID, id, epoch, b.group, -1
+	rt := kmsg.NewTxnOffsetCommitRequestTopic()
+	rt.Topic, rt.TopicID = b.topic, topics[b.topic].ID
+	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset, rp.LeaderEpoch = 0, k, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	commit.Topics = append(commit.Topics, rt)
+	if resp, err := commit.RequestWith(ctx(t), cl); err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("TxnOffsetCommit: %v %+v", err, resp)
+	}
+
+	var below, handled atomic.Int64
+	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		if m.Offset < k {
+			below.Add(1)
+		}
+		handled.Add(1)
+		return nil
+	})
+	logs := &testutil.Logs{}
+	cfg := b.config()
+	cfg.ExactlyOnce = true
+	start(t, cfg, h, worker.WithLogger(logs.Logger()))
+	testutil.WaitFor(t, 30*time.Second, "the worker to join the group", func() bool {
+		state, members, err := b.cluster.GroupState(ctx(t), b.group)
+		return err == nil && state == "Stable" && members == 1
+	})
+	if handled.Load() != 0 {
+		t.Fatalf("the worker handled %d messages while the offsets of an open transaction were pending", handled.Load())
+	}
+	end := kmsg.NewPtrEndTxnRequest()
+	end.TransactionalID, end.ProducerID, end.ProducerEpoch, end.Commit = txnID, id, epoch, true
+	if resp, err := end.RequestWith(ctx(t), cl); err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("EndTxn: %v %+v", err, resp)
+	}
+	b.waitCommitted(t, 30*time.Second)
+	if below.Load() > 0 || handled.Load() != n-k {
+		t.Fatalf("handled %d messages, %d of them below the offset %d the open transaction committed; want the %d above it", handled.Load(), below.Load(), k, n-k)
 	}
 }
