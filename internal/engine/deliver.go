@@ -126,15 +126,23 @@ func (p *partition) forward(t *task) error {
 		p.log.Error("forwarding a failed message failed; its offset stays uncommitted and the publish is retried", attrs...)
 		return err
 	}
+	p.noteForwarded(t)
+	return nil
+}
+
+// noteForwarded records and logs that t went to its retry tier or the
+// dead-letter topic (or, exactly-once, into the open transaction for it:
+// extra says so).
+func (p *partition) noteForwarded(t *task, extra ...any) {
+	f := t.fail
 	level, what := slog.LevelWarn, "message sent to a retry topic"
 	t.note(metricdef.Retry)
 	if f.dest.DeadLetter {
 		level, what = slog.LevelError, "message dead-lettered"
 		t.note(metricdef.DeadLetter)
 	}
-	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", f.dest.Topic),
-		slog.Int("attempt", t.base+t.attempt), slog.Any("error", f.err))...)
-	return nil
+	attrs := p.msgAttrs(t, slog.String("destination", f.dest.Topic), slog.Int("attempt", t.base+t.attempt), slog.Any("error", f.err))
+	p.log.Log(p.ctx, level, what, append(attrs, extra...)...)
 }
 
 // statsBatch is how many deliveries a partition records before it adds

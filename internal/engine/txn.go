@@ -6,8 +6,6 @@ import (
 	"log/slog"
 
 	"github.com/IBM/sarama"
-
-	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 // This file holds the exactly-once path (WORKER_EXACTLY_ONCE; p.txn not
@@ -45,14 +43,7 @@ func (p *partition) forwardInTxn(t *task) error {
 	}
 	t.inTxn = true
 	p.txn.Send(p.fwd.Record(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at))
-	level, what := slog.LevelWarn, "message sent to a retry topic (in the open transaction)"
-	t.note(metricdef.Retry)
-	if f.dest.DeadLetter {
-		level, what = slog.LevelError, "message dead-lettered (in the open transaction)"
-		t.note(metricdef.DeadLetter)
-	}
-	p.log.Log(p.ctx, level, what, p.msgAttrs(t, slog.String("destination", f.dest.Topic),
-		slog.Int("attempt", t.base+t.attempt), slog.Any("error", f.err))...)
+	p.noteForwarded(t, slog.Bool("in_transaction", true))
 	return nil
 }
 
