@@ -60,32 +60,8 @@ func saramaMessage(m *Message, meta *pending) *sarama.ProducerMessage {
 	return pm
 }
 
-// explicitFirst wraps the configured partitioner: a message whose
-// Partition was set goes there; every other one goes where next says.
-type explicitFirst struct{ next sarama.Partitioner }
-
-func withExplicit(next sarama.PartitionerConstructor) sarama.PartitionerConstructor {
-	return func(topic string) sarama.Partitioner { return explicitFirst{next: next(topic)} }
-}
-
-func (p explicitFirst) Partition(m *sarama.ProducerMessage, numPartitions int32) (int32, error) {
-	if pd, ok := m.Metadata.(*pending); ok && pd.explicit {
-		return m.Partition, nil // sarama refuses one out of range with ErrInvalidPartition
-	}
-	return p.next.Partition(m, numPartitions)
-}
-
-// RequiresConsistency is true: an explicit partition is one.
-func (p explicitFirst) RequiresConsistency() bool { return true }
-
-// MessageRequiresConsistency says, per message, whether its partition
-// must not change when the chosen one is unavailable.
-func (p explicitFirst) MessageRequiresConsistency(m *sarama.ProducerMessage) bool {
-	if pd, ok := m.Metadata.(*pending); ok && pd.explicit {
-		return true
-	}
-	if d, ok := p.next.(sarama.DynamicConsistencyPartitioner); ok {
-		return d.MessageRequiresConsistency(m)
-	}
-	return p.next.RequiresConsistency()
+// explicitPartition reports whether m's sender chose its partition.
+func explicitPartition(m *sarama.ProducerMessage) bool {
+	pd, ok := m.Metadata.(*pending)
+	return ok && pd.explicit
 }

@@ -188,7 +188,7 @@ func (p *Producer) saramaConfig(o options) (*sarama.Config, error) {
 	if s.Producer.Partitioner == nil {
 		s.Producer.Partitioner = sarama.NewMurmur2Partitioner
 	}
-	s.Producer.Partitioner = withExplicit(s.Producer.Partitioner)
+	s.Producer.Partitioner = kconn.ExplicitFirst(s.Producer.Partitioner, explicitPartition)
 	if err := s.Validate(); err != nil {
 		if s.Producer.Idempotent && !s.Version.IsAtLeast(sarama.V0_11_0_0) {
 			return nil, fmt.Errorf("kafkaworker/producer: KAFKA_VERSION=%q: the idempotent producer needs 0.11.0 or later: raise KAFKA_VERSION, or turn Producer.Idempotent off through WithSaramaConfig", p.cfg.Version)

@@ -35,19 +35,8 @@ func saramaMessage(r *outbox.Record) *sarama.ProducerMessage {
 	return pm
 }
 
-// explicitFirst sends a record whose partition was chosen there, and any
-// other where next says.
-type explicitFirst struct{ next sarama.Partitioner }
-
-func withExplicit(next sarama.PartitionerConstructor) sarama.PartitionerConstructor {
-	return func(topic string) sarama.Partitioner { return explicitFirst{next: next(topic)} }
+// explicitPartition reports whether the handler chose m's partition.
+func explicitPartition(m *sarama.ProducerMessage) bool {
+	o, ok := m.Metadata.(*output)
+	return ok && o.explicit
 }
-
-func (p explicitFirst) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
-	if o, ok := m.Metadata.(*output); ok && o.explicit {
-		return m.Partition, nil
-	}
-	return p.next.Partition(m, n)
-}
-
-func (p explicitFirst) RequiresConsistency() bool { return true }

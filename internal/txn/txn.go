@@ -25,6 +25,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/kafkaworker/kafkaworker/internal/forward"
+	"github.com/kafkaworker/kafkaworker/internal/kconn"
 	"github.com/kafkaworker/kafkaworker/internal/outbox"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
@@ -104,7 +105,7 @@ func New(p Params) (*Txn, error) {
 	c.Producer.Transaction.Timeout = p.Timeout
 	c.Producer.Return.Errors = true
 	c.Producer.Return.Successes = true // counted: a commit waits for every record first
-	c.Producer.Partitioner = withExplicit(sarama.NewMurmur2Partitioner)
+	c.Producer.Partitioner = kconn.ExplicitFirst(sarama.NewMurmur2Partitioner, explicitPartition)
 	ap, err := sarama.NewAsyncProducer(p.Brokers, &c)
 	if err != nil {
 		return nil, fmt.Errorf("kafkaworker: start the transactional producer (transactional.id %q): %w", p.ID, err)
