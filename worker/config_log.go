@@ -1,9 +1,9 @@
 package worker
 
 import (
-	"fmt"
 	"log/slog"
-	"strings"
+
+	"github.com/kafkaworker/kafkaworker/internal/envconf"
 )
 
 // LogValue lets a Config be logged with slog. It lists fields by name from an
@@ -31,18 +31,7 @@ func (c Config) LogValue() slog.Value {
 
 // String renders the same allow-listed fields as LogValue, so fmt's %v and
 // %+v do not print credentials either.
-func (c Config) String() string {
-	var b strings.Builder
-	b.WriteString("worker.Config{")
-	for i, a := range c.LogValue().Group() {
-		if i > 0 {
-			b.WriteString(" ")
-		}
-		fmt.Fprintf(&b, "%s=%v", a.Key, a.Value)
-	}
-	b.WriteString("}")
-	return b.String()
-}
+func (c Config) String() string { return envconf.Render("worker.Config", c.LogValue().Group()) }
 
 // GoString makes %#v print the same redacted form as String.
 func (c Config) GoString() string { return c.String() }

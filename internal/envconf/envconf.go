@@ -11,6 +11,7 @@ package envconf
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"reflect"
 	"slices"
@@ -197,4 +198,20 @@ func TrimList(in []string) []string {
 		return nil
 	}
 	return out
+}
+
+// Render prints a Config's allow-listed log attributes (its LogValue's
+// group) as name{key=value ...}: what a Config's String shows, so fmt's %v
+// and %+v print no credentials either.
+func Render(name string, attrs []slog.Attr) string {
+	var b strings.Builder
+	b.WriteString(name + "{")
+	for i, a := range attrs {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s=%v", a.Key, a.Value)
+	}
+	b.WriteString("}")
+	return b.String()
 }
