@@ -21,7 +21,7 @@ import (
 //	1. group-error watcher, fatal watch     8. the watcher ends when the group closes (7)
 //	2. handler pool, coarse clock,          9. clock stops; pool goroutines exit by DrainBy;
 //	   output producer (on first use)          then the output producer closes in CloseTimeout
-//	3. committer, broker probe              6. stopped once every partition made its final commit
+//	3. committer, broker probe, tier watch  6. stopped once every partition made its final commit
 //	4. the consumer (sarama's sessions)     5. drain-then-leave: each claim drains by DrainBy and
 //	                                           commits by CommitBy, then the session ends
 //	                                        7. connections close (the member leaves) in CloseTimeout
@@ -59,17 +59,23 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 		Interval: w.cfg.CommitInterval, Log: w.log, OnCommit: w.metrics.Commit, Beat: func() { w.health.beat(loopCommitter) },
 		Txn: tx, Fatal: func(err error) { failed.set(w.txnFatal(err)) },
 	})
-	loops := startLoops(
+	fns := []func(context.Context){
 		func(ctx context.Context) { commits.Run(ctx) },
 		func(ctx context.Context) { w.health.probe(ctx, c.commitClient, c.topo.Consumed(), w.tracing) },
-	)
+	}
+	var tiers *engine.TierWatch // idle retry-tier partitions are not fetched
+	if len(w.cfg.RetryTopicDelays) > 0 {
+		tiers = engine.NewTierWatch(c.client, w.log)
+		fns = append(fns, tiers.Run)
+	}
+	loops := startLoops(fns...)
 	// 4. The consumer. Consume gets a context of its own, cancelled only
 	// once every claim has drained and committed (LeaveAfterDrain):
 	// cancelling it earlier would abort a rebalance in flight and leave this
 	// member committing with a generation the group has moved past, and the
 	// commits would be refused.
 	params := w.engineParams(ctx, c, pool, clock, outs, commits, deadlines)
-	params.Txn = tx
+	params.Txn, params.TierWatch = tx, tiers
 	consumer := engine.New(params)
 	consumeCtx, cancelConsume := context.WithCancel(context.WithoutCancel(ctx))
 	leaveDone := make(chan struct{})

@@ -47,6 +47,7 @@ type Params struct {
 	Admin         sarama.ClusterAdmin  // reads the done-set committed with each offset
 	Topology      forward.Topology
 	Forwarder     *forward.Forwarder // nil when nothing is forwarded
+	TierWatch     *TierWatch         // pauses idle retry-tier partitions; nil: never paused for that
 	Outputs       Emitter            // sends what handlers produced (worker.Produce)
 	Txn           *txn.Txn           // exactly-once: the open transaction (txn.go); nil otherwise
 	Committer     *commit.Committer
@@ -124,7 +125,7 @@ func (g *Consumer) newPartition(sess sarama.ConsumerGroupSession, claim sarama.C
 	topic, id := claim.Topic(), claim.Partition()
 	skip, meta := g.previousDoneSet(topic, id)
 	p := &partition{
-		topic: topic, id: id, ordering: g.Ordering, hop: g.Topology.Hop(topic), fwd: g.Forwarder, outputs: g.Outputs, txn: g.Txn,
+		topic: topic, id: id, ordering: g.Ordering, hop: g.Topology.Hop(topic), fwd: g.Forwarder, outputs: g.Outputs, txn: g.Txn, tierWatch: g.TierWatch,
 		handler: g.Handler, pool: g.Pool, log: g.log, retry: g.RetryBackoff,
 		sess: sess, all: g.Metrics,
 		state: commit.NewState[*task](commit.StateParams{

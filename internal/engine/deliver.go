@@ -115,7 +115,10 @@ func (p *partition) forward(t *task) error {
 		return p.forwardInTxn(t)
 	}
 	f := t.fail
-	err := p.fwd.Publish(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at)
+	partition, offset, err := p.fwd.Publish(f.traceCtx, &t.msg, p.hop, t.base+t.attempt, f.err, f.dest, f.at)
+	if err == nil && p.tierWatch != nil && !f.dest.DeadLetter {
+		p.tierWatch.Forwarded(f.dest.Topic, partition, offset) // its tier partition, if idle here, is fetched again now
+	}
 	if err != nil {
 		reason := forward.ErrorReason(err)
 		p.all.ForwardError(f.dest.Topic, reason)

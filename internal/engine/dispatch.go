@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/IBM/sarama"
 
+	"github.com/kafkaworker/kafkaworker/internal/attr"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
 
@@ -43,12 +45,30 @@ type dispatcher struct {
 	holding   bool        // not reading: the budget is used up
 	blockedBy string      // why intake stopped, while it is stopped: "in_flight" or "done_set"
 	stall     *time.Timer // runs while holding; on expiry, pause and read on
+
+	// A retry tier's partition that holds nothing is paused while idle
+	// (tierwatch.go): watch is nil for a source partition.
+	watch      *TierWatch
+	next       int64           // the offset after the last one taken; below 0 while not known
+	idle       *idleTier       // paused for want of records, waiting for the watch; nil otherwise
+	wake       <-chan struct{} // idle.wake, or nil
+	awakeUntil int64           // woken: stays fetched until it has read this far...
+	awakeBy    time.Time       // ...or until this, whichever comes first
 }
+
+// awakeFor bounds how long a woken tier partition stays fetched without
+// reading as far as the watch said records were: they may have been
+// deleted, or be transaction markers, which no consumer receives.
+const awakeFor = 10 * time.Second
 
 // newDispatcher makes the dispatcher of claim, whose state is p.
 func newDispatcher(c *Consumer, p *partition, claim sarama.ConsumerGroupClaim) *dispatcher {
-	return &dispatcher{group: c.ConsumerGroup, metrics: c.Metrics, stopping: c.Stopping, tickEvery: c.TickEvery,
-		p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}}
+	d := &dispatcher{group: c.ConsumerGroup, metrics: c.Metrics, stopping: c.Stopping, tickEvery: c.TickEvery,
+		p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}, next: -1}
+	if p.hop.Tier > 0 {
+		d.watch = c.TierWatch
+	}
+	return d
 }
 
 // run dispatches until the claim closes, done or Run's stop fires.
@@ -61,6 +81,7 @@ func (d *dispatcher) run(done <-chan struct{}) {
 	d.stall = time.NewTimer(time.Hour)
 	d.stall.Stop()
 	defer d.stall.Stop()
+	d.startIdleWatch()
 
 	for {
 		select {
@@ -68,6 +89,7 @@ func (d *dispatcher) run(done <-chan struct{}) {
 			if !ok {
 				return
 			}
+			d.wakeUp() // a record fetched before the pause took hold
 			if !d.take(m, in) {
 				return
 			}
@@ -80,6 +102,10 @@ func (d *dispatcher) run(done <-chan struct{}) {
 			d.reportLag()
 			d.p.reportInFlight(false)
 			d.p.watchHeld()
+			d.maybeIdle()
+			continue
+		case <-d.wake:
+			d.wakeUp()
 			continue
 		case <-done:
 			return
@@ -104,9 +130,11 @@ func (d *dispatcher) take(m *sarama.ConsumerMessage, in <-chan *sarama.ConsumerM
 			}
 			d.overflow = append(d.overflow, m)
 		default:
+			d.next = d.overflow[len(d.overflow)-1].Offset + 1
 			return true
 		}
 	}
+	d.next = d.overflow[len(d.overflow)-1].Offset + 1
 	return true
 }
 
@@ -147,6 +175,7 @@ func (d *dispatcher) resume() {
 		d.group.Resume(d.tp)
 		d.paused = false
 	}
+	d.wakeUp()
 }
 
 // reportLag sets the partition's lag: the high watermark minus the
@@ -157,4 +186,52 @@ func (d *dispatcher) reportLag() {
 		d.metrics.SetLag(d.p.topic, d.p.id, hwm-from)
 	}
 	d.sampleStatus(hwm) // the status page's partition row (status_sample.go)
+}
+
+// startIdleWatch sets where a tier partition's reading starts, and pauses
+// it at once if it is empty (the common case for retry tiers).
+func (d *dispatcher) startIdleWatch() {
+	if d.watch == nil {
+		return
+	}
+	if d.next = d.claim.InitialOffset(); d.next < 0 {
+		d.next = d.p.state.Snapshot().Resume // the start startClaim resolved and committed
+	}
+	d.maybeIdle()
+}
+
+// maybeIdle pauses a tier partition that holds nothing and has nothing
+// more to read: its high watermark is where reading stopped. The watch
+// wakes it (see TierWatch). A high watermark not known yet (before the
+// first fetch) reads as 0: the watch then finds the records within
+// tierCheckSoon.
+func (d *dispatcher) maybeIdle() {
+	if d.watch == nil || d.idle != nil || d.paused || d.next < 0 || d.head < len(d.overflow) || d.p.state.Held() > 0 ||
+		d.claim.HighWaterMarkOffset() > d.next || (d.next < d.awakeUntil && time.Now().Before(d.awakeBy)) {
+		return
+	}
+	d.group.Pause(d.tp)
+	d.idle = d.watch.Idle(d.p.topic, d.p.id, d.next)
+	d.wake = d.idle.wake
+	d.p.log.Debug("retry-tier partition idle: not fetched until records come", attr.Topic(d.p.topic), attr.Partition(d.p.id), slog.Int64("next", d.next))
+}
+
+// wakeUp resumes a partition paused for being idle.
+func (d *dispatcher) wakeUp() {
+	if d.idle == nil {
+		return
+	}
+	select {
+	case <-d.idle.wake: // the watch woke it, and said how far to read
+		d.awakeUntil = d.idle.until
+	default: // a record came, or the claim is done
+		d.awakeUntil = d.next + 1
+	}
+	d.awakeBy = time.Now().Add(awakeFor)
+	d.idle, d.wake = nil, nil
+	d.watch.Forget(d.p.topic, d.p.id)
+	if !d.paused {
+		d.group.Resume(d.tp)
+	}
+	d.p.log.Debug("retry-tier partition woken: fetched again", attr.Topic(d.p.topic), attr.Partition(d.p.id), slog.Int64("next", d.next))
 }

@@ -92,6 +92,7 @@ type partition struct {
 	hop        forward.Hop        // source topic or retry tier
 	fwd        *forward.Forwarder // nil when nothing is forwarded
 	outputs    Emitter            // sends what handlers produced
+	tierWatch  *TierWatch         // wakes an idle tier partition this worker forwards to; may be nil
 	txn        *txn.Txn           // exactly-once: the open transaction; nil otherwise
 	epoch      uint64             // the transaction epoch the partition was claimed in
 	aborted    <-chan struct{}    // closed when that epoch's transaction aborts; nil without txn

@@ -193,17 +193,19 @@ func (p Policy) Next(h Hop, local int, err error, now time.Time) *Destination {
 }
 
 // Publish sends msg to dest with its key, value and headers, plus the kw-*
-// headers describing where it came from and why it failed.
-func (f *Forwarder) Publish(ctx context.Context, msg *handler.Message, h Hop, attempts int, err error, dest *Destination, now time.Time) error {
+// headers describing where it came from and why it failed, and returns
+// where it was written.
+func (f *Forwarder) Publish(ctx context.Context, msg *handler.Message, h Hop, attempts int, err error, dest *Destination, now time.Time) (partition int32, offset int64, _ error) {
 	pm := f.Record(ctx, msg, h, attempts, err, dest, now)
 	r, ok := f.routes[dest.Topic]
 	if !ok {
-		return fmt.Errorf("kafkaworker: no producer for %s, which is not a retry or dead-letter topic of this worker", dest.Topic)
+		return -1, -1, fmt.Errorf("kafkaworker: no producer for %s, which is not a retry or dead-letter topic of this worker", dest.Topic)
 	}
-	if _, _, err := r.producer.SendMessage(pm); err != nil {
-		return &publishError{topic: dest.Topic, size: pm.ByteSize(f.version), route: r, principal: f.principal, err: err}
+	partition, offset, err = r.producer.SendMessage(pm)
+	if err != nil {
+		return -1, -1, &publishError{topic: dest.Topic, size: pm.ByteSize(f.version), route: r, principal: f.principal, err: err}
 	}
-	return nil
+	return partition, offset, nil
 }
 
 // Record is the record Publish sends: msg with the kw-* headers of its
