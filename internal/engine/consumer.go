@@ -67,6 +67,7 @@ type Consumer struct {
 
 	active atomic.Int64  // ConsumeClaim calls in progress
 	exited chan struct{} // signalled (non-blocking) when one returns
+	pre    prefetched    // the session's offsets, read at Setup (prefetch.go)
 }
 
 // New makes the Consumer of one run.
@@ -82,6 +83,7 @@ func (g *Consumer) Setup(sess sarama.ConsumerGroupSession) error {
 		attr.Group(g.Group),
 		slog.String("member_id", sess.MemberID()), slog.Int("generation", int(sess.GenerationID())),
 		slog.Any("assigned", sess.Claims()))
+	g.prefetch(sess)
 	return nil
 }
 
@@ -151,10 +153,17 @@ func (g *Consumer) newPartition(sess sarama.ConsumerGroupSession, claim sarama.C
 // by its previous owner. On any failure it logs and returns an empty set:
 // those messages are then handled again, which at-least-once allows.
 func (g *Consumer) previousDoneSet(topic string, id int32) (doneset.Set, string) {
-	resp, err := g.Admin.ListConsumerGroupOffsets(g.Group, map[string][]int32{topic: {id}})
-	var block *sarama.OffsetFetchResponseBlock
+	block := g.committedOf(topic, id) // read with the session's other claims
+	var err error
+	if block == nil {
+		var resp *sarama.OffsetFetchResponse
+		resp, err = g.Admin.ListConsumerGroupOffsets(g.Group, map[string][]int32{topic: {id}})
+		if err == nil {
+			block = resp.GetBlock(topic, id)
+		}
+	}
 	if err == nil {
-		if block = resp.GetBlock(topic, id); block == nil {
+		if block == nil {
 			err = errors.New("no offset in the response")
 		} else if block.Err != sarama.ErrNoError {
 			err = block.Err

@@ -39,10 +39,10 @@ func (g *Consumer) startClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 	if p.hop.Tier > 0 {
 		want = sarama.OffsetOldest
 	}
-	start, err := g.Client.GetOffset(p.topic, p.id, want)
+	start, err := g.offsetOf(p.topic, p.id, want)
 	if err == nil && want != saramaStart {
 		var end int64
-		if end, err = g.Client.GetOffset(p.topic, p.id, saramaStart); err == nil {
+		if end, err = g.offsetOf(p.topic, p.id, saramaStart); err == nil {
 			restart = start < end
 		}
 	}

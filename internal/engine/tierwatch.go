@@ -149,7 +149,7 @@ func (w *TierWatch) check() {
 	}
 	w.mu.Unlock()
 	for b, tps := range byLeader {
-		ends, err := endOffsets(w.client.Config().Version, b, tps)
+		ends, err := listOffsets(w.client.Config().Version, b, tps, sarama.OffsetNewest)
 		w.mu.Lock()
 		for _, tp := range tps {
 			it := w.idle[tp]
@@ -165,30 +165,4 @@ func (w *TierWatch) check() {
 			w.log.Debug("reading the end offsets of idle retry-tier partitions failed; fetching them again", attr.Topic(tps[0].topic), slog.Any("error", err))
 		}
 	}
-}
-
-// endOffsets reads the end offsets of tps from their leader b in one
-// request.
-func endOffsets(version sarama.KafkaVersion, b *sarama.Broker, tps []topicPartition) (map[topicPartition]int64, error) {
-	req := sarama.NewOffsetRequest(version)
-	for _, tp := range tps {
-		req.AddBlock(tp.topic, tp.partition, sarama.OffsetNewest, 1)
-	}
-	resp, err := b.GetAvailableOffsets(req)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[topicPartition]int64, len(tps))
-	for _, tp := range tps {
-		blk := resp.GetBlock(tp.topic, tp.partition)
-		if blk == nil || blk.Err != sarama.ErrNoError {
-			continue
-		}
-		if blk.Offset > 0 || len(blk.Offsets) == 0 {
-			out[tp] = blk.Offset
-		} else {
-			out[tp] = blk.Offsets[0]
-		}
-	}
-	return out, nil
 }
