@@ -256,6 +256,7 @@ type scaleRun struct {
 	// SIGKILL runs only.
 	killed           bool
 	killAt           time.Duration // after producing started
+	handledAtKill    int           // log records of all processes at the kill
 	killedLogged     int           // distinct messages the killed process finished
 	committedAtKill  int64         // the group's committed offsets summed, read just before the kill
 	bound            int           // killed process's finished messages at or above the committed offset (pre-kill read)
@@ -349,15 +350,31 @@ func (b *bench) scaleoutRun(ctx context.Context, admin *kadm.Client, partitions 
 	var killTime time.Time
 	var preKill, postKill map[int32]int64
 	if kill {
+		// Wait for killFrac of the messages to be handled and a commit to
+		// have landed, then for a random part of a commit interval, so the
+		// kill lands anywhere in the commit cycle.
 		victim := children[0]
-		for total() < int(killFrac*float64(n)) {
+		for {
 			if err := allAlive(); err != nil {
 				return scaleRun{}, err
 			}
 			if time.Now().After(deadline) {
 				return scaleRun{}, fmt.Errorf("scaleout: %d of %d handled after 2 minutes, before the kill", total(), n)
 			}
-			time.Sleep(5 * time.Millisecond)
+			if float64(total()) >= killFrac*float64(n) {
+				com, err := b.cluster.CommittedOffsets(ctx, group, topic)
+				if err != nil {
+					return scaleRun{}, err
+				}
+				if sumOffsets(com) > 0 {
+					break
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(rand.N(scaleoutConfig(concurrency).CommitInterval))
+		if err := allAlive(); err != nil {
+			return scaleRun{}, err
 		}
 		victimCPU := procCPU(victim.cmd.Process.Pid)
 		if preKill, err = b.cluster.CommittedOffsets(ctx, group, topic); err != nil {
@@ -370,7 +387,8 @@ func (b *bench) scaleoutRun(ctx context.Context, admin *kadm.Client, partitions 
 		if postKill, err = b.cluster.CommittedOffsets(ctx, group, topic); err != nil {
 			return scaleRun{}, err
 		}
-		progress("scaleout: SIGKILLed process 1 of %d at +%s, %s of %s logged", procs, dur(r.killAt), count(total()), count(n))
+		r.handledAtKill = total()
+		progress("scaleout: SIGKILLed process 1 of %d at +%s, %s of %s logged", procs, dur(r.killAt), count(r.handledAtKill), count(n))
 	}
 
 	// Wait until the logs hold every message: first by size (cheap), then
@@ -674,7 +692,10 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 		keys        = 1000
 		concurrency = 32
 		latency     = 5 * time.Millisecond
-		killFrac    = 0.4
+		killFrac    = 0.3
+		// The SIGKILL run's messages: enough that the kill, after the
+		// first commit, lands with most of them still to handle.
+		killN = 60_000
 	)
 	n, reps := 40_000, b.repsFor(3)
 	if b.quick {
@@ -702,13 +723,13 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 			runs[j] = append(runs[j], r)
 		}
 	}
-	k, err := b.scaleoutRun(ctx, admin, partitions, n, keys, 3, concurrency, latency, true, killFrac)
+	k, err := b.scaleoutRun(ctx, admin, partitions, killN, keys, 3, concurrency, latency, true, killFrac)
 	if err != nil {
 		return table{}, fmt.Errorf("3 processes, one killed: %w", err)
 	}
 	progress("scaleout SIGKILL run: lost %d, duplicates %d (%d with the killed process), bound %d (after-kill read %d); "+
 		"killed process finished %d, committed at kill %d; failover %s over %d partitions; kill → committed to the end %s (%v)",
-		n-k.distinct, k.dupes, k.dupesWithKilled, k.bound, k.boundAfter, k.killedLogged, k.committedAtKill,
+		k.n-k.distinct, k.dupes, k.dupesWithKilled, k.bound, k.boundAfter, k.killedLogged, k.committedAtKill,
 		dur(k.failover), k.killedPartitions, dur(k.killToCommitted), k.committed)
 
 	med := func(rs []scaleRun, f func(scaleRun) float64) float64 {
@@ -747,6 +768,7 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 	microFmt := func(v float64) string { return micros(secs(v)) }
 	childCPU, childCPUK := one(perMsg(func(r scaleRun) time.Duration { return r.childCPU }), microFmt)
 	brokerCPU, brokerCPUK := one(perMsg(func(r scaleRun) time.Duration { return r.parent }), microFmt)
+	cores, coresK := one(func(r scaleRun) float64 { return div(r.childCPU.Seconds(), r.wall.Seconds()) }, func(v float64) string { return fmt.Sprintf("%.2f", v) })
 	busy, busyK := one(func(r scaleRun) float64 { return r.busy }, func(v float64) string { return fmt.Sprintf("%.2f of %d", v, runtime.NumCPU()) })
 	join, joinK := one(durOf(func(r scaleRun) time.Duration { return r.join }), durFmt)
 	win, winK := one(durOf(func(r scaleRun) time.Duration { return r.window }), durFmt)
@@ -796,7 +818,7 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 		return fmt.Sprintf("yes, ≤ %s after all handled", dur(worst))
 	}
 	kCommit := func(r scaleRun) string { return commits([]scaleRun{r}, 3) }
-	killedOK := k.distinct == n && k.dupes <= k.bound
+	killedOK := k.distinct == k.n && k.dupes <= k.bound
 	verdictK := "**yes**"
 	if !killedOK {
 		verdictK = "**NO**"
@@ -828,8 +850,9 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 			row("per-run msgs/s", perRun, func(r scaleRun) string { return rate(r.rate()) }),
 			row("window length", win, winK),
 			row("messages handled by each process (first handlings, median run)", shares, func(r scaleRun) string { return fmt.Sprint(r.perProc) }),
-			row("processes started → group stable, every process assigned (not in any rate)", join, joinK),
+			row("processes started → group stable, every process assigned, unchanged for 1 s (in no rate)", join, joinK),
 			row("workers' CPU per message (all N processes, producing → all handled)", childCPU, childCPUK),
+			row("workers' CPU busy (cores, all N processes together)", cores, coresK),
 			row("broker (parent process) CPU per message", brokerCPU, brokerCPUK),
 			row("machine CPU busy, producing → all handled (all tenants)", busy, busyK),
 			row("**lost** (produced − distinct handled)", lost, func(r scaleRun) string { return lostSummary([]string{strconv.Itoa(r.n - r.distinct)}) }),
@@ -839,8 +862,8 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 			row("**duplicate bound**: the killed process's finished messages at or above the committed offsets read just before the kill", nil2(procs), func(r scaleRun) string {
 				return fmt.Sprintf("**%d** (with the offsets read just after the kill: %d); within: %s", r.bound, r.boundAfter, verdictK)
 			}),
-			row("killed process: messages it finished, killed at (after producing began); group's committed offsets at the kill (sum)", nil2(procs), func(r scaleRun) string {
-				return fmt.Sprintf("%s, +%s; %s of %s", count(r.killedLogged), dur(r.killAt), count(int(r.committedAtKill)), count(r.n))
+			row("at the kill (after producing began): all processes' messages handled; the killed one's; the group's committed offsets (sum)", nil2(procs), func(r scaleRun) string {
+				return fmt.Sprintf("+%s: %s of %s; %s; %s", dur(r.killAt), count(r.handledAtKill), count(r.n), count(r.killedLogged), count(int(r.committedAtKill)))
 			}),
 			row("kill → a survivor handles each partition the killed process held", nil2(procs), func(r scaleRun) string {
 				return fmt.Sprintf("%s (%d partitions; session timeout %v)", dur(r.failover), r.killedPartitions, scaleoutSession)
@@ -861,11 +884,11 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 				"Starting the processes and the join are in no rate (their own row).", latency, keys),
 			fmt.Sprintf("I/O-bound by construction: %d handler goroutines each sleeping %v sustain at most %d / %v msgs/s per process (Little's law); the CPU rows show what that costs, "+
 				"and whether the machine (%d cores, shared with other tenants; its busy figure counts them too) has room for N processes and the broker.", concurrency, latency, concurrency, latency, runtime.NumCPU()),
-			fmt.Sprintf("SIGKILL run: 3 processes as above; once %.0f%% of the messages are logged, the parent reads the group's committed offsets and SIGKILLs process 1 (os.Process.Kill: no drain, no final commit, no LeaveGroup); "+
+			fmt.Sprintf("SIGKILL run: 3 processes as above on %s messages; once %.0f%% of them are handled and the group has committed offsets, and a random part of a commit interval later (so the kill lands anywhere in the commit cycle), the parent reads the group's committed offsets and SIGKILLs process 1 (os.Process.Kill: no drain, no final commit, no LeaveGroup); "+
 				"the survivors get its partitions once its session (%v) expires and the group rebalances. From the logs: lost = produced − distinct (partition, offset) handled; "+
 				"duplicates = messages handled more than once. The bound is what the killed process finished but had not committed: its logged messages at or above the committed offset of their partition. "+
 				"Messages it had in flight (at most %d handlers) were not logged, so a survivor's handling of them is a first handling, not a duplicate. The survivors may skip some of the bound: messages recorded as done in the committed metadata (the done-set).",
-				killFrac*100, scaleoutSession, concurrency),
+				count(killN), killFrac*100, scaleoutSession, concurrency),
 			workerSettingsNote(scaleoutConfig(concurrency)),
 			fmt.Sprintf("Settings: %s; every process GOMAXPROCS=%d; the parent waits (via kadm) for the group's committed offsets to reach the end offsets before stopping the processes with SIGTERM; that wait is in no rate.",
 				strings.Join(scaleoutEnv(concurrency), " "), runtime.GOMAXPROCS(0)),
