@@ -926,7 +926,7 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 				"duplicates = messages handled more than once. The bound is what the killed process finished but had not committed: its logged messages at or above the committed offset of their partition. "+
 				"Messages it had in flight (at most %d handlers) were not logged, so a survivor's handling of them is a first handling, not a duplicate. The survivors may skip some of the bound: messages recorded as done in the committed metadata (the done-set).",
 				count(killN), killFrac*100, scaleoutSession, concurrency),
-			"Failover rows: kill → group stable with the survivors is the dead member's session timeout plus the rebalance (polled every 50 ms). "+
+			"Failover rows: kill → group stable with the survivors is the dead member's session timeout plus the rebalance (polled every 50 ms). " +
 				"The survivors' first messages of the taken-over partitions come later: each starts the new claims (committed offset and done-set, first fetch) while its handlers are still busy with the backlog already fetched for its own partitions; this bench does not break that time down further.",
 			workerSettingsNote(scaleoutConfig(concurrency)),
 			fmt.Sprintf("Settings: %s; every process GOMAXPROCS=%d; the parent waits (via kadm) for the group's committed offsets to reach the end offsets before stopping the processes with SIGTERM; that wait is in no rate.",
