@@ -237,6 +237,7 @@ type scaleRun struct {
 	window  time.Duration
 	msgs    int
 	perProc []int         // the messages each process handled first
+	spread  time.Duration // between the first and the last process to handle its last message
 	join    time.Duration // processes started → group stable, every process assigned partitions
 	// From the start of producing until every message was handled: the
 	// processes' CPU time (/proc/<pid>/stat), this process's (the broker's),
@@ -616,6 +617,11 @@ func (r *scaleRun) analyse(logs [][]scaleEntry) {
 	}
 	r.msgs = max(r.distinct-1, 0)
 	r.window = time.Duration(last - from)
+	ends := make([]int64, len(logs))
+	for _, f := range firsts {
+		ends[f.proc] = max(ends[f.proc], f.at)
+	}
+	r.spread = time.Duration(slices.Max(ends) - slices.Min(ends))
 }
 
 // analyseKill computes the SIGKILL figures: what the killed process had
@@ -802,6 +808,7 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 	cores, coresK := one(func(r scaleRun) float64 { return div(r.childCPU.Seconds(), r.wall.Seconds()) }, func(v float64) string { return fmt.Sprintf("%.2f", v) })
 	busy, busyK := one(func(r scaleRun) float64 { return r.busy }, func(v float64) string { return fmt.Sprintf("%.2f of %d", v, runtime.NumCPU()) })
 	join, joinK := one(durOf(func(r scaleRun) time.Duration { return r.join }), durFmt)
+	spread, spreadK := one(durOf(func(r scaleRun) time.Duration { return r.spread }), durFmt)
 	win, winK := one(durOf(func(r scaleRun) time.Duration { return r.window }), durFmt)
 	sleepAll := func() time.Duration {
 		var all []scaleRun
@@ -881,6 +888,7 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 			row("per-run msgs/s", perRun, func(r scaleRun) string { return rate(r.rate()) }),
 			row("window length", win, winK),
 			row("messages handled by each process (first handlings, median run)", shares, func(r scaleRun) string { return fmt.Sprint(r.perProc) }),
+			row("first process done → last process done (its last message handled)", spread, spreadK),
 			row("processes started → group stable, every process assigned, unchanged for 1 s (in no rate)", join, joinK),
 			row("workers' CPU per message (all N processes, producing → all handled)", childCPU, childCPUK),
 			row("workers' CPU busy (cores, all N processes together)", cores, coresK),
