@@ -808,7 +808,7 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 	cores, coresK := one(func(r scaleRun) float64 { return div(r.childCPU.Seconds(), r.wall.Seconds()) }, func(v float64) string { return fmt.Sprintf("%.2f", v) })
 	busy, busyK := one(func(r scaleRun) float64 { return r.busy }, func(v float64) string { return fmt.Sprintf("%.2f of %d", v, runtime.NumCPU()) })
 	join, joinK := one(durOf(func(r scaleRun) time.Duration { return r.join }), durFmt)
-	spread, spreadK := one(durOf(func(r scaleRun) time.Duration { return r.spread }), durFmt)
+	spread, _ := one(durOf(func(r scaleRun) time.Duration { return r.spread }), durFmt)
 	win, winK := one(durOf(func(r scaleRun) time.Duration { return r.window }), durFmt)
 	sleepAll := func() time.Duration {
 		var all []scaleRun
@@ -888,7 +888,7 @@ func (b *bench) scaleout(ctx context.Context) (table, error) {
 			row("per-run msgs/s", perRun, func(r scaleRun) string { return rate(r.rate()) }),
 			row("window length", win, winK),
 			row("messages handled by each process (first handlings, median run)", shares, func(r scaleRun) string { return fmt.Sprint(r.perProc) }),
-			row("first process done → last process done (its last message handled)", spread, spreadK),
+			row("first process done → last process done (its last message handled)", spread, func(scaleRun) string { return "—" }),
 			row("processes started → group stable, every process assigned, unchanged for 1 s (in no rate)", join, joinK),
 			row("workers' CPU per message (all N processes, producing → all handled)", childCPU, childCPUK),
 			row("workers' CPU busy (cores, all N processes together)", cores, coresK),
