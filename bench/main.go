@@ -6,7 +6,7 @@
 //
 //	make bench                         # everything: go run ./bench
 //	make bench ARGS=-quick             # one run per side, smaller counts: a smoke test (under a minute)
-//	make bench ARGS="-only=noop"       # pick scenarios: noop, partitions, io, keys, rss, output
+//	make bench ARGS="-only=noop"       # pick scenarios: noop, partitions, io, keys, rss, output, scaleout
 //	go run ./bench -only=noop -cpuprofile=cpu.out
 //	go tool pprof cpu.out.noop.worker.1.cpu      # a child run's CPU profile (.allocs: its allocations)
 //	go tool pprof -tagfocus=side=kafkaworker cpu.out   # in-process scenarios (io, keys): the worker's share
@@ -31,6 +31,10 @@
 //     WORKER_EXACTLY_ONCE=true, each in a child process, alternating:
 //     throughput and CPU per message of each, their ratio (target ≥ 0.8),
 //     and a read_committed check that the output holds each input once.
+//   - scaleout: N = 1, 2, 3 worker processes in one group on 12 partitions
+//     with a 5 ms handler: throughput and scaling; then 3 with one SIGKILLed
+//     mid-run: nothing lost, duplicates within what it had not committed
+//     (scaleout.go).
 package main
 
 import (
@@ -51,7 +55,7 @@ import (
 )
 
 // allScenarios lists the scenarios in the order they run.
-var allScenarios = []string{"noop", "partitions", "io", "keys", "rss", "output"}
+var allScenarios = []string{"noop", "partitions", "io", "keys", "rss", "output", "scaleout"}
 
 // bench is what every scenario shares: the embedded broker, the run's
 // settings and the topics produced so far.
@@ -88,6 +92,8 @@ func progress(format string, args ...any) {
 func main() {
 	if mode := os.Getenv(childModeEnv); mode == outputChildMode {
 		os.Exit(outputChildMain())
+	} else if mode == scaleoutChildMode {
+		os.Exit(scaleoutChildMain())
 	} else if mode != "" {
 		os.Exit(childMain(mode))
 	}
@@ -192,6 +198,8 @@ func run(selected []string, quick bool, reps int, cpuprofile string, out io.Writ
 			t, err = b.rss(ctx)
 		case "output":
 			t, err = b.output(ctx)
+		case "scaleout":
+			t, err = b.scaleout(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("scenario %s: %w", s, err)
