@@ -5,7 +5,7 @@
 // more than the absolute numbers.
 //
 //	make bench                         # everything: go run ./bench
-//	make bench ARGS=-quick             # one run per side, smaller counts: a smoke test (under a minute)
+//	make bench ARGS=-quick             # one run per side, smaller counts: a smoke test (about 2 minutes)
 //	make bench ARGS="-only=noop"       # pick scenarios: noop, partitions, io, keys, rss, output, scaleout
 //	go run ./bench -only=noop -cpuprofile=cpu.out
 //	go tool pprof cpu.out.noop.worker.1.cpu      # a child run's CPU profile (.allocs: its allocations)
