@@ -29,24 +29,41 @@ import (
 // already written (it is in the page cache), so the log is exactly what the
 // killed process finished. It runs until killed; any return is a failure.
 func crashChildMain() int {
+	return childWorker("crash child", "KW_CRASH_LOG", time.Millisecond, nil, func(m *handler.Message) []byte {
+		return fmt.Appendf(nil, "%s %d %d\n", m.Value, m.Partition, m.Offset)
+	})
+}
+
+// childWorker is the main of a worker process that a test kills: its
+// configuration comes from the environment exactly as a deployed worker's
+// does; its handler takes wait (slow enough that a kill lands mid-stream),
+// then does work (when not nil), and then appends line(m) to the file named
+// by logEnv with one O_APPEND write, so the log is exactly what the killed
+// process finished. It runs until killed; any return is a failure.
+func childWorker(name, logEnv string, wait time.Duration, work func(context.Context, *handler.Message) error, line func(*handler.Message) []byte) int {
 	cfg, err := worker.ConfigFromEnv()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "crash child:", err)
+		fmt.Fprintln(os.Stderr, name+":", err)
 		return 2
 	}
-	f, err := os.OpenFile(os.Getenv("KW_CRASH_LOG"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(os.Getenv(logEnv), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "crash child: KW_CRASH_LOG:", err)
+		fmt.Fprintf(os.Stderr, "%s: %s: %v\n", name, logEnv, err)
 		return 2
 	}
 	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
-		select { // the "work": slow enough that the kill lands mid-stream
-		case <-time.After(time.Millisecond):
+		select {
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if _, err := f.Write(fmt.Appendf(nil, "%s %d %d\n", m.Value, m.Partition, m.Offset)); err != nil {
-			fmt.Fprintln(os.Stderr, "crash child: write log:", err)
+		if work != nil {
+			if err := work(ctx, m); err != nil {
+				return err
+			}
+		}
+		if _, err := f.Write(line(m)); err != nil {
+			fmt.Fprintln(os.Stderr, name+": write log:", err)
 			os.Exit(3)
 		}
 		return nil
@@ -54,11 +71,11 @@ func crashChildMain() int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	w, err := worker.New(cfg, h, worker.WithLogger(log))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "crash child:", err)
+		fmt.Fprintln(os.Stderr, name+":", err)
 		return 2
 	}
 	err = w.Run(context.Background())
-	fmt.Fprintln(os.Stderr, "crash child: Run returned before the kill:", err)
+	fmt.Fprintln(os.Stderr, name+": Run returned before the kill:", err)
 	return 1
 }
 

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -32,41 +31,10 @@ import (
 // same value), and then appends one line to KW_EOS_LOG, so the parent can
 // tell how far it got. It runs until killed; any return is a failure.
 func eosChildMain() int {
-	cfg, err := worker.ConfigFromEnv()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "eos child:", err)
-		return 2
-	}
 	out := os.Getenv("KW_EOS_OUT")
-	f, err := os.OpenFile(os.Getenv("KW_EOS_LOG"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "eos child: KW_EOS_LOG:", err)
-		return 2
-	}
-	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
-		select { // slow enough that the kill lands mid-stream, after some commits
-		case <-time.After(2 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if err := worker.Produce(ctx, &producer.Message{Topic: out, Key: m.Key, Value: m.Value}); err != nil {
-			return err
-		}
-		if _, err := f.Write(fmt.Appendf(nil, "%s\n", m.Value)); err != nil {
-			fmt.Fprintln(os.Stderr, "eos child: write log:", err)
-			os.Exit(3)
-		}
-		return nil
-	})
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	w, err := worker.New(cfg, h, worker.WithLogger(log))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "eos child:", err)
-		return 2
-	}
-	err = w.Run(context.Background())
-	fmt.Fprintln(os.Stderr, "eos child: Run returned before the kill:", err)
-	return 1
+	return childWorker("eos child", "KW_EOS_LOG", 2*time.Millisecond, func(ctx context.Context, m *handler.Message) error {
+		return worker.Produce(ctx, &producer.Message{Topic: out, Key: m.Key, Value: m.Value})
+	}, func(m *handler.Message) []byte { return fmt.Appendf(nil, "%s\n", m.Value) })
 }
 
 // eosCommitInterval and eosConcurrency are the child's and the fresh
