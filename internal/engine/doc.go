@@ -31,6 +31,16 @@
 //	partition.mu -> telemetry.Stats.mu (flushStats: a batch of deliveries at once)
 //	commit.Committer.mu -> commit.State.mu
 //	telemetry's delivery collector mu -> telemetry.Stats.mu
+//	txn.Txn's gate (shared) -> partition.mu (exactly-once: a delivery enters
+//	  the transaction before it completes, and leaves it under partition.mu)
+//	txn.Txn's gate (exclusive) -> commit.Committer.mu -> commit.State.mu
+//	  (the committer's transactional round)
+//
+// No goroutine waits for the transaction's gate while it holds a
+// partition's lock, the committer's or a commit state's, so a commit that
+// waits for the deliveries inside the transaction to leave cannot wait on
+// itself. TierWatch.mu is held only around its own map and sarama's
+// metadata lookups.
 //
 // Under partition.mu the code calls into commit.State (FinishAll, Snapshot,
 // Oldest, EachUnfinished), adds its pending deliveries to its
