@@ -18,7 +18,8 @@
 // # Message path
 //
 //	ConsumeClaim -> dispatcher.run -> partition.admit (commit.State.Admit, key FIFO)
-//	  -> Pool -> partition.run -> deliver (handler, retry, forward)
+//	  -> Pool -> partition.run -> deliver (handler, its output: emit.go, or
+//	     txn.go with exactly-once; retry, forward)
 //	  -> partition.complete -> next message of the key
 //	  -> partition.settle (commit.State.FinishAll, Stats.Add: in batches)
 //
