@@ -52,24 +52,11 @@ func childMain(mode string) int {
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", childSleepEnv, err))
 	}
-	target := 0
-	if v := os.Getenv(childTargetEnv); v != "" {
-		if target, err = strconv.Atoi(v); err != nil || target < 1 {
-			return fail(fmt.Errorf("%s=%q: want a positive count", childTargetEnv, v))
-		}
-	}
-	cfg, err := worker.ConfigFromEnv()
+	target, cfg, stopProf, err := childSetup()
 	if err != nil {
 		return fail(err)
 	}
-	if prof := os.Getenv(childProfileEnv); prof != "" {
-		stopProf, err := startCPUProfile(prof + ".cpu")
-		if err != nil {
-			return fail(err)
-		}
-		defer writeAllocsProfile(prof + ".allocs")
-		defer stopProf()
-	}
+	defer stopProf()
 	peakLive := watchLiveHeap(ctx)
 	work := func(context.Context, []byte, []byte) {}
 	if sleep > 0 {
@@ -507,4 +494,28 @@ func watchLiveHeap(ctx context.Context) func() int64 {
 		}
 	}()
 	return func() int64 { read(); return peak.Load() }
+}
+
+// childSetup reads what every child reads from the environment (the
+// target count, when set, and the worker's configuration) and starts the
+// CPU profile when one is asked for; stop ends it and writes the
+// allocation profile beside it.
+func childSetup() (target int, cfg worker.Config, stop func(), err error) {
+	if v := os.Getenv(childTargetEnv); v != "" {
+		if target, err = strconv.Atoi(v); err != nil || target < 1 {
+			return 0, cfg, nil, fmt.Errorf("%s=%q: want a positive count", childTargetEnv, v)
+		}
+	}
+	if cfg, err = worker.ConfigFromEnv(); err != nil {
+		return 0, cfg, nil, err
+	}
+	stop = func() {}
+	if prof := os.Getenv(childProfileEnv); prof != "" {
+		stopProf, err := startCPUProfile(prof + ".cpu")
+		if err != nil {
+			return 0, cfg, nil, err
+		}
+		stop = func() { stopProf(); writeAllocsProfile(prof + ".allocs") }
+	}
+	return target, cfg, stop, nil
 }

@@ -47,25 +47,11 @@ func outputChildMain() int {
 	if out == "" {
 		return fail(fmt.Errorf("%s is not set: name the output topic", childOutputEnv))
 	}
-	target := 0
-	if v := os.Getenv(childTargetEnv); v != "" {
-		var err error
-		if target, err = strconv.Atoi(v); err != nil || target < 1 {
-			return fail(fmt.Errorf("%s=%q: want a positive count", childTargetEnv, v))
-		}
-	}
-	cfg, err := worker.ConfigFromEnv()
+	target, cfg, stopProf, err := childSetup()
 	if err != nil {
 		return fail(err)
 	}
-	if prof := os.Getenv(childProfileEnv); prof != "" {
-		stopProf, err := startCPUProfile(prof + ".cpu")
-		if err != nil {
-			return fail(err)
-		}
-		defer writeAllocsProfile(prof + ".allocs")
-		defer stopProf()
-	}
+	defer stopProf()
 	peakLive := watchLiveHeap(ctx)
 	t := newChildTally(target)
 	log := slog.New(joinWatch{next: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), t: t})
