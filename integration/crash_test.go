@@ -286,20 +286,28 @@ func startCrashChild(t *testing.T, b *testBundle, logPath string) *crashChild {
 		"KAFKA_SESSION_TIMEOUT="+cfg.SessionTimeout.String(), "KAFKA_HEARTBEAT_INTERVAL="+cfg.HeartbeatInterval.String(),
 		"KAFKA_REBALANCE_TIMEOUT=10s",
 		"WORKER_CONCURRENCY=16", "WORKER_COMMIT_INTERVAL=200ms", "RETRY_BACKOFF_INITIAL=10ms", "RETRY_BACKOFF_MAX=100ms")
+	return runChild(t, "crash child", env)
+}
+
+// runChild starts this test binary as a child process with env (whose
+// TestMain hook picks the child's main), and kills it when the test ends,
+// failing the test if the child reported a data race.
+func runChild(t *testing.T, name string, env []string) *crashChild {
+	t.Helper()
 	ch := &crashChild{cmd: exec.Command(os.Args[0], "-test.run=^$"), exited: make(chan struct{})}
 	ch.cmd.Env = env
 	ch.cmd.Stdout, ch.cmd.Stderr = &ch.out, &ch.out
 	if err := ch.cmd.Start(); err != nil {
-		t.Fatalf("start crash child: %v", err)
+		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() { ch.err = ch.cmd.Wait(); close(ch.exited) }()
 	t.Cleanup(func() {
 		_ = ch.cmd.Process.Kill()
 		<-ch.exited
 		if strings.Contains(ch.out.String(), "DATA RACE") {
-			t.Errorf("the crash child reported a data race:\n%s", ch.out.String())
+			t.Errorf("the %s reported a data race:\n%s", name, ch.out.String())
 		} else if t.Failed() {
-			t.Logf("crash child output:\n%s", ch.out.String())
+			t.Logf("%s output:\n%s", name, ch.out.String())
 		}
 	})
 	return ch

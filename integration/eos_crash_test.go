@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -72,23 +71,7 @@ func startEOSChild(t *testing.T, b *testBundle, out, instanceID, logPath string)
 	if instanceID != "" {
 		env = append(env, "KAFKA_INSTANCE_ID="+instanceID)
 	}
-	ch := &crashChild{cmd: exec.Command(os.Args[0], "-test.run=^$"), exited: make(chan struct{})}
-	ch.cmd.Env = env
-	ch.cmd.Stdout, ch.cmd.Stderr = &ch.out, &ch.out
-	if err := ch.cmd.Start(); err != nil {
-		t.Fatalf("start eos child: %v", err)
-	}
-	go func() { ch.err = ch.cmd.Wait(); close(ch.exited) }()
-	t.Cleanup(func() {
-		_ = ch.cmd.Process.Kill()
-		<-ch.exited
-		if strings.Contains(ch.out.String(), "DATA RACE") {
-			t.Errorf("the eos child reported a data race:\n%s", ch.out.String())
-		} else if t.Failed() {
-			t.Logf("eos child output:\n%s", ch.out.String())
-		}
-	})
-	return ch
+	return runChild(t, "eos child", env)
 }
 
 // openTxnLag returns, summed over topic's partitions, how far the last
