@@ -384,3 +384,57 @@ func TestExactlyOnceStartWaitsForAnOpenTransactionsOffsets(t *testing.T) {
 		t.Fatalf("handled %d messages, %d of them below the offset %d the open transaction committed; want the %d above it", handled.Load(), below.Load(), k, n-k)
 	}
 }
+
+// A stop ends in time when the transaction coordinator stops answering
+// (EndTxn, AddOffsetsToTxn, TxnOffsetCommit swallowed): the open
+// transaction is left to the broker's timeout, Run returns within
+// WORKER_SHUTDOWN_TIMEOUT + 5s, and once the coordinator answers again a
+// new worker brings every input's output, exactly once, to a
+// read_committed reader.
+func TestExactlyOnceStopEndsWhenTheTransactionCoordinatorIsSilent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	requireFake(t, b)
+	out := uniqueName(t, "out")
+	if err := b.cluster.CreateTopic(ctx(t), out, 2); err != nil {
+		t.Fatal(err)
+	}
+	var silent atomic.Bool
+	var swallowed atomic.Int64
+	fake := b.cluster.Fake()
+	for _, key := range []kmsg.Key{kmsg.EndTxn, kmsg.AddOffsetsToTxn, kmsg.TxnOffsetCommit} {
+		fake.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+			fake.KeepControl()
+			if !silent.Load() {
+				return nil, nil, false
+			}
+			swallowed.Add(1)
+			return nil, nil, true // handled, and never answered
+		})
+	}
+	const first, second = 200, 40
+	b.produceKeyed(t, first, 20)
+	cfg := b.config()
+	cfg.ExactlyOnce, cfg.InstanceID = true, "pod-0"
+	cfg.ShutdownTimeout = 5 * time.Second
+	e := &emitter{out: out, calls: map[string]int{}}
+	w := start(t, cfg, e)
+	b.waitCommitted(t, 30*time.Second)
+
+	silent.Store(true)
+	err := b.cluster.ProduceN(ctx(t), b.topic, second, func(i int) ([]byte, []byte) {
+		return fmt.Appendf(nil, "s%d", i), fmt.Appendf(nil, "s%d/0", i) // keys of their own
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "a transaction request swallowed", func() bool { return swallowed.Load() > 0 })
+	if took := w.stopTimed(t); took > cfg.ShutdownTimeout+stopBound {
+		t.Fatalf("Run took %v to return with a silent transaction coordinator; want at most %v", took, cfg.ShutdownTimeout+stopBound)
+	}
+
+	silent.Store(false)
+	start(t, cfg, e) // the same instance id: its producer fences the silent one's transaction
+	b.waitCommitted(t, 60*time.Second)
+	checkCommittedOutput(t, b, out, first+second)
+}

@@ -57,7 +57,11 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	commits := commit.NewCommitter(commit.Params{
 		Client: c.commitClient, Group: w.cfg.GroupID, Version: w.sarama.Version, InstanceID: w.cfg.InstanceID,
 		Interval: w.cfg.CommitInterval, Log: w.log, OnCommit: w.metrics.Commit, Beat: func() { w.health.beat(loopCommitter) },
-		Txn: tx, Fatal: func(err error) { failed.set(w.txnFatal(err)) },
+		Txn: tx, Fatal: func(err error) {
+			if ctx.Err() == nil { // not a producer the stop closed under a commit
+				failed.set(w.txnFatal(err))
+			}
+		},
 	})
 	fns := []func(context.Context){
 		func(ctx context.Context) { commits.Run(ctx) },
@@ -110,8 +114,10 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	if err := outs.close(time.Now().Add(engine.CloseTimeout)); err != nil {
 		w.log.Warn("closing the producer of handler output did not finish in time", slog.Any("error", err))
 	}
-	if tx != nil {
-		_ = tx.Close() // what the last commit did not take is aborted
+	if tx != nil { // what the last commit did not take is aborted
+		if err := tx.Close(engine.CloseTimeout); err != nil {
+			w.log.Warn("closing the transactional producer", slog.Any("error", err))
+		}
 	}
 	return failed.get()
 }

@@ -92,3 +92,11 @@ func (c *trackedConn) Close() error {
 	c.d.mu.Unlock()
 	return c.Conn.Close()
 }
+
+// Severed reports whether Sever was called: a client's retry backoff can
+// then be zero, since every attempt fails at once.
+func (d *SeverableDialer) Severed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.severed
+}

@@ -42,7 +42,13 @@ type Params struct {
 
 // Txn is the worker's transactional producer and its open transaction.
 type Txn struct {
-	ap      sarama.AsyncProducer
+	ap     sarama.AsyncProducer
+	dialer *kconn.SeverableDialer // Close cuts the connections when a silent broker holds it up
+	// apMu is held shared while ap is used (Send, Commit) and exclusively
+	// by Close, so that a commit the run gave up waiting for never touches
+	// a closed producer; closed is set once ap is closed.
+	apMu    sync.RWMutex
+	closed  bool
 	id      string
 	log     *slog.Logger
 	metrics *telemetry.ProducerMetrics // may be nil
@@ -68,6 +74,10 @@ type Txn struct {
 // flushTimeout bounds how long a commit waits for the transaction's
 // records to be acknowledged before it gives up and aborts.
 const flushTimeout = 30 * time.Second
+
+// requestTimeout bounds one request of the transactional producer: a
+// healthy broker answers in milliseconds.
+const requestTimeout = 5 * time.Second
 
 // AbortedError is a commit's error when the transaction was aborted; its
 // messages are handled again.
@@ -106,17 +116,30 @@ func New(p Params) (*Txn, error) {
 	c.Producer.Return.Errors = true
 	c.Producer.Return.Successes = true // counted: a commit waits for every record first
 	c.Producer.Partitioner = kconn.ExplicitFirst(sarama.NewMurmur2Partitioner, explicitPartition)
+	// A transaction request is retried for about a second (sarama's
+	// default is 50 tries), each bounded by the commit request timeout, so
+	// a commit against a silent coordinator gives up and aborts in time.
+	c.Producer.Transaction.Retry.Max, c.Producer.Transaction.Retry.Backoff = 10, 100*time.Millisecond
+	c.Net.ReadTimeout = min(c.Net.ReadTimeout, requestTimeout)
+	dialer := kconn.InstallSeverableDialer(&c)
+	// Once Close has cut the connections every attempt fails at once:
+	// sarama's retries then run without their pauses and end in
+	// milliseconds, instead of outliving the run by seconds.
+	c.Metadata.Retry.BackoffFunc = unlessSevered(dialer, c.Metadata.Retry.Backoff)
+	c.Producer.Retry.BackoffFunc = unlessSevered(dialer, c.Producer.Retry.Backoff)
+	c.Producer.Transaction.Retry.BackoffFunc = unlessSevered(dialer, c.Producer.Transaction.Retry.Backoff)
 	ap, err := sarama.NewAsyncProducer(p.Brokers, &c)
 	if err != nil {
+		dialer.Sever()
 		return nil, fmt.Errorf("kafkaworker: start the transactional producer (transactional.id %q): %w", p.ID, err)
 	}
-	t := &Txn{ap: ap, id: p.ID, log: p.Log, metrics: p.Metrics, aborted: make(chan struct{}), idle: make(chan struct{})}
+	t := &Txn{ap: ap, dialer: dialer, id: p.ID, log: p.Log, metrics: p.Metrics, aborted: make(chan struct{}), idle: make(chan struct{})}
 	close(t.idle)
 	t.drained.Add(2)
 	go t.drainErrors()
 	go t.drainSuccesses()
 	if err := ap.BeginTxn(); err != nil {
-		t.Close()
+		_ = t.Close(requestTimeout)
 		return nil, fmt.Errorf("kafkaworker: begin a transaction (transactional.id %q): %w", p.ID, err)
 	}
 	return t, nil
@@ -203,6 +226,11 @@ func (t *Txn) Leave() { t.gate.RUnlock() }
 // Leave. sarama sends them in the background; a failure makes the commit
 // abort.
 func (t *Txn) Send(msgs ...*sarama.ProducerMessage) {
+	t.apMu.RLock()
+	defer t.apMu.RUnlock()
+	if t.closed {
+		return // the run is over; the transaction never commits
+	}
 	t.sent.Add(int64(len(msgs)))
 	t.pendMu.Lock()
 	if t.pending == 0 && len(msgs) > 0 {
@@ -249,6 +277,11 @@ type Offsets struct {
 // aborts the transaction and returns an *AbortedError, or a *FatalError
 // when the producer cannot go on.
 func (t *Txn) Commit(offsets []Offsets) error {
+	t.apMu.RLock()
+	defer t.apMu.RUnlock()
+	if t.closed {
+		return &FatalError{Err: errClosed}
+	}
 	if t.doomed.Load() {
 		return t.abort(errDoomed)
 	}
@@ -308,12 +341,46 @@ func (t *Txn) endEpoch() {
 }
 
 // Close aborts the open transaction, if it holds anything, and closes the
-// producer.
-func (t *Txn) Close() error {
-	if t.ap.TxnStatus()&sarama.ProducerTxnFlagInTransaction != 0 && t.sent.Load() > 0 {
-		_ = t.ap.AbortTxn()
+// producer. If that is not done within timeout (a silent broker), it cuts
+// the producer's connections, so that what sarama still waits for fails at
+// once and the rest winds down on its own, and returns errCloseTimeout:
+// the broker aborts the transaction after its timeout.
+func (t *Txn) Close(timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		t.apMu.Lock() // a commit under way ends first (cut off by Sever if need be)
+		t.closed = true
+		if t.ap.TxnStatus()&sarama.ProducerTxnFlagInTransaction != 0 && t.sent.Load() > 0 {
+			_ = t.ap.AbortTxn()
+		}
+		err := t.ap.Close()
+		t.apMu.Unlock()
+		t.drained.Wait()
+		done <- err
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
 	}
-	err := t.ap.Close()
-	t.drained.Wait()
-	return err
+	t.dialer.Sever() // sarama's requests fail at once now, and its retries run out without pausing
+	return errCloseTimeout
 }
+
+// unlessSevered is a retry backoff of d, or none once dialer is severed.
+func unlessSevered(dialer *kconn.SeverableDialer, d time.Duration) func(retries, maxRetries int) time.Duration {
+	return func(int, int) time.Duration {
+		if dialer.Severed() {
+			return 0
+		}
+		return d
+	}
+}
+
+// errClosed is a commit's error once the producer is closed.
+var errClosed = errors.New("the transactional producer is closed")
+
+// errCloseTimeout is Close's error when it had to cut the connections.
+var errCloseTimeout = errors.New("kafkaworker: the transactional producer did not close in time; its connections were cut and the broker aborts its open transaction after the transaction timeout")
