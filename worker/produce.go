@@ -34,7 +34,11 @@ var ErrNotInHandler = outbox.ErrNoDelivery
 // send a span under the handler's, so a trace continues into the output.
 // Without WORKER_EXACTLY_ONCE this is at-least-once: a worker that dies
 // after the send and before the commit sends it again when the message is
-// handled again.
+// handled again. With it (Config.ExactlyOnce) the records go into the
+// worker's open transaction instead, with the message's offset, and a
+// read_committed reader sees them exactly once; they are counted in the
+// same producer metrics and carry the trace context, without send spans of
+// their own.
 //
 // Produce copies *msg, not its Key, Value or Headers: leave those
 // unchanged until Handle returns. It returns ErrNotInHandler outside a
