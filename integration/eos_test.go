@@ -438,3 +438,55 @@ func TestExactlyOnceStopEndsWhenTheTransactionCoordinatorIsSilent(t *testing.T) 
 	b.waitCommitted(t, 60*time.Second)
 	checkCommittedOutput(t, b, out, first+second)
 }
+
+// Rebalances in the middle of exactly-once work: workers join and leave
+// (cooperative and eager strategies) while messages are handled and
+// produce; every transaction spans the partitions its worker holds at its
+// commit. A read_committed reader sees each input's output exactly once,
+// in key order, and the offsets reach the end.
+func TestExactlyOnceRebalanceChurn(t *testing.T) {
+	t.Parallel()
+	for _, strategy := range []worker.RebalanceStrategy{worker.StrategyCooperativeSticky, worker.StrategyRange} {
+		t.Run(string(strategy), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 6)
+			out := uniqueName(t, "out")
+			if err := b.cluster.CreateTopic(ctx(t), out, 3); err != nil {
+				t.Fatal(err)
+			}
+			const n, keys = 6000, 200
+			b.produceKeyed(t, n, keys)
+			e := &emitter{out: out, calls: map[string]int{}}
+			handled := func() int {
+				e.mu.Lock()
+				defer e.mu.Unlock()
+				return len(e.calls)
+			}
+			h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+				select {
+				case <-time.After(500 * time.Microsecond):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return e.Handle(ctx, m)
+			})
+			cfg := b.config()
+			cfg.ExactlyOnce, cfg.RebalanceStrategy, cfg.Concurrency = true, strategy, 16
+			at := func(k int) {
+				testutil.WaitFor(t, time.Minute, "progress", func() bool { return handled() >= k })
+			}
+			w1 := start(t, cfg, h)
+			at(800)
+			w2 := start(t, cfg, h)
+			at(2000)
+			w3 := start(t, cfg, h)
+			at(3200)
+			w1.stop(t)
+			at(4400)
+			w2.stop(t)
+			b.waitCommitted(t, time.Minute)
+			w3.stop(t)
+			checkCommittedOutput(t, b, out, n)
+		})
+	}
+}
