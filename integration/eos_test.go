@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -489,4 +490,50 @@ func TestExactlyOnceRebalanceChurn(t *testing.T) {
 			checkCommittedOutput(t, b, out, n)
 		})
 	}
+}
+
+// A revoked partition whose handler outlives the revoke's drain deadline
+// (it ignores its context) is fenced; when that handler then returns, its
+// output is already in the open transaction but its offset can no longer
+// follow. The transaction is doomed and aborts, the partitions are handled
+// again, and a read_committed reader still sees each input's output once,
+// although the new owner handled that message too.
+func TestExactlyOnceOutputOfAFencedHandlerIsAborted(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	out := uniqueName(t, "out")
+	if err := b.cluster.CreateTopic(ctx(t), out, 2); err != nil {
+		t.Fatal(err)
+	}
+	const n, keys = 400, 20
+	b.produceKeyed(t, n, keys)
+	e := &emitter{out: out, calls: map[string]int{}}
+	var slowRunning atomic.Int32
+	release := make(chan struct{})
+	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		if m.Offset == 0 && m.Topic == b.topic && slowRunning.Add(1) <= 2 {
+			<-release // ignores its context: outlives the drain deadline
+		}
+		return e.Handle(ctx, m)
+	})
+	logs := &testutil.Logs{}
+	cfg := b.config()
+	cfg.ExactlyOnce, cfg.RebalanceTimeout = true, 2*time.Second // a revoke drains for 1.6s
+	start(t, cfg, h, worker.WithLogger(logs.Logger()))
+	testutil.WaitFor(t, 30*time.Second, "both partitions' first messages running", func() bool { return slowRunning.Load() >= 2 })
+	start(t, cfg, h) // joins: one partition is revoked from the first worker
+	testutil.WaitFor(t, 30*time.Second, "a revoked partition fenced with its handler still running", func() bool {
+		for _, r := range logs.Records() {
+			if strings.Contains(r.Message, "released") && strings.Contains(testutil.Attr(r, "reason"), "revoked") {
+				return true
+			}
+		}
+		return false
+	})
+	close(release) // the fenced handler returns, with output
+	b.waitCommitted(t, time.Minute)
+	if len(logs.Find(slog.LevelError, "transaction aborted; the partitions are given up and their messages since the last commit handled again")) == 0 {
+		t.Error("the fenced handler's output did not abort the transaction")
+	}
+	checkCommittedOutput(t, b, out, n)
 }
