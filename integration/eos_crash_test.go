@@ -187,10 +187,7 @@ func TestExactlyOnceSIGKILLMidStream(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, 4)
-			out := uniqueName(t, "out")
-			if err := b.cluster.CreateTopic(ctx(t), out, 4); err != nil {
-				t.Fatal(err)
-			}
+			out := b.outputTopic(t, 4)
 			c := ctx(t)
 			const n, keys = 3000, 50
 			b.produceKeyed(t, n, keys)

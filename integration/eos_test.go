@@ -47,10 +47,7 @@ func checkCommittedOutput(t *testing.T, b *testBundle, out string, inputs int) (
 func TestExactlyOnceOutput(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 4)
-	out := uniqueName(t, "out")
-	if err := b.cluster.CreateTopic(ctx(t), out, 3); err != nil {
-		t.Fatal(err)
-	}
+	out := b.outputTopic(t, 3)
 	const n, keys = 600, 20
 	b.produceKeyed(t, n, keys)
 	cfg := b.config()
@@ -74,10 +71,7 @@ func TestExactlyOnceAbortedTransactionIsHandledAgain(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
 	requireFake(t, b)
-	out := uniqueName(t, "out")
-	if err := b.cluster.CreateTopic(ctx(t), out, 2); err != nil {
-		t.Fatal(err)
-	}
+	out := b.outputTopic(t, 2)
 	const n, keys = 300, 10
 	b.produceKeyed(t, n, keys)
 	var refuse atomic.Int32
@@ -146,10 +140,7 @@ func (p *poisonEmitter) Handle(ctx context.Context, m *handler.Message) error {
 func TestExactlyOnceRetryTierAndDeadLetter(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
-	out := uniqueName(t, "out")
-	if err := b.cluster.CreateTopic(ctx(t), out, 2); err != nil {
-		t.Fatal(err)
-	}
+	out := b.outputTopic(t, 2)
 	const n, keys = 200, 10 // k0 is poison: 20 messages
 	b.produceKeyed(t, n, keys)
 	cfg := b.retryConfig(2, 50*time.Millisecond)
@@ -236,10 +227,7 @@ func (b *testBundle) waitCommittedPastData(t *testing.T, topic string) {
 func TestExactlyOnceZombieIsFenced(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 4)
-	out := uniqueName(t, "out")
-	if err := b.cluster.CreateTopic(ctx(t), out, 2); err != nil {
-		t.Fatal(err)
-	}
+	out := b.outputTopic(t, 2)
 	const n, keys = 2000, 40
 	b.produceKeyed(t, n, keys)
 	cfg := b.config()
@@ -396,10 +384,7 @@ func TestExactlyOnceStopEndsWhenTheTransactionCoordinatorIsSilent(t *testing.T) 
 	t.Parallel()
 	b := setup(t, 2)
 	requireFake(t, b)
-	out := uniqueName(t, "out")
-	if err := b.cluster.CreateTopic(ctx(t), out, 2); err != nil {
-		t.Fatal(err)
-	}
+	out := b.outputTopic(t, 2)
 	var silent atomic.Bool
 	var swallowed atomic.Int64
 	fake := b.cluster.Fake()
@@ -451,10 +436,7 @@ func TestExactlyOnceRebalanceChurn(t *testing.T) {
 		t.Run(string(strategy), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, 6)
-			out := uniqueName(t, "out")
-			if err := b.cluster.CreateTopic(ctx(t), out, 3); err != nil {
-				t.Fatal(err)
-			}
+			out := b.outputTopic(t, 3)
 			const n, keys = 6000, 200
 			b.produceKeyed(t, n, keys)
 			e := &emitter{out: out, calls: map[string]int{}}
@@ -501,10 +483,7 @@ func TestExactlyOnceRebalanceChurn(t *testing.T) {
 func TestExactlyOnceOutputOfAFencedHandlerIsAborted(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
-	out := uniqueName(t, "out")
-	if err := b.cluster.CreateTopic(ctx(t), out, 2); err != nil {
-		t.Fatal(err)
-	}
+	out := b.outputTopic(t, 2)
 	const n, keys = 400, 20
 	b.produceKeyed(t, n, keys)
 	e := &emitter{out: out, calls: map[string]int{}}

@@ -52,6 +52,16 @@ func (e *emitter) Handle(ctx context.Context, m *handler.Message) error {
 	return nil
 }
 
+// outputTopic creates a topic of its own for a test's handler output.
+func (b *testBundle) outputTopic(t *testing.T, partitions int32) string {
+	t.Helper()
+	out := uniqueName(t, "out")
+	if err := b.cluster.CreateTopic(ctx(t), out, partitions); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // checkOutput reads the output topic and checks that each input value has
 // exactly its two records, "#a" before "#b", every key's inputs in order,
 // and returns how many records it read.
@@ -107,10 +117,7 @@ func TestHandlerOutputOnlyFromSuccessfulDeliveries(t *testing.T) {
 		t.Run(fmt.Sprintf("panics=%v", panics), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, 4)
-			out := uniqueName(t, "out")
-			if err := b.cluster.CreateTopic(ctx(t), out, 3); err != nil {
-				t.Fatal(err)
-			}
+			out := b.outputTopic(t, 3)
 			const n, keys = 600, 20
 			b.produceKeyed(t, n, keys)
 			e := &emitter{out: out, failEvery: 7, panics: panics, calls: map[string]int{}}
