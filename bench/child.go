@@ -72,12 +72,7 @@ func childMain(mode string) int {
 			t.add()
 			return nil
 		})
-		w, err := worker.New(cfg, h, worker.WithLogger(log))
-		if err != nil {
-			return fail(err)
-		}
-		t.begin()
-		if err := w.Run(ctx); err != nil {
+		if err := runWorker(ctx, cfg, h, log, t); err != nil {
 			return fail(err)
 		}
 	case "raw":
@@ -518,4 +513,15 @@ func childSetup() (target int, cfg worker.Config, stop func(), err error) {
 		stop = func() { stopProf(); writeAllocsProfile(prof + ".allocs") }
 	}
 	return target, cfg, stop, nil
+}
+
+// runWorker runs a worker child's worker with h until ctx is done, its
+// tally starting when Run is called.
+func runWorker(ctx context.Context, cfg worker.Config, h handler.Handler, log *slog.Logger, t *childTally) error {
+	w, err := worker.New(cfg, h, worker.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	t.begin()
+	return w.Run(ctx)
 }

@@ -62,12 +62,7 @@ func outputChildMain() int {
 		t.add()
 		return nil
 	})
-	w, err := worker.New(cfg, h, worker.WithLogger(log))
-	if err != nil {
-		return fail(err)
-	}
-	t.begin()
-	if err := w.Run(ctx); err != nil {
+	if err := runWorker(ctx, cfg, h, log, t); err != nil {
 		return fail(err)
 	}
 	fmt.Printf("handled=%d\npeaklive=%d\n", t.n.Load(), peakLive())
