@@ -176,6 +176,16 @@ type Config struct {
 	// later (KIP-447). WORKER_EXACTLY_ONCE, default false. See the README
 	// for its cost and what a cluster needs.
 	ExactlyOnce bool `env:"WORKER_EXACTLY_ONCE" envDefault:"false"`
+	// BatchMax is how many messages a batch handler (NewBatch) gets per
+	// call at most; a batch holds one partition's messages.
+	// WORKER_BATCH_MAX, default 100; must not exceed WORKER_MAX_IN_FLIGHT.
+	// A Handler (New) ignores it.
+	BatchMax int `env:"WORKER_BATCH_MAX" envDefault:"100"`
+	// BatchWait is how long a ready message waits for a fuller batch: a
+	// batch is handed over when BatchMax messages are ready, or BatchWait
+	// after the first of them. 0 hands over what is ready at once.
+	// WORKER_BATCH_WAIT, default 100ms. A Handler (New) ignores it.
+	BatchWait time.Duration `env:"WORKER_BATCH_WAIT" envDefault:"100ms"`
 	// StuckAfter is how long a message may run or wait in place before the
 	// worker logs it as stuck (one WARN line per message, and an INFO line
 	// when it finishes). WORKER_STUCK_AFTER, default 1m; 0 turns it off.
@@ -285,6 +295,12 @@ func (c Config) validate(hasTokenProvider bool) error {
 	}
 	if c.MaxInFlight < 1 {
 		add("WORKER_MAX_IN_FLIGHT=%d: must be at least 1", c.MaxInFlight)
+	}
+	if c.BatchMax < 1 {
+		add("WORKER_BATCH_MAX=%d: must be at least 1", c.BatchMax)
+	}
+	if c.BatchWait < 0 {
+		add("WORKER_BATCH_WAIT=%v: negative: use a positive duration, or 0 to hand over what is ready at once", c.BatchWait)
 	}
 	if c.ExactlyOnce && c.CommitInterval > maxTxnCommitInterval {
 		add("WORKER_COMMIT_INTERVAL=%v with WORKER_EXACTLY_ONCE=true: a transaction stays open for a commit interval, and the worker asks for a timeout of three of them, which Kafka's transaction.max.timeout.ms (15m by default) must allow: use %v or less", c.CommitInterval, maxTxnCommitInterval)

@@ -18,6 +18,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("rebalance_timeout", c.RebalanceTimeout), slog.Duration("metadata_refresh", c.MetadataRefresh),
 		slog.Duration("connect_timeout", c.ConnectTimeout), slog.String("instance_id", c.InstanceID),
 		slog.String("ordering", string(c.Ordering)), slog.Int("concurrency", c.Concurrency), slog.Int("max_in_flight", c.MaxInFlight),
+		slog.Int("batch_max", c.BatchMax), slog.Duration("batch_wait", c.BatchWait),
 		slog.Duration("commit_interval", c.CommitInterval), slog.Bool("exactly_once", c.ExactlyOnce), slog.Duration("stuck_after", c.StuckAfter),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("retry_local_attempts", c.RetryLocalAttempts),

@@ -136,7 +136,7 @@ func (w *Worker) engineParams(ctx context.Context, c *conns, pool *engine.Pool, 
 			return b
 		},
 		StuckAfter: cfg.StuckAfter, TickEvery: cfg.CommitInterval, InitialOffset: w.sarama.Consumer.Offsets.Initial,
-		Handler: w.handler, Log: w.log, Tracing: w.tracing, Metrics: w.metrics,
+		Handler: w.handler, Batch: w.batch, Log: w.log, Tracing: w.tracing, Metrics: w.metrics,
 		Client: c.client, ConsumerGroup: c.group, Admin: c.admin, Topology: c.topo, Forwarder: c.fwd, Outputs: outs,
 		Committer: commits, Pool: pool, Clock: clock, Deadlines: deadlines,
 		Stopping: ctx.Done(), Base: context.WithoutCancel(ctx),

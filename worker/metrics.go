@@ -17,4 +17,6 @@ const (
 	MetricBuildInfo          = "kafkaworker_build_info"
 	MetricOldestInFlightAge  = "kafkaworker_oldest_in_flight_age_seconds"
 	MetricIntakeBlocked      = "kafkaworker_intake_blocked_total"
+	MetricBatchMessages      = "kafkaworker_batch_messages"
+	MetricBatchDuration      = "kafkaworker_batch_duration_seconds"
 )

@@ -12,7 +12,7 @@ func TestPublicMetricNamesAreTheTables(t *testing.T) {
 	t.Parallel()
 	public := []string{MetricMessagesConsumed, MetricMessagesProcessed, MetricProcessingDuration, MetricProcessingDelay,
 		MetricConsumerLag, MetricInFlight, MetricAssignedPartitions, MetricRebalances, MetricCommits, MetricForwardErrors,
-		MetricBuildInfo, MetricOldestInFlightAge, MetricIntakeBlocked}
+		MetricBuildInfo, MetricOldestInFlightAge, MetricIntakeBlocked, MetricBatchMessages, MetricBatchDuration}
 	table := metricdef.Names()
 	slices.Sort(public)
 	slices.Sort(table)

@@ -16,6 +16,12 @@ import (
 // given or one derived from it.
 var ErrNotInHandler = outbox.ErrNoDelivery
 
+// ErrProduceInBatch is Produce's error in a batch handler (NewBatch): a
+// batch's messages succeed or fail one by one, and its output could not be
+// told apart by message. A batch handler that must write to Kafka sends
+// with a producer.Producer of its own (at-least-once).
+var ErrProduceInBatch = outbox.ErrInBatch
+
 // Produce adds msg to the output of the message being handled; ctx is the
 // context Handle was given, or one derived from it. Nothing is sent while
 // Handle runs. When Handle returns nil the worker sends the output, in the
@@ -42,8 +48,8 @@ var ErrNotInHandler = outbox.ErrNoDelivery
 //
 // Produce copies *msg, not its Key, Value or Headers: leave those
 // unchanged until Handle returns. It returns ErrNotInHandler outside a
-// handler, or once Handle returned, and an error naming the field for a
-// message without a Topic.
+// handler, or once Handle returned, ErrProduceInBatch in a batch handler,
+// and an error naming the field for a message without a Topic.
 func Produce(ctx context.Context, msg *producer.Message) error {
 	switch {
 	case msg == nil:

@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"github.com/IBM/sarama"
@@ -42,6 +43,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/engine"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/middleware"
 )
@@ -51,6 +53,7 @@ import (
 type Worker struct {
 	cfg            Config
 	handler        handler.Handler
+	batch          *engine.Batch // NewBatch's; nil for New
 	log            *slog.Logger
 	saramaHooks    []func(*sarama.Config)
 	sarama         *sarama.Config
@@ -92,6 +95,52 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 		return nil, fmt.Errorf("kafkaworker: register metrics: %w", err)
 	}
 	return w, nil
+}
+
+// NewBatch checks cfg and builds a Worker that hands messages to h in
+// batches of one partition's messages: up to cfg.BatchMax per call, handed
+// over when that many are ready or cfg.BatchWait after the first
+// (WORKER_BATCH_MAX, WORKER_BATCH_WAIT). Everything else is as with New:
+// offsets are committed once a message is done, a batch's failed messages
+// are retried in place, sent to a retry tier or dead-lettered one by one
+// (handler.BatchError), and each message and each batch is counted and
+// traced. A key's messages may share a batch, in offset order, and are
+// never in two batches at once (see handler.BatchHandler).
+//
+// Not with a batch handler, yet: WithMiddleware (middleware wraps a
+// Handler), Config.ExactlyOnce, and Produce (it returns
+// ErrProduceInBatch). NewBatch refuses the first two.
+func NewBatch(cfg Config, h handler.BatchHandler, opts ...Option) (*Worker, error) {
+	if h == nil {
+		return nil, errors.New("kafkaworker: NewBatch: handler is nil: pass a handler.BatchHandler, e.g. handler.BatchHandlerFunc(fn)")
+	}
+	var problems []string
+	if cfg.BatchMax > cfg.MaxInFlight && cfg.MaxInFlight > 0 {
+		problems = append(problems, fmt.Sprintf("WORKER_BATCH_MAX=%d is more than WORKER_MAX_IN_FLIGHT=%d: a partition never holds a full batch: lower WORKER_BATCH_MAX or raise WORKER_MAX_IN_FLIGHT", cfg.BatchMax, cfg.MaxInFlight))
+	}
+	if cfg.ExactlyOnce {
+		problems = append(problems, "WORKER_EXACTLY_ONCE=true with a batch handler: not supported yet: use New with a Handler for exactly-once, or turn it off")
+	}
+	w, err := New(cfg, batchOnly{}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if len(w.middleware) > 0 {
+		problems = append(problems, "WithMiddleware with a batch handler: middleware wraps a handler.Handler and would never run: wrap your BatchHandler yourself")
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("kafkaworker: NewBatch: %s", strings.Join(problems, "; "))
+	}
+	w.batch = &engine.Batch{Handler: h, Max: cfg.BatchMax, Wait: cfg.BatchWait}
+	return w, nil
+}
+
+// batchOnly stands for the Handler of a batch worker: its messages go to
+// the BatchHandler, one by one never.
+type batchOnly struct{}
+
+func (batchOnly) Handle(context.Context, *handler.Message) error {
+	return errors.New("kafkaworker: a batch worker delivered a message singly (a bug: please report it)")
 }
 
 // Config returns the configuration the worker runs with.

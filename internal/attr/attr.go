@@ -46,6 +46,9 @@ func MessageSpan(offset int64, key []byte) []attribute.KeyValue {
 	return attrs
 }
 
+// BatchSize is a batch span's message count.
+func BatchSize(n int) attribute.KeyValue { return semconv.MessagingBatchMessageCount(n) }
+
 // ErrorTypeSpan is the span attribute of an error's type.
 func ErrorTypeSpan(errorType string) attribute.KeyValue {
 	return semconv.ErrorTypeKey.String(errorType)

@@ -15,6 +15,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/doneset"
 	"github.com/kafkaworker/kafkaworker/internal/forward"
+	"github.com/kafkaworker/kafkaworker/internal/outbox"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 	"github.com/kafkaworker/kafkaworker/internal/txn"
 )
@@ -39,6 +40,7 @@ type Params struct {
 	TickEvery     time.Duration          // how often a dispatcher reports lag and watches held messages (the commit interval)
 	InitialOffset int64                  // sarama's Consumer.Offsets.Initial, for claims with no committed offset
 	Handler       handler.Handler        // the application's, wrapped in its middleware
+	Batch         *Batch                 // a BatchHandler's batching (worker.NewBatch); nil for a Handler
 	Log           *slog.Logger
 	Tracing       telemetry.Tracing
 	Metrics       *telemetry.Metrics
@@ -145,6 +147,9 @@ func (g *Consumer) newPartition(sess sarama.ConsumerGroupSession, claim sarama.C
 	}
 	if g.Txn != nil {
 		p.epoch, p.aborted = g.Txn.Current()
+	}
+	if g.Batch != nil {
+		p.batch = &batcher{Batch: *g.Batch, ctx: outbox.InBatch(ctx)}
 	}
 	return p
 }

@@ -89,6 +89,13 @@ func (p *partition) handle(ctx context.Context, t *task) error {
 	}
 	err := p.call(ctx, t)
 	t.took = p.clock.read() - began
+	return p.noteOutcome(t, err)
+}
+
+// noteOutcome records a delivery's result, err, for the metrics and the
+// status page and, when the message failed for good on this hop, sets
+// where it goes next (t.forwarding). It returns err.
+func (p *partition) noteOutcome(t *task, err error) error {
 	if err == nil {
 		t.note(metricdef.Success)
 		return nil
@@ -212,7 +219,12 @@ func (p *partition) retryDue(t *task) {
 	_, pending := p.backingOff[t]
 	delete(p.backingOff, t)
 	ok := pending && p.loadState() == partRunning
+	var lots []*lot
+	if ok && p.batch != nil && t.forwarding() == nil { // it needs the batch handler
+		lots, ok = p.gather(t), false
+	}
 	p.mu.Unlock()
+	p.pushLots(lots)
 	if ok {
 		p.pool.push(t)
 	}

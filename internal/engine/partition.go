@@ -55,9 +55,14 @@ type task struct {
 	emitting bool
 	// inTxn: its records are in the open transaction, which it holds open
 	// (txn.Enter) until its completion is in the commit state.
-	inTxn   bool
-	takenAt time.Duration // when it was admitted, on the coarse clock
-	stuck   bool          // reported as stuck (see stuck.go)
+	inTxn bool
+	// Batching (batch.go): gathered means it waits to be cut into a lot;
+	// lot is the lot it runs in, and the lot's first task carries it to
+	// the pool.
+	gathered bool
+	lot      *lot
+	takenAt  time.Duration // when it was admitted, on the coarse clock
+	stuck    bool          // reported as stuck (see stuck.go)
 
 	// From a retry tier: deliveries before this hop, and the due time.
 	base      int
@@ -80,6 +85,12 @@ func (t *task) Offset() int64 { return t.msg.Offset }
 // entries are swept when they pile up (sweepKeys).
 type keyState struct {
 	last *task
+	// heldIn is the lot in which a message of the key did not end done
+	// (batch.go): the lot's later messages of the key wait behind it. Only
+	// the goroutine running that lot reads or writes it: a key is in one
+	// lot at a time.
+	heldIn   *lot
+	heldFrom int64 // ... from this offset on
 }
 
 // partition holds one claim's state: the per-key FIFOs, the offset tracker
@@ -103,6 +114,7 @@ type partition struct {
 	spanAttrs  []attribute.KeyValue // the span attributes shared by this partition's deliveries
 	ordering   Ordering
 	handler    handler.Handler
+	batch      *batcher // batching: a BatchHandler's; nil for a Handler
 	pool       *Pool
 	log        *slog.Logger
 	retry      func() backoff.BackOff
@@ -217,8 +229,14 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	ready := p.ready[:0]
 	for _, t := range built {
 		if !p.chain(t) {
+			t.gathered = p.batch != nil // so its key's next ones join it (chain)
 			ready = append(ready, t)
 		}
+	}
+	var lots []*lot
+	if p.batch != nil {
+		lots = p.gather(ready...)
+		ready = ready[:0]
 	}
 	p.unfinished += len(built)
 	p.pending.AddConsumed(n)
@@ -234,6 +252,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	p.mu.Unlock()
 
 	p.pool.pushAll(ready)
+	p.pushLots(lots)
 	clear(built)
 	clear(ready)
 	p.scratch, p.ready, p.offs = built[:0], ready[:0], offs[:0]
@@ -298,7 +317,7 @@ func (p *partition) chain(t *task) (waits bool) {
 	}
 	if ks.last != nil {
 		ks.last.next = t
-		waits = true
+		waits = !ks.last.gathered // batching: it joins its gathered predecessor
 	}
 	ks.last = t
 	return waits
@@ -322,7 +341,12 @@ func (p *partition) sweepKeys() {
 func (p *partition) inMemory() int { return p.state.Held() }
 
 // runTask is what the pool runs: t's delivery by its partition.
-func runTask(t *task, slot *runSlot) *task { return t.part.run(t, slot) }
+func runTask(t *task, slot *runSlot) *task {
+	if t.lot != nil {
+		return t.part.runLot(t.lot, slot)
+	}
+	return t.part.run(t, slot)
+}
 
 // run delivers t to the handler and records the outcome. It returns the
 // next task of t's key when that may start now, for the caller to run.
@@ -356,11 +380,16 @@ func (p *partition) run(t *task, slot *runSlot) *task {
 	}
 	p.settle(err != nil, idle)
 	p.leaveTxn(t, state != partFenced)
+	var lots []*lot
+	if p.batch != nil && next != nil && state == partRunning {
+		lots, next = p.gather(next), nil
+	}
 	p.mu.Unlock()
 	p.finishRun(slot)
 	if state != partRunning {
 		return nil
 	}
+	p.pushLots(lots)
 	return next
 }
 
@@ -487,6 +516,7 @@ func (p *partition) flushHeld() {
 func (p *partition) drain(timeout time.Duration) int {
 	p.mu.Lock()
 	p.setState(partDraining)
+	p.stopGathering()
 	for t, timer := range p.backingOff {
 		timer.Stop()
 		delete(p.backingOff, t)

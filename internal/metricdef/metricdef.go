@@ -26,6 +26,8 @@ const (
 	BuildInfo          = "kafkaworker_build_info"
 	OldestInFlightAge  = "kafkaworker_oldest_in_flight_age_seconds"
 	IntakeBlocked      = "kafkaworker_intake_blocked_total"
+	BatchMessages      = "kafkaworker_batch_messages"
+	BatchDuration      = "kafkaworker_batch_duration_seconds"
 )
 
 // Kind is how Prometheus types a metric.
@@ -86,7 +88,13 @@ var defs = []Def{
 	{OldestInFlightAge, KindGauge, "Seconds since the oldest unfinished message of the partition was taken from Kafka; 0 when none is.", []string{"group", "topic", "partition"}, nil},
 	{IntakeBlocked, KindCounter, "Times a partition stopped taking messages: reason in_flight (WORKER_MAX_IN_FLIGHT messages held) or done_set (the record of finished offsets neared the commit metadata limit).",
 		[]string{"group", "topic", "reason"}, map[string][]string{"reason": {"in_flight", "done_set"}}},
+	{BatchMessages, KindHistogram, "Messages per call of a batch handler (worker.NewBatch).", []string{"group", "topic"}, nil},
+	{BatchDuration, KindHistogram, "Time a batch handler took per call, by outcome: success (every message done), partial (a *BatchError: some failed), error (all failed).",
+		[]string{"group", "topic", "result"}, map[string][]string{"result": BatchResultLabels[:]}},
 }
+
+// BatchResultLabels are the values of BatchDuration's result label.
+var BatchResultLabels = [...]string{"success", "partial", "error"}
 
 // Defs returns the definitions of every metric the worker exports, a
 // copy the caller may change.

@@ -89,11 +89,25 @@ func (d *Delivery) Reset() {
 	d.recs = d.recs[:0]
 }
 
+// ErrInBatch is Add's error in a batch handler's context (see InBatch).
+var ErrInBatch = errors.New("output from a BatchHandler is not supported yet: a batch's messages succeed and fail one by one, and its output cannot be told apart by message; produce from a Handler (worker.New), or send with a producer.Producer of your own (at-least-once)")
+
+// batchKey is the context key InBatch sets.
+type batchKey struct{}
+
+// InBatch marks ctx as a batch handler's, where Add fails with ErrInBatch
+// rather than ErrNoDelivery.
+func InBatch(ctx context.Context) context.Context { return context.WithValue(ctx, batchKey{}, true) }
+
 // Add appends r to the delivery ctx belongs to. It fails with ErrNoDelivery
-// when ctx is no handler's, or its Handle returned.
+// when ctx is no handler's, or its Handle returned, and with ErrInBatch in
+// a batch handler's.
 func Add(ctx context.Context, r Record) error {
 	d, _ := ctx.Value(key{}).(*Delivery)
 	if d == nil {
+		if ctx.Value(batchKey{}) != nil {
+			return ErrInBatch
+		}
 		return ErrNoDelivery
 	}
 	defer d.state.Add(-addStep)

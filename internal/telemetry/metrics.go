@@ -36,7 +36,12 @@ type Metrics struct {
 	oldestAge     *prometheus.GaugeVec   // per partition: age of the oldest unfinished message
 	intakeBlocked *prometheus.CounterVec // per partition and reason: times intake stopped
 	board         *Board                 // what the status page shows; this worker's own
+	batchSize     *prometheus.HistogramVec
+	batchDuration *prometheus.HistogramVec
 }
+
+// batchSizeBuckets are the buckets of the batch size histogram.
+var batchSizeBuckets = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}
 
 func NewMetrics(reg prometheus.Registerer, group string) (*Metrics, error) {
 	g := prometheus.Labels{"group": group}
@@ -54,6 +59,10 @@ func NewMetrics(reg prometheus.Registerer, group string) (*Metrics, error) {
 		d := metricdef.Lookup(name)
 		return r(prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: d.Name, Help: d.Help}, d.Labels)).(*prometheus.GaugeVec)
 	}
+	histogram := func(name string, buckets []float64) *prometheus.HistogramVec {
+		d := metricdef.Lookup(name)
+		return r(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: d.Name, Help: d.Help, Buckets: buckets}, d.Labels)).(*prometheus.HistogramVec)
+	}
 	m := &Metrics{
 		group:         group,
 		board:         newBoard(),
@@ -66,6 +75,8 @@ func NewMetrics(reg prometheus.Registerer, group string) (*Metrics, error) {
 		forwardErrors: counter(metricdef.ForwardErrors),
 		oldestAge:     gauge(metricdef.OldestInFlightAge),
 		intakeBlocked: counter(metricdef.IntakeBlocked),
+		batchSize:     histogram(metricdef.BatchMessages, batchSizeBuckets),
+		batchDuration: histogram(metricdef.BatchDuration, durationBuckets),
 	}
 	gauge(metricdef.BuildInfo).WithLabelValues(Versions()).Set(1)
 	return m, errors.Join(errs...)
@@ -99,6 +110,16 @@ func Versions() (module, goVersion, saramaVersion string) {
 		}
 	}
 	return module, runtime.Version(), saramaVersion
+}
+
+// ObserveBatch records one call of a batch handler on topic: its size, how
+// long it took and its outcome (an index into metricdef.BatchResultLabels).
+func (m *Metrics) ObserveBatch(topic string, size int, took time.Duration, result int) {
+	if m == nil {
+		return
+	}
+	m.batchSize.WithLabelValues(m.group, topic).Observe(float64(size))
+	m.batchDuration.WithLabelValues(m.group, topic, metricdef.BatchResultLabels[result]).Observe(took.Seconds())
 }
 
 // ForPartition returns the per-message stats of a newly claimed partition,

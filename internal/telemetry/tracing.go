@@ -107,6 +107,49 @@ func (tr Tracing) Start(ctx context.Context, msg *handler.Message, static []attr
 	return ctx, span
 }
 
+// StartBatch begins the span of one batch delivery: named "process
+// <topic>", kind CONSUMER, with messaging.batch.message_count and a link to
+// each message's producer context (traceparent), as the messaging
+// conventions have a batch span. Its messages' spans (StartInBatch) are its
+// children.
+func (tr Tracing) StartBatch(ctx context.Context, msgs []*handler.Message, static []attribute.KeyValue) (context.Context, trace.Span) {
+	cur := tr.cur.Load()
+	if cur == nil || len(msgs) == 0 {
+		return ctx, noSpan
+	}
+	ctx, span := cur.tracer.Start(ctx, attr.SpanName(msgs[0].Topic), trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() {
+		span.SetAttributes(static...)
+		span.SetAttributes(attr.BatchSize(len(msgs)))
+		for _, msg := range msgs {
+			if sc := trace.SpanContextFromContext(cur.prop.Extract(ctx, messageCarrier{msg})); sc.IsValid() {
+				span.AddLink(trace.Link{SpanContext: sc})
+			}
+		}
+	}
+	return ctx, span
+}
+
+// StartInBatch begins the span of one message of a batch: a child of the
+// batch's span (ctx, from StartBatch), linked to the message's producer
+// context, carrying the message's own attributes; it ends with the
+// message's own result.
+func (tr Tracing) StartInBatch(ctx context.Context, msg *handler.Message, static []attribute.KeyValue) (context.Context, trace.Span) {
+	cur := tr.cur.Load()
+	if cur == nil {
+		return ctx, noSpan
+	}
+	ctx, span := cur.tracer.Start(ctx, attr.SpanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() {
+		span.SetAttributes(static...)
+		span.SetAttributes(attr.MessageSpan(msg.Offset, msg.Key)...)
+		if sc := trace.SpanContextFromContext(cur.prop.Extract(context.Background(), messageCarrier{msg})); sc.IsValid() {
+			span.AddLink(trace.Link{SpanContext: sc})
+		}
+	}
+	return ctx, span
+}
+
 // StartSend begins the span of one produced message: named name, kind
 // PRODUCER, a child of ctx's span. attrs is called only when the span
 // records. While Tracing is off it returns ctx and a span End ignores.
