@@ -95,38 +95,40 @@ func (p *partition) cutWaited() {
 }
 
 // cut takes lots of up to Max from the front of the gathered messages: all
-// of them when all is set, else only full ones. Called with p.mu held.
+// of them when all is set, else only full ones. A key in a lot is in no
+// other: when a lot is cut, its keys' gathered later messages go back to
+// waiting in their FIFO, behind it, before the next lot is cut. Called
+// with p.mu held.
 func (p *partition) cut(all bool) []*lot {
 	b := p.batch
 	var lots []*lot
-	rest := b.gathered
-	for len(rest) >= b.Max || (all && len(rest) > 0) {
-		n := min(b.Max, len(rest))
-		l := &lot{tasks: append([]*task(nil), rest[:n]...)}
+	avail, i := len(b.gathered), 0
+	for avail >= b.Max || (all && avail > 0) {
+		l := &lot{tasks: make([]*task, 0, min(b.Max, avail))}
+		for ; len(l.tasks) < b.Max && i < len(b.gathered); i++ {
+			if t := b.gathered[i]; t.gathered {
+				t.gathered, t.lot = false, l
+				l.tasks = append(l.tasks, t)
+			}
+		}
+		avail -= len(l.tasks)
+		for _, t := range l.tasks {
+			for n := t.next; n != nil && n.gathered; n = n.next {
+				n.gathered = false
+				avail--
+			}
+		}
 		// Gathered in offset order per key (a key's next message joins
 		// only behind it), not across keys: a retried message comes back
 		// after later ones. HandleBatch gets them in offset order.
 		slices.SortFunc(l.tasks, func(a, b *task) int { return cmp.Compare(a.msg.Offset, b.msg.Offset) })
-		for _, t := range l.tasks {
-			t.gathered, t.lot = false, l
-		}
-		rest = rest[n:]
 		lots = append(lots, l)
 	}
 	if len(lots) == 0 {
 		return nil
 	}
-	// A key in a lot is in no other: its gathered later messages go back
-	// to waiting in its FIFO, behind the lot.
-	for _, l := range lots {
-		for _, t := range l.tasks {
-			for n := t.next; n != nil && n.gathered; n = n.next {
-				n.gathered = false
-			}
-		}
-	}
 	kept := b.gathered[:0]
-	for _, t := range rest {
+	for _, t := range b.gathered[i:] {
 		if t.gathered {
 			kept = append(kept, t)
 		}
