@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/testutil"
+	"github.com/kafkaworker/kafkaworker/kafkatest"
 	"github.com/kafkaworker/kafkaworker/producer"
 	"github.com/kafkaworker/kafkaworker/retry"
 	"github.com/kafkaworker/kafkaworker/worker"
@@ -388,5 +390,77 @@ func TestBatchErrorOfWrongLengthRetriesTheBatch(t *testing.T) {
 	}
 	if done.Load() != n {
 		t.Errorf("done %d, want %d", done.Load(), n)
+	}
+}
+
+// A retry tier's records reach a batch handler no earlier than their due
+// times, and a record due later holds back its key's later records,
+// already due, in key order; each is handled once.
+func TestBatchTierDueTimesKeepKeyOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	now := time.Now()
+	due := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).UnixMilli(), 10) }
+	type rec struct {
+		key, value string
+		after      time.Duration
+	}
+	plan := []rec{
+		{"a", "a/0", 800 * time.Millisecond}, {"b", "b/0", 0}, {"a", "a/1", 0},
+		{"b", "b/1", 400 * time.Millisecond}, {"c", "c/0", 0}, {"a", "a/2", 0},
+	}
+	var recs []kafkatest.Record
+	for _, p := range plan {
+		r := b.tierRecord(p.value, "1", due(p.after))
+		r.Key = []byte(p.key)
+		recs = append(recs, r)
+	}
+	b.produceToTier1(t, recs...)
+
+	var mu sync.Mutex
+	at := map[string]time.Time{}
+	var order []string
+	h := handler.BatchHandlerFunc(func(ctx context.Context, msgs []*handler.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range msgs {
+			v := string(m.Value)
+			if _, dup := at[v]; dup {
+				t.Errorf("%s handled twice", v)
+			}
+			at[v] = time.Now()
+			order = append(order, v)
+		}
+		return nil
+	})
+	cfg := b.retryConfig(1, 5*time.Second)
+	cfg.BatchMax, cfg.BatchWait = 100, 10*time.Millisecond
+	w := startBatch(t, cfg, h)
+	testutil.WaitFor(t, 15*time.Second, "all tier records handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(at) == len(plan)
+	})
+	b.waitAllCommitted(t, b.tierTopic(1))
+	w.stop(t)
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range plan {
+		if got := at[p.value]; got.Before(now.Add(p.after).Truncate(time.Millisecond)) {
+			t.Errorf("%s handled %v before its due time", p.value, now.Add(p.after).Sub(got))
+		}
+	}
+	pos := map[string]int{}
+	for i, v := range order {
+		pos[v] = i
+	}
+	for _, pair := range [][2]string{{"a/0", "a/1"}, {"a/1", "a/2"}, {"b/0", "b/1"}} {
+		if pos[pair[0]] > pos[pair[1]] {
+			t.Errorf("%s handled after %s: key order broken (order %v)", pair[0], pair[1], order)
+		}
+	}
+	if at["a/1"].Before(at["a/0"]) || at["a/1"].Before(now.Add(800*time.Millisecond)) {
+		t.Errorf("a/1 (due at once) ran before a/0 (due in 800ms) was done: order %v", order)
 	}
 }

@@ -56,17 +56,34 @@ type lot struct {
 	msgs  []*handler.Message
 	ran   []*task // the tasks of msgs
 	errs  []error // each ran task's result
+	later []*task // not due yet: a retry tier's, waiting for their due time
 }
 
-// gather adds ready tasks (in offset order) and returns the lots now cut:
-// full ones, or everything when no wait applies. Called with p.mu held;
-// the caller pushes the lots' leads once it released it (pushLots).
+// gather adds ready tasks and returns the lots now cut: full ones, or
+// everything when no wait applies. Called with p.mu held; the caller
+// pushes the lots once it released it (pushLots).
 func (p *partition) gather(ready ...*task) []*lot {
-	b := p.batch
 	for _, t := range ready {
+		p.addGathered(t)
+	}
+	return p.cutReady()
+}
+
+// addGathered gathers t, whose key has no earlier message pending outside
+// the gathered ones, with the later messages of its key that wait behind
+// it: they may share its lot. Called with p.mu held.
+func (p *partition) addGathered(t *task) {
+	b := p.batch
+	for ; t != nil && !t.gathered && t.lot == nil; t = t.next {
 		t.gathered = true
 		b.gathered = append(b.gathered, t)
 	}
+}
+
+// cutReady cuts the lots that are due: full ones, or all when no wait
+// applies, and arms the wait for what is left. Called with p.mu held.
+func (p *partition) cutReady() []*lot {
+	b := p.batch
 	if len(b.gathered) == 0 || p.loadState() != partRunning {
 		return nil
 	}
@@ -190,6 +207,9 @@ func (p *partition) runLot(l *lot, slot *runSlot) *task {
 		}
 	}
 	p.dropLot(l)
+	if state == partRunning {
+		p.scheduleLater(l)
+	}
 	p.mu.Unlock()
 	p.finishRun(slot)
 	if state == partRunning {
@@ -199,19 +219,35 @@ func (p *partition) runLot(l *lot, slot *runSlot) *task {
 }
 
 // selectDue picks the lot's tasks that run now: not those a retry tier
-// holds until their due time (notDue schedules them), nor the later ones
-// of their keys.
+// holds until their due time (l.later), nor the later ones of their keys.
 func (p *partition) selectDue(l *lot) {
 	for _, t := range l.tasks {
 		if t.heldBack(l) {
 			continue
 		}
-		if p.notDue(t) {
-			t.holdKey(l)
-			continue
+		if !t.notBefore.IsZero() {
+			if time.Until(t.notBefore) > 0 {
+				t.holdKey(l)
+				l.later = append(l.later, t)
+				continue
+			}
+			t.notBefore = time.Time{}
 		}
 		l.ran = append(l.ran, t)
 		l.msgs = append(l.msgs, &t.msg)
+	}
+}
+
+// scheduleLater schedules the lot's tasks that were not due for their due
+// time, when no earlier message of their key in the lot is pending (those
+// wait behind it, and are gathered with it). Called with p.mu held, after
+// dropLot, so the timer finds them in no lot.
+func (p *partition) scheduleLater(l *lot) {
+	for _, t := range l.later {
+		if t.heldBack(l) {
+			continue
+		}
+		p.backingOff[t] = time.AfterFunc(max(time.Until(t.notBefore), 0), func() { p.retryDue(t) })
 	}
 }
 

@@ -228,15 +228,17 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	p.mu.Lock()
 	ready := p.ready[:0]
 	for _, t := range built {
-		if !p.chain(t) {
-			t.gathered = p.batch != nil // so its key's next ones join it (chain)
+		switch {
+		case p.chain(t):
+		case p.batch != nil:
+			p.addGathered(t) // before its key's next one is chained: it joins t
+		default:
 			ready = append(ready, t)
 		}
 	}
 	var lots []*lot
 	if p.batch != nil {
-		lots = p.gather(ready...)
-		ready = ready[:0]
+		lots = p.cutReady()
 	}
 	p.unfinished += len(built)
 	p.pending.AddConsumed(n)
