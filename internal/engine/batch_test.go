@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 // lotRecorder is a batch handler that records each call's offsets, blocks
@@ -121,6 +122,10 @@ func TestLotFailureHoldsBackItsKey(t *testing.T) {
 		r.shutdown(t, c)
 		if got := c.p.state.Snapshot().Marked; got != 3 {
 			t.Fatalf("committable offset %d, want 3", got)
+		}
+		// a@1's first result was not counted: three successes, one failure.
+		if _, processed := r.g.Metrics.Totals(); processed[metricdef.Success] != 3 || processed[metricdef.Error] != 1 {
+			t.Fatalf("processed %v (success, error, retry, dead letter), want 3 successes and 1 error", processed)
 		}
 	})
 }
