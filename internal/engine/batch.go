@@ -14,7 +14,7 @@ import (
 
 // This file holds the batch path (worker.NewBatch: a handler.BatchHandler).
 // A partition's ready messages are not pushed to the pool one by one but
-// gathered (batcher.gathered, in offset order) and cut into lots of up to
+// gathered (batcher.gathered, in offset order per key) and cut into lots of up to
 // Max messages, when Max are gathered or Wait after the first; a lot runs
 // on one pool goroutine as one HandleBatch call.
 //

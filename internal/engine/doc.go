@@ -23,6 +23,13 @@
 //	  -> partition.complete -> next message of the key
 //	  -> partition.settle (commit.State.FinishAll, Stats.Add: in batches)
 //
+// With a batch handler (Params.Batch, batch.go) the ready messages are
+// gathered and cut into lots instead of being pushed one by one:
+//
+//	partition.admit -> gather -> cut (a key in one lot at a time) -> Pool
+//	  -> partition.runLot -> HandleBatch -> each message's outcome, forward
+//	  -> settleInLot (complete, retry, or held back behind its key) -> gather
+//
 // # Locks
 //
 // Each type guards its own fields with its own mutex, and no type takes
