@@ -338,6 +338,7 @@ type benchCoreCase struct {
 	keys       int
 	partitions int
 	ordering   Ordering
+	batch      *Batch // a batch handler's lots; nil: the no-op Handler
 }
 
 // BenchmarkCoreNoop feeds b.N messages, spread over the partitions, each
@@ -355,8 +356,22 @@ func BenchmarkCoreNoop(b *testing.B) {
 	}
 }
 
+// BenchmarkCoreBatch is BenchmarkCoreNoop with a no-op batch handler:
+// lots of up to 100 messages, cut at once (wait 0) or after 1ms.
+func BenchmarkCoreBatch(b *testing.B) {
+	for _, c := range []benchCoreCase{
+		{name: "keys=1000/partitions=8/wait=0", keys: 1000, partitions: 8, ordering: OrderByKey, batch: &Batch{Max: 100}},
+		{name: "keys=1000/partitions=8/wait=1ms", keys: 1000, partitions: 8, ordering: OrderByKey, batch: &Batch{Max: 100, Wait: time.Millisecond}},
+		{name: "keys=1/partitions=1/wait=0", keys: 1, partitions: 1, ordering: OrderByKey, batch: &Batch{Max: 100}},
+	} {
+		c.batch.Handler = handler.BatchHandlerFunc(func(context.Context, []*handler.Message) error { return nil })
+		b.Run(c.name, func(b *testing.B) { benchCore(b, c) })
+	}
+}
+
 func benchCore(b *testing.B, c benchCoreCase) {
 	r := newBenchRig(b, benchNoop, func(cfg *testConfig) { cfg.Ordering = c.ordering }, true)
+	r.g.Batch = c.batch
 	for i := range c.partitions {
 		n := int64(b.N / c.partitions)
 		if i < b.N%c.partitions {
