@@ -81,13 +81,15 @@ func (p *partition) addGathered(t *task) {
 }
 
 // cutReady cuts the lots that are due: full ones, or all when no wait
-// applies, and arms the wait for what is left. Called with p.mu held.
+// applies: Wait is 0, or the partition's in-flight budget is used up, so
+// that no more messages come to fill a lot until some finish. It arms the
+// wait for what is left. Called with p.mu held.
 func (p *partition) cutReady() []*lot {
 	b := p.batch
 	if len(b.gathered) == 0 || p.loadState() != partRunning {
 		return nil
 	}
-	lots := p.cut(b.Wait <= 0)
+	lots := p.cut(b.Wait <= 0 || p.state.Starved())
 	if len(b.gathered) > 0 && !b.armed {
 		b.armed = true
 		if b.timer == nil {
