@@ -6,10 +6,10 @@
 //
 //	make bench                         # everything: go run ./bench
 //	make bench ARGS=-quick             # one run per side, smaller counts: a smoke test (about 2 minutes)
-//	make bench ARGS="-only=noop"       # pick scenarios: noop, partitions, io, keys, rss, output, scaleout
+//	make bench ARGS="-only=noop"       # pick scenarios: noop, partitions, io, batch, keys, rss, output, scaleout
 //	go run ./bench -only=noop -cpuprofile=cpu.out
 //	go tool pprof cpu.out.noop.worker.1.cpu      # a child run's CPU profile (.allocs: its allocations)
-//	go tool pprof -tagfocus=side=kafkaworker cpu.out   # in-process scenarios (io, keys): the worker's share
+//	go tool pprof -tagfocus=side=kafkaworker cpu.out   # in-process scenarios (io, batch, keys): the worker's share
 //
 // Progress goes to stderr, the tables to stdout.
 //
@@ -23,6 +23,12 @@
 //     retry topics: throughput and peak RSS by partition count.
 //   - io: a 5 ms handler; the worker against Little's law (concurrency /
 //     latency) and against raw sarama (one message at a time per partition).
+//   - batch: a bulk write costing 2 ms per call + 10 µs per message, 8
+//     partitions, 10,000 keys, concurrency 64: the worker with a Handler
+//     (2.01 ms per message) against the worker with a BatchHandler
+//     (worker.NewBatch, batches of up to 100), raw sarama for reference;
+//     in process, alternating: msgs/s, their ratio (target ≥ 20×), the
+//     mean batch size (batch.go).
 //   - keys: one partition, 0–5 ms random handler, wall time by key count.
 //   - rss: peak RSS of a worker (and a raw sarama consumer) in a child
 //     process against a 100k and a 1M message backlog.
@@ -55,7 +61,7 @@ import (
 )
 
 // allScenarios lists the scenarios in the order they run.
-var allScenarios = []string{"noop", "partitions", "io", "keys", "rss", "output", "scaleout"}
+var allScenarios = []string{"noop", "partitions", "io", "batch", "keys", "rss", "output", "scaleout"}
 
 // bench is what every scenario shares: the embedded broker, the run's
 // settings and the topics produced so far.
@@ -192,6 +198,8 @@ func run(selected []string, quick bool, reps int, cpuprofile string, out io.Writ
 			t, err = b.partitions(ctx)
 		case "io":
 			t, err = b.io(ctx)
+		case "batch":
+			t, err = b.batch(ctx)
 		case "keys":
 			t, err = b.keys(ctx)
 		case "rss":

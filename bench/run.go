@@ -18,6 +18,10 @@ import (
 // handler with the handler.Message's.
 type workFunc func(ctx context.Context, key, value []byte)
 
+// batchFunc is a batch scenario's business logic for the worker's batch
+// handler (worker.NewBatch): one call per batch.
+type batchFunc func(ctx context.Context, msgs []*handler.Message)
+
 // spec describes one timed consumption of a whole topic.
 type spec struct {
 	topic       string
@@ -26,6 +30,13 @@ type spec struct {
 	concurrency int             // worker only
 	ordering    worker.Ordering // worker only; default key
 	timeout     time.Duration   // give up after this long
+	// batch, when set, runs the worker with a batch handler (worker.NewBatch)
+	// calling it once per batch of at most batchMax messages, cut batchWait
+	// after the first (0 for either: the default, WORKER_BATCH_MAX and
+	// WORKER_BATCH_WAIT); work is then unused on the worker side.
+	batch     batchFunc
+	batchMax  int
+	batchWait time.Duration
 }
 
 // measurement is the outcome of one timed consumption.
@@ -94,11 +105,14 @@ func newTally(n int) *tally {
 }
 
 // add counts one handled message.
-func (t *tally) add() {
+func (t *tally) add() { t.addN(1) }
+
+// addN counts n handled messages (a batch) at once.
+func (t *tally) addN(n int) {
 	if t.first.Load() == 0 {
 		t.first.CompareAndSwap(0, int64(time.Since(t.start)))
 	}
-	if t.n.Add(1) == t.target {
+	if now := t.n.Add(int64(n)); now >= t.target && now-int64(n) < t.target {
 		t.last.Store(int64(time.Since(t.start)))
 		t.cpu = cpuTime() - t.cpu0
 		close(t.done)
@@ -120,12 +134,29 @@ func (b *bench) runWorker(ctx context.Context, s spec) (measurement, error) {
 		cfg.Ordering = s.ordering
 	}
 	var t *tally
-	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
-		s.work(ctx, m.Key, m.Value)
-		t.add()
-		return nil
-	})
-	w, err := worker.New(cfg, h, worker.WithLogger(slog.New(slog.DiscardHandler)))
+	var w *worker.Worker
+	var err error
+	if s.batch != nil {
+		if s.batchMax > 0 {
+			cfg.BatchMax = s.batchMax
+		}
+		if s.batchWait > 0 {
+			cfg.BatchWait = s.batchWait
+		}
+		bh := handler.BatchHandlerFunc(func(ctx context.Context, msgs []*handler.Message) error {
+			s.batch(ctx, msgs)
+			t.addN(len(msgs))
+			return nil
+		})
+		w, err = worker.NewBatch(cfg, bh, worker.WithLogger(slog.New(slog.DiscardHandler)))
+	} else {
+		h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+			s.work(ctx, m.Key, m.Value)
+			t.add()
+			return nil
+		})
+		w, err = worker.New(cfg, h, worker.WithLogger(slog.New(slog.DiscardHandler)))
+	}
 	if err != nil {
 		return measurement{}, err
 	}
