@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/kafkaworker/kafkaworker/handler"
-	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
@@ -173,31 +171,6 @@ func TestLotsWithoutOrdering(t *testing.T) {
 		rec.mu.Unlock()
 		if slices.Max(sizes) != 2 || len(sizes) != 3 {
 			t.Fatalf("lots %s, want two of 2 and one of 1 (no key order, wait 0)", got)
-		}
-		r.shutdown(t, c)
-	})
-}
-
-// A partition whose in-flight budget is used up cuts what it gathered at
-// once: no more messages come to fill the lot until some finish, so
-// waiting out WORKER_BATCH_WAIT would only idle.
-func TestLotCutAtOnceWhenTheBudgetIsUsedUp(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		rec := &lotRecorder{}
-		r := newBatchRig(t, rec, 10, time.Hour)
-		c := r.claim("t", 0)
-		c.p.state = commit.NewState[*task](commit.StateParams{Topic: "t", Partition: 0, Session: c.sess, MaxHeld: 4, Log: slog.New(slog.DiscardHandler)})
-		c.claim.send(t, "a", "b", "c", "d", "e", "f")
-		r.dispatch(c)
-		synctest.Wait()
-		if got := rec.snapshot(); got != "[[0 1 2 3]]" {
-			t.Fatalf("lots %s, want [[0 1 2 3]] without waiting the hour: the budget of 4 was used up", got)
-		}
-		// Then 4 and 5 are taken in, with budget to spare: they wait.
-		time.Sleep(time.Hour)
-		synctest.Wait()
-		if got := rec.snapshot(); got != "[[0 1 2 3] [4 5]]" {
-			t.Fatalf("lots %s, want [[0 1 2 3] [4 5]] after the wait", got)
 		}
 		r.shutdown(t, c)
 	})
