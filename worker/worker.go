@@ -34,7 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 
 	"github.com/IBM/sarama"
@@ -109,7 +108,8 @@ func New(cfg Config, h handler.Handler, opts ...Option) (*Worker, error) {
 //
 // Not with a batch handler, yet: WithMiddleware (middleware wraps a
 // Handler), Config.ExactlyOnce, and Produce (it returns
-// ErrProduceInBatch). NewBatch refuses the first two.
+// ErrProduceInBatch). NewBatch refuses the first two, and a BatchMax above
+// MaxInFlight, with a *ValidationError naming each.
 func NewBatch(cfg Config, h handler.BatchHandler, opts ...Option) (*Worker, error) {
 	if h == nil {
 		return nil, errors.New("kafkaworker: NewBatch: handler is nil: pass a handler.BatchHandler, e.g. handler.BatchHandlerFunc(fn)")
@@ -129,7 +129,7 @@ func NewBatch(cfg Config, h handler.BatchHandler, opts ...Option) (*Worker, erro
 		problems = append(problems, "WithMiddleware with a batch handler: middleware wraps a handler.Handler and would never run: wrap your BatchHandler yourself")
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("kafkaworker: NewBatch: %s", strings.Join(problems, "; "))
+		return nil, &ValidationError{Problems: problems}
 	}
 	w.batch = &engine.Batch{Handler: h, Max: cfg.BatchMax, Wait: cfg.BatchWait}
 	return w, nil

@@ -122,7 +122,7 @@ func (tr Tracing) StartBatch(ctx context.Context, msgs []*handler.Message, stati
 		span.SetAttributes(static...)
 		span.SetAttributes(attr.BatchSize(len(msgs)))
 		for _, msg := range msgs {
-			if sc := trace.SpanContextFromContext(cur.prop.Extract(ctx, messageCarrier{msg})); sc.IsValid() {
+			if sc := trace.SpanContextFromContext(cur.prop.Extract(context.Background(), messageCarrier{msg})); sc.IsValid() {
 				span.AddLink(trace.Link{SpanContext: sc})
 			}
 		}
