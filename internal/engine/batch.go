@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
@@ -204,12 +206,8 @@ func (p *partition) runLot(l *lot, slot *runSlot) *task {
 	p.mu.Lock()
 	state := p.loadState()
 	var lots []*lot
-	ran := 0
-	for _, t := range l.tasks {
-		if ran < len(l.ran) && l.ran[ran] == t {
-			lots = append(lots, p.settleInLot(l, t, l.errs[ran], state)...)
-			ran++
-		}
+	for i, t := range l.ran {
+		lots = append(lots, p.settleInLot(l, t, l.errs[i], state)...)
 	}
 	p.dropLot(l)
 	if state == partRunning {
@@ -277,37 +275,42 @@ func (t *task) heldBack(l *lot) bool {
 
 // deliverLot calls HandleBatch with the lot's due messages and sets each
 // one's result (l.errs), forwarding those that failed for good on this
-// hop; like deliver, nil means done.
+// hop; like deliver, nil means done. Each message's span, a child of the
+// batch's, covers the call and its own outcome.
 func (p *partition) deliverLot(l *lot) {
 	ctx, span := p.tracing.StartBatch(p.batch.ctx, l.msgs, p.spanAttrs)
 	began := p.clock.read()
-	for _, t := range l.ran {
+	spans := make([]msgSpan, len(l.ran))
+	for i, t := range l.ran {
 		t.attempt++
 		t.attemptShown.Store(int32(t.attempt))
 		if t.attempt == 1 {
 			t.delay, t.hasDelay = messageDelay(began, t.msg.Timestamp)
 		}
+		spans[i].ctx, spans[i].span = p.tracing.StartInBatch(ctx, &t.msg, p.spanAttrs)
 	}
 	err := p.callBatch(ctx, l)
 	took := p.clock.read() - began
 	l.errs = resultsOf(err, len(l.ran))
 	p.all.ObserveBatch(p.topic, len(l.ran), took, batchOutcome(err, l.errs))
-	p.tracing.End(span, err)
 	for i, t := range l.ran {
 		t.took = took
 		if t.heldBack(l) {
 			l.errs[i] = errHeldBack // an earlier message of its key did not end done
 			t.attempt--
 			t.attemptShown.Store(int32(t.attempt))
-			continue
-		}
-		_, mspan := p.tracing.StartInBatch(ctx, &t.msg, p.spanAttrs)
-		l.errs[i] = p.outcome(ctx, t, l.errs[i])
-		p.tracing.End(mspan, l.errs[i])
-		if l.errs[i] != nil {
+		} else if l.errs[i] = p.outcome(spans[i].ctx, t, l.errs[i]); l.errs[i] != nil {
 			t.holdKey(l)
 		}
+		p.tracing.End(spans[i].span, l.errs[i])
 	}
+	p.tracing.End(span, err)
+}
+
+// msgSpan is a message's span in a batch, and its context.
+type msgSpan struct {
+	ctx  context.Context
+	span trace.Span
 }
 
 // errHeldBack is the result of a lot's message run after an earlier one of
