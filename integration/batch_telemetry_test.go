@@ -38,6 +38,7 @@ func TestBatchTelemetry(t *testing.T) {
 	}
 	var calls atomic.Int64
 	h := handler.BatchHandlerFunc(func(ctx context.Context, msgs []*handler.Message) error {
+		time.Sleep(20 * time.Millisecond) // the batch's work, which each message's span covers
 		errs := make([]error, len(msgs))
 		if calls.Add(1) == 1 {
 			for i, m := range msgs {
@@ -85,6 +86,9 @@ func TestBatchTelemetry(t *testing.T) {
 	for _, s := range messages {
 		if s.Parent().SpanID() != first.SpanContext().SpanID() && s.Parent().SpanID() != batches[1].SpanContext().SpanID() {
 			t.Errorf("message span %q is not a child of a batch span", s.Name())
+		}
+		if d := s.EndTime().Sub(s.StartTime()); d < 20*time.Millisecond {
+			t.Errorf("message span %q lasted %v: it must cover the HandleBatch call (20ms)", s.Name(), d)
 		}
 		if s.Status().Code == codes.Error {
 			failed++
