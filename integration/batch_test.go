@@ -533,3 +533,51 @@ func TestBatchRebalanceChurn(t *testing.T) {
 		})
 	}
 }
+
+// A stop always ends with a batch handler too: one that ignores its
+// cancelled context is waited for until WORKER_SHUTDOWN_TIMEOUT, its
+// messages stay uncommitted, and what waited to be batched never starts;
+// a new worker then handles every message.
+func TestBatchStopEndsWhenTheHandlerIgnoresItsContext(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.produceKeyed(t, 10, 10) // ten keys: batches of distinct keys
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var entered atomic.Bool
+	var calls atomic.Int64
+	h := handler.BatchHandlerFunc(func(ctx context.Context, msgs []*handler.Message) error {
+		calls.Add(1)
+		entered.Store(true)
+		<-release // ignores ctx
+		return nil
+	})
+	cfg := b.config()
+	cfg.ShutdownTimeout = 2 * time.Second
+	cfg.BatchMax, cfg.BatchWait = 4, time.Hour // 8 messages in two full batches, 2 wait for the hour
+	w := startBatch(t, cfg, h)
+	testutil.WaitFor(t, 30*time.Second, "the batches running", func() bool { return calls.Load() == 2 })
+	took := w.stopTimed(t)
+	if took < cfg.ShutdownTimeout || took > cfg.ShutdownTimeout+5*time.Second {
+		t.Fatalf("Run returned after %v, want between the shutdown timeout %v and 5s more", took, cfg.ShutdownTimeout)
+	}
+	if calls.Load() != 2 {
+		t.Fatalf("%d batches started, want 2: what waited to be batched must not start on a stop", calls.Load())
+	}
+	com, err := b.cluster.CommittedOffsets(ctx(t), b.group, b.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if com[0] > 0 {
+		t.Fatalf("committed offset %d: the abandoned batches' messages must stay uncommitted", com[0])
+	}
+
+	bw := newBatchWatch()
+	bw.rec.allowRedelivery = true
+	cfg.BatchWait = 10 * time.Millisecond
+	w2 := startBatch(t, cfg, bw)
+	testutil.WaitFor(t, 30*time.Second, "all messages handled by the next worker", func() bool { return bw.rec.handled.Load() >= 10 })
+	b.waitCommitted(t, 30*time.Second)
+	w2.stop(t)
+	bw.check(t)
+}
