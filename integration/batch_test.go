@@ -28,11 +28,7 @@ func startBatch(t *testing.T, cfg worker.Config, h handler.BatchHandler, opts ..
 	if err != nil {
 		t.Fatalf("worker.NewBatch: %v", err)
 	}
-	c, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- w.Run(c) }()
-	t.Cleanup(func() { r.stop(t) })
-	return r
+	return runInBackground(t, w)
 }
 
 // batchWatch is a batch handler's checks: no key in two batches at once,

@@ -119,6 +119,12 @@ func start(t *testing.T, cfg worker.Config, h handler.Handler, opts ...worker.Op
 	if err != nil {
 		t.Fatalf("worker.New: %v", err)
 	}
+	return runInBackground(t, w)
+}
+
+// runInBackground runs w until stop (or the end of the test).
+func runInBackground(t *testing.T, w *worker.Worker) *running {
+	t.Helper()
 	c, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- w.Run(c) }()
