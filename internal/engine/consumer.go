@@ -44,6 +44,7 @@ type Params struct {
 	Metrics       *telemetry.Metrics
 	Client        sarama.Client        // the group's: resolves a new claim's start offset
 	ConsumerGroup sarama.ConsumerGroup // pauses and resumes a claim's fetching
+	StartOffsets  *StartOffsets        // the client ConsumerGroup was made from, if made from one: its claims' start offsets are read at once (prefetch.go)
 	Admin         sarama.ClusterAdmin  // reads the done-set committed with each offset
 	Topology      forward.Topology
 	Forwarder     *forward.Forwarder // nil when nothing is forwarded
@@ -65,14 +66,19 @@ type Consumer struct {
 	Params
 	log *slog.Logger
 
-	active atomic.Int64  // ConsumeClaim calls in progress
-	exited chan struct{} // signalled (non-blocking) when one returns
-	pre    prefetched    // the session's offsets, read at Setup (prefetch.go)
+	active  atomic.Int64  // ConsumeClaim calls in progress
+	exited  chan struct{} // signalled (non-blocking) when one returns
+	pre     prefetched    // the session's offsets, read at Setup (prefetch.go)
+	offsets *StartOffsets // Params.StartOffsets, or one sarama does not use
 }
 
 // New makes the Consumer of one run.
 func New(p Params) *Consumer {
-	return &Consumer{Params: p, log: p.Log, exited: make(chan struct{}, 1)}
+	offsets := p.StartOffsets
+	if offsets == nil {
+		offsets = NewStartOffsets(p.Client)
+	}
+	return &Consumer{Params: p, log: p.Log, exited: make(chan struct{}, 1), offsets: offsets}
 }
 
 func (g *Consumer) Setup(sess sarama.ConsumerGroupSession) error {
