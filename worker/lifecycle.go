@@ -9,6 +9,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/engine"
+	"github.com/kafkaworker/kafkaworker/internal/forward"
 )
 
 // run is one run of the worker, from connected to stopped: it consumes
@@ -84,21 +85,35 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	consumeCtx, cancelConsume := context.WithCancel(context.WithoutCancel(ctx))
 	leaveDone := make(chan struct{})
 	go func() { defer close(leaveDone); consumer.LeaveAfterDrain(ctx, cancelConsume) }()
-	if f := w.consume(ctx, consumeCtx, c.group, c.admin, c.topo.Consumed(), consumer); f != nil {
+	// With cooperative-sticky, the retry tiers have a group member of their
+	// own, which runs only while they hold work (tiermember.go).
+	topics, tierMember := c.topo.Consumed(), (*tierMember)(nil)
+	if w.lazyTiers() {
+		var tierTopics []string
+		topics, tierTopics = splitTiers(c.topo)
+		tierMember = newTierMember(w, c, params, tierTopics, tiers, failed)
+		go tierMember.run(ctx)
+	}
+	if f := w.consume(ctx, consumeCtx, c.group, c.admin, topics, consumer); f != nil {
 		failed.set(f)
 	}
 
-	// 5. Drain, commit, end the session.
+	// 5. Drain, commit, end the session (the tier member's too).
 	cancel()
 	cancelConsume()
 	<-leaveDone
+	if tierMember != nil && !waitWithin(time.Until(deadlines.CommitBy())+commit.RetryEvery, tierMember.done) {
+		w.log.Warn("the retry tiers' group member did not finish draining in time; not waiting for it")
+	}
 	// 6. Every partition made its final commit on release.
 	closeBy := time.Now().Add(engine.CloseTimeout)
 	if !loops.stop(closeBy) {
 		w.log.Warn("a commit or broker probe is still waiting for a silent broker; not waiting for it")
 	}
 	// 7. and 8. Leave the group and close the connections.
-	if !c.closeWithin(time.Until(closeBy)) || !waitWithin(time.Until(closeBy), errsDone) {
+	tiersClosed := make(chan bool, 1)
+	go func() { tiersClosed <- tierMember == nil || tierMember.close(time.Until(closeBy)) }()
+	if !c.closeWithin(time.Until(closeBy)) || !waitWithin(time.Until(closeBy), errsDone) || !<-tiersClosed {
 		w.log.Warn("leaving the group and closing the connections did not finish in time; not waiting for them",
 			slog.Duration("waited", engine.CloseTimeout))
 	}
@@ -142,6 +157,19 @@ func (w *Worker) engineParams(ctx context.Context, c *conns, pool *engine.Pool, 
 		Stopping: ctx.Done(), Base: context.WithoutCancel(ctx),
 		OnSession: w.health.joined.Store,
 	}
+}
+
+// splitTiers splits the consumed topics into the sources and the retry
+// tiers.
+func splitTiers(topo forward.Topology) (sources, tiers []string) {
+	for _, t := range topo.Consumed() {
+		if topo.Hop(t).Tier > 0 {
+			tiers = append(tiers, t)
+		} else {
+			sources = append(sources, t)
+		}
+	}
+	return sources, tiers
 }
 
 // loops are a run's background loops, each running until stop.

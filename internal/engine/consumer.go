@@ -66,10 +66,11 @@ type Consumer struct {
 	Params
 	log *slog.Logger
 
-	active  atomic.Int64  // ConsumeClaim calls in progress
-	exited  chan struct{} // signalled (non-blocking) when one returns
-	pre     prefetched    // the session's offsets, read at Setup (prefetch.go)
-	offsets *StartOffsets // Params.StartOffsets, or one sarama does not use
+	active  atomic.Int64                                // ConsumeClaim calls in progress
+	exited  chan struct{}                               // signalled (non-blocking) when one returns
+	sess    atomic.Pointer[sarama.ConsumerGroupSession] // between Setup and Cleanup; nil otherwise
+	pre     prefetched                                  // the session's offsets, read at Setup (prefetch.go)
+	offsets *StartOffsets                               // Params.StartOffsets, or one sarama does not use
 }
 
 // New makes the Consumer of one run.
@@ -81,6 +82,24 @@ func New(p Params) *Consumer {
 	return &Consumer{Params: p, log: p.Log, exited: make(chan struct{}, 1), offsets: offsets}
 }
 
+// Active is how many claims are being consumed (ConsumeClaim calls in
+// progress).
+func (g *Consumer) Active() int { return int(g.active.Load()) }
+
+// Settled reports whether a session is set up and every partition it
+// claims is being consumed.
+func (g *Consumer) Settled() bool {
+	sess := g.sess.Load()
+	if sess == nil {
+		return false
+	}
+	n := 0
+	for _, ids := range (*sess).Claims() {
+		n += len(ids)
+	}
+	return g.Active() == n
+}
+
 func (g *Consumer) Setup(sess sarama.ConsumerGroupSession) error {
 	if g.OnSession != nil {
 		g.OnSession(true)
@@ -90,10 +109,12 @@ func (g *Consumer) Setup(sess sarama.ConsumerGroupSession) error {
 		slog.String("member_id", sess.MemberID()), slog.Int("generation", int(sess.GenerationID())),
 		slog.Any("assigned", sess.Claims()))
 	g.prefetch(sess)
+	g.sess.Store(&sess)
 	return nil
 }
 
 func (g *Consumer) Cleanup(sess sarama.ConsumerGroupSession) error {
+	g.sess.Store(nil)
 	if g.OnSession != nil {
 		g.OnSession(false)
 	}

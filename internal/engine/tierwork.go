@@ -1,0 +1,76 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/IBM/sarama"
+)
+
+// TiersHoldWork reports whether a partition of the given retry-tier topics
+// holds records the group has not consumed: its end offset is past both
+// its committed offset and its oldest offset (a partition whose records
+// retention deleted holds none). It asks the brokers for the partitions'
+// committed offsets in one request and their oldest and newest offsets in
+// two per leader, through client (the committer's: a JoinGroup parked on
+// the group's connection would hold them up). An error means it could not
+// tell.
+func TiersHoldWork(client sarama.Client, group string, topics []string) (bool, error) {
+	parts := map[string][]int32{}
+	byLeader := map[*sarama.Broker][]topicPartition{}
+	for _, topic := range topics {
+		ids, err := client.Partitions(topic)
+		if err != nil {
+			return false, fmt.Errorf("partitions of %s: %w", topic, err)
+		}
+		parts[topic] = ids
+		for _, id := range ids {
+			b, err := client.Leader(topic, id)
+			if err != nil {
+				return false, fmt.Errorf("leader of %s/%d: %w", topic, id, err)
+			}
+			byLeader[b] = append(byLeader[b], topicPartition{topic, id})
+		}
+	}
+	version := client.Config().Version
+	coordinator, err := client.Coordinator(group)
+	if err != nil {
+		return false, fmt.Errorf("group coordinator: %w", err)
+	}
+	resp, err := coordinator.FetchOffset(sarama.NewOffsetFetchRequest(version, group, parts))
+	if err != nil {
+		_ = client.RefreshCoordinator(group)
+		return false, fmt.Errorf("committed offsets: %w", err)
+	}
+	if resp.Err != sarama.ErrNoError {
+		return false, fmt.Errorf("committed offsets: %w", resp.Err)
+	}
+	for b, tps := range byLeader {
+		oldest, err := listOffsets(version, b, tps, sarama.OffsetOldest)
+		if err != nil {
+			return false, fmt.Errorf("oldest offsets: %w", err)
+		}
+		newest, err := listOffsets(version, b, tps, sarama.OffsetNewest)
+		if err != nil {
+			return false, fmt.Errorf("newest offsets: %w", err)
+		}
+		for _, tp := range tps {
+			end, ok1 := newest[tp]
+			start, ok2 := oldest[tp]
+			if !ok1 || !ok2 {
+				return false, fmt.Errorf("offsets of %s/%d: not in the answer", tp.topic, tp.partition)
+			}
+			blk := resp.GetBlock(tp.topic, tp.partition)
+			switch {
+			case blk == nil:
+				return false, fmt.Errorf("committed offset of %s/%d: not in the answer", tp.topic, tp.partition)
+			case blk.Err != sarama.ErrNoError:
+				return false, fmt.Errorf("committed offset of %s/%d: %w", tp.topic, tp.partition, blk.Err)
+			}
+			start = max(start, blk.Offset) // -1: none committed
+			if end > start {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
