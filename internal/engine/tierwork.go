@@ -41,7 +41,8 @@ func TiersHoldWork(client sarama.Client, group string, topics []string) (bool, e
 		_ = client.RefreshCoordinator(group)
 		return false, fmt.Errorf("committed offsets: %w", err)
 	}
-	if resp.Err != sarama.ErrNoError {
+	noGroup := resp.Err == sarama.ErrGroupIDNotFound // nothing committed yet
+	if resp.Err != sarama.ErrNoError && !noGroup {
 		return false, fmt.Errorf("committed offsets: %w", resp.Err)
 	}
 	for b, tps := range byLeader {
@@ -61,6 +62,8 @@ func TiersHoldWork(client sarama.Client, group string, topics []string) (bool, e
 			}
 			blk := resp.GetBlock(tp.topic, tp.partition)
 			switch {
+			case noGroup:
+				blk = &sarama.OffsetFetchResponseBlock{Offset: -1}
 			case blk == nil:
 				return false, fmt.Errorf("committed offset of %s/%d: not in the answer", tp.topic, tp.partition)
 			case blk.Err != sarama.ErrNoError:
