@@ -35,11 +35,12 @@ import (
 //
 // A record forwarded to a tier is never lost: it waits in its partition,
 // below which the group's committed offset stays until it was handled, and
-// the check finds it. Eager strategies (a join or leave would stop every
-// member's partitions), static membership (the tier member would need an
-// instance id of its own, and the committer to send it) and exactly-once
-// (one transaction commits the offsets of one member) keep the tiers in
-// the worker's one member, as before.
+// the check finds it. With static membership (KAFKA_INSTANCE_ID) the
+// worker's member stays static and the tier member is dynamic (its
+// commits carry no instance id), so that it leaves when idle. Eager
+// strategies (a join or leave would stop every member's partitions) and
+// exactly-once (one transaction commits the offsets of one member) keep
+// the tiers in the worker's one member, as before.
 var (
 	tierLinger     = time.Minute
 	tierCheckEvery = engine.TierCheckEvery
@@ -48,7 +49,7 @@ var (
 // lazyTiers reports whether the retry tiers are consumed by a member of
 // their own, only while they hold work.
 func (w *Worker) lazyTiers() bool {
-	if len(w.cfg.RetryTopicDelays) == 0 || w.cfg.ExactlyOnce || w.cfg.InstanceID != "" {
+	if len(w.cfg.RetryTopicDelays) == 0 || w.cfg.ExactlyOnce {
 		return false
 	}
 	s := w.sarama.Consumer.Group.Rebalance.GroupStrategies
@@ -131,6 +132,7 @@ func (t *tierMember) serve(ctx context.Context) {
 	w := t.w
 	cfg := *w.sarama
 	cfg.ClientID += "-tiers"
+	cfg.Consumer.Group.InstanceId = "" // a dynamic member: it leaves when idle, and a restart moves only the tiers
 	client, err := sarama.NewClient(w.cfg.Brokers, &cfg)
 	if err != nil {
 		w.log.Warn("cannot connect the retry tiers' group member; trying again", slog.Any("error", err), slog.Duration("retry_in", tierCheckEvery))
@@ -162,7 +164,7 @@ func (t *tierMember) serve(ctx context.Context) {
 		return
 	}
 	p := t.params
-	p.Client, p.ConsumerGroup, p.StartOffsets, p.OnSession = client, group, starts, nil
+	p.Client, p.ConsumerGroup, p.StartOffsets, p.OnSession, p.Dynamic = client, group, starts, nil, true
 	consumer := engine.New(p)
 	w.log.Info("retry tiers hold work: their group member joins", slog.Any("topics", t.topics))
 

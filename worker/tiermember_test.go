@@ -20,10 +20,16 @@ import (
 // from its tier after its due time, its offset committed), through the
 // check when a record lands there otherwise, and their member leaves once
 // they were idle for tierLinger. The sources are handled throughout by
-// the worker's own member, which is never revoked.
+// the worker's own member, which is never revoked. With static membership
+// the tier member is dynamic, and its commits are accepted.
 func TestTierMemberOnlyWhileTiersHoldWork(t *testing.T) {
 	defer func(l, c time.Duration) { tierLinger, tierCheckEvery = l, c }(tierLinger, tierCheckEvery)
 	tierLinger, tierCheckEvery = 2*time.Second, 100*time.Millisecond
+	t.Run("dynamic", func(t *testing.T) { testTierMember(t, "") })
+	t.Run("static", func(t *testing.T) { testTierMember(t, "pod-0") })
+}
+
+func testTierMember(t *testing.T, instanceID string) {
 
 	cluster, err := kafkatest.NewCluster()
 	if err != nil {
@@ -40,7 +46,7 @@ func TestTierMemberOnlyWhileTiersHoldWork(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Brokers, cfg.GroupID, cfg.Topics = cluster.Addrs(), group, []string{topic}
 	cfg.RetryTopicDelays, cfg.RetryLocalAttempts = []time.Duration{delay}, 1
-	cfg.CommitInterval = 100 * time.Millisecond
+	cfg.CommitInterval, cfg.InstanceID = 100*time.Millisecond, instanceID
 
 	type delivery struct {
 		topic string

@@ -58,7 +58,14 @@ type Params struct {
 	Stopping      <-chan struct{}   // closed when Run's context is done: drains then use the shutdown budget
 	Base          context.Context   // the parent of every handler context: Run's values, without its cancellation
 	OnSession     func(joined bool) // told when a session starts and ends (readiness)
+	Dynamic       bool              // a member without the worker's static membership (the retry tiers'): its commits carry no instance id
 }
+
+// dynamicSession is the session of a Dynamic member as its partitions'
+// commits see it (commit.DynamicMember).
+type dynamicSession struct{ sarama.ConsumerGroupSession }
+
+func (dynamicSession) DynamicMember() {}
 
 // Consumer is the sarama.ConsumerGroupHandler of a running worker. Each
 // ConsumeClaim call is one claimed partition's dispatcher.
@@ -153,12 +160,16 @@ func (g *Consumer) newPartition(sess sarama.ConsumerGroupSession, claim sarama.C
 	ctx, cancel := context.WithCancel(g.Base)
 	topic, id := claim.Topic(), claim.Partition()
 	skip, meta := g.previousDoneSet(topic, id)
+	commitSess := sess
+	if g.Dynamic {
+		commitSess = dynamicSession{sess}
+	}
 	p := &partition{
 		topic: topic, id: id, ordering: g.Ordering, hop: g.Topology.Hop(topic), fwd: g.Forwarder, outputs: g.Outputs, txn: g.Txn, tierWatch: g.TierWatch,
 		handler: g.Handler, pool: g.Pool, log: g.log, retry: g.RetryBackoff,
 		sess: sess, all: g.Metrics,
 		state: commit.NewState[*task](commit.StateParams{
-			Topic: topic, Partition: id, Session: sess, Initial: claim.InitialOffset(),
+			Topic: topic, Partition: id, Session: commitSess, Initial: claim.InitialOffset(),
 			Skip: skip, SkipMeta: meta, // commits keep the previous owner's done-set until this one's replaces it
 			MaxHeld: g.MaxInFlight, Log: g.log,
 		}),
