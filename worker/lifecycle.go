@@ -23,9 +23,10 @@ import (
 //	2. handler pool, coarse clock,          9. clock stops; pool goroutines exit by DrainBy;
 //	   output producer (on first use)          then the output producer closes in CloseTimeout
 //	3. committer, broker probe, tier watch  6. stopped once every partition made its final commit
-//	4. the consumer (sarama's sessions)     5. drain-then-leave: each claim drains by DrainBy and
-//	                                           commits by CommitBy, then the session ends
-//	                                        7. connections close (the member leaves) in CloseTimeout
+//	4. the consumer (sarama's sessions),    5. drain-then-leave: each claim drains by DrainBy and
+//	   and with cooperative-sticky the         commits by CommitBy, then the session ends (the tier
+//	   retry tiers' member, while they         member's too)
+//	   hold work (tiermember.go)            7. connections close (the members leave) in CloseTimeout
 //
 // A request to a broker that went silent may still be winding down when
 // run returns; it is not waited for past its deadline.
