@@ -10,8 +10,9 @@ import (
 // holds records the group has not consumed: its end offset is past both
 // its committed offset and its oldest offset (a partition whose records
 // retention deleted holds none). It asks the brokers for the partitions'
-// committed offsets in one request and their oldest and newest offsets in
-// two per leader, through client (the committer's: a JoinGroup parked on
+// committed offsets in one request and their newest offsets in one per
+// leader (the oldest only of those past their committed offset), through
+// client (the committer's: a JoinGroup parked on
 // the group's connection would hold them up). An error means it could not
 // tell.
 func TiersHoldWork(client sarama.Client, group string, topics []string) (bool, error) {
@@ -46,19 +47,15 @@ func TiersHoldWork(client sarama.Client, group string, topics []string) (bool, e
 		return false, fmt.Errorf("committed offsets: %w", resp.Err)
 	}
 	for b, tps := range byLeader {
-		oldest, err := listOffsets(version, b, tps, sarama.OffsetOldest)
-		if err != nil {
-			return false, fmt.Errorf("oldest offsets: %w", err)
-		}
 		newest, err := listOffsets(version, b, tps, sarama.OffsetNewest)
 		if err != nil {
 			return false, fmt.Errorf("newest offsets: %w", err)
 		}
+		var past []topicPartition // end offset past the committed one
 		for _, tp := range tps {
-			end, ok1 := newest[tp]
-			start, ok2 := oldest[tp]
-			if !ok1 || !ok2 {
-				return false, fmt.Errorf("offsets of %s/%d: not in the answer", tp.topic, tp.partition)
+			end, ok := newest[tp]
+			if !ok {
+				return false, fmt.Errorf("end offset of %s/%d: not in the answer", tp.topic, tp.partition)
 			}
 			blk := resp.GetBlock(tp.topic, tp.partition)
 			switch {
@@ -69,8 +66,20 @@ func TiersHoldWork(client sarama.Client, group string, topics []string) (bool, e
 			case blk.Err != sarama.ErrNoError:
 				return false, fmt.Errorf("committed offset of %s/%d: %w", tp.topic, tp.partition, blk.Err)
 			}
-			start = max(start, blk.Offset) // -1: none committed
-			if end > start {
+			if end > blk.Offset { // -1: none committed
+				past = append(past, tp)
+			}
+		}
+		if len(past) == 0 {
+			continue
+		}
+		// Only those need their oldest offset: records below it are gone.
+		oldest, err := listOffsets(version, b, past, sarama.OffsetOldest)
+		if err != nil {
+			return false, fmt.Errorf("oldest offsets: %w", err)
+		}
+		for _, tp := range past {
+			if start, ok := oldest[tp]; !ok || newest[tp] > start {
 				return true, nil
 			}
 		}
