@@ -8,7 +8,8 @@ import (
 // partitions is the noop scenario on 256 partitions: what a partition
 // costs each side, in throughput and in memory. Every consumer runs in a
 // child process as in noop. Besides raw sarama and the worker as by default
-// (which also consumes its retry tiers: 3 × 256 more partitions), the worker
+// (which also consumes its retry tiers, 3 × 256 more partitions, though
+// with cooperative-sticky only while they hold work, never here), the worker
 // without retry topics shows how much of the difference those are.
 //
 // With 256 partitions the first fetch brings in most of the topic, before
@@ -67,7 +68,7 @@ func (b *bench) partitions(ctx context.Context) (table, error) {
 			count(n), partitions, count(n/partitions), count(keys), reps),
 		header: header,
 		rows: [][]string{
-			{"partitions consumed", fmt.Sprint(consumed[0]), fmt.Sprintf("%d (%d source + %d × %d retry tiers)", consumed[1], partitions, retryTiers, partitions), fmt.Sprint(consumed[2]), "", ""},
+			{"partitions consumed", fmt.Sprint(consumed[0]), fmt.Sprintf("%d (%d source + %d × %d retry tiers; the tiers claimed only while they hold work, so %d here)", consumed[1], partitions, retryTiers, partitions, partitions), fmt.Sprint(consumed[2]), "", ""},
 			row(fmt.Sprintf("**msgs/s** (%s → last handled)", fromName), in(from, window.rate), rate, true),
 			{"per-run msgs/s", windowRates(runs[0], from), windowRates(runs[1], from), windowRates(runs[2], from), "", ""},
 			row("msgs/s, whole run (Run/Consume called → last handled)", in(snapStart, window.rate), rate, true),
@@ -102,7 +103,7 @@ func (b *bench) partitions(ctx context.Context) (table, error) {
 			r = append(r, fmt.Sprintf("%.0f KiB", (medianOf(runs[i], byHWM)-b.noopHWM[v.tag])/float64(partitions-8)))
 		}
 		t.rows = append(t.rows, append(r, "—", "", ""))
-		t.notes = append(t.notes, "Peak RSS added per source partition: (peak RSS here − peak RSS in the no-op table) / 248; for the worker each source partition brings its retry tiers' partitions along.")
+		t.notes = append(t.notes, "Peak RSS added per source partition: (peak RSS here − peak RSS in the no-op table) / 248; for the worker each source partition would bring its retry tiers' partitions along, were they claimed (they hold no work here, so they are not).")
 	}
 	t.notes = append(t.notes, settingsNotes(concurrency, true)...)
 	return t, nil

@@ -85,8 +85,9 @@ func workerSettingsNote(cfg worker.Config) string {
 		for i, v := range cfg.RetryTopicDelays {
 			d[i] = v.String()
 		}
-		retry = fmt.Sprintf("%d retry tiers (%s), each a topic with the source's partition count that the worker also consumes, "+
-			"so it consumes %d× the source's partitions (all but the source's empty here)", n, strings.Join(d, ", "), n+1)
+		retry = fmt.Sprintf("%d retry tiers (%s), each a topic with the source's partition count that the worker also consumes "+
+			"(with cooperative-sticky, through a group member of their own that joins only while they hold work: here they stay empty, "+
+			"so it claims the source's partitions only, and checks the tiers' end and committed offsets every second)", n, strings.Join(d, ", "))
 	}
 	dlq := "dead-letter off"
 	if cfg.DLQEnabled {

@@ -39,7 +39,9 @@ func (b *testBundle) waitStartCommitted(t *testing.T, topic string, partitions i
 // A message forwarded to retry tier 1 is handled after the worker restarts
 // before the tier is due: the tier's partition was committed at its start
 // when first claimed (and a tier always starts at its oldest offset), so
-// the next owner does not start it at its end.
+// the next owner does not start it at its end. (With cooperative-sticky the
+// tiers are claimed only once they hold work, by their own member: the
+// forward claims them here.)
 func TestForwardedMessageSurvivesRestartBeforeDue(t *testing.T) {
 	t.Parallel()
 	initialOffsets(t, func(t *testing.T, initial worker.InitialOffset) {
@@ -57,11 +59,11 @@ func TestForwardedMessageSurvivesRestartBeforeDue(t *testing.T) {
 		})
 		w := start(t, cfg, h)
 		b.waitStartCommitted(t, b.topic, 1)
-		b.waitStartCommitted(t, b.tierTopic(1), 1)
 		if _, err := b.cluster.Produce(ctx(t), kafkatest.Record{Topic: b.topic, Key: []byte("k"), Value: []byte("owed")}); err != nil {
 			t.Fatal(err)
 		}
 		b.waitRecords(t, b.tierTopic(1), 1)
+		b.waitStartCommitted(t, b.tierTopic(1), 1)
 		w.stop(t) // before the tier's 2s delay is over
 		if n := len(got.of("owed")); n != 1 {
 			t.Fatalf("delivered %d times before the restart, want 1 (then forwarded)", n)

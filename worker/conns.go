@@ -20,6 +20,7 @@ type conns struct {
 	client       sarama.Client // the group's: join, heartbeats, fetches
 	commitClient sarama.Client // commits and the readiness probe, apart from the group's connection
 	group        sarama.ConsumerGroup
+	starts       *engine.StartOffsets // the client group is made from: claims' start offsets read at once
 	admin        sarama.ClusterAdmin
 	topo         forward.Topology
 	fwd          *forward.Forwarder
@@ -51,7 +52,8 @@ func (w *Worker) open() (_ *conns, err error) {
 	if c.client, err = sarama.NewClient(w.cfg.Brokers, w.sarama); err != nil {
 		return nil, fmt.Errorf("kafkaworker: connect to %v: %w", w.cfg.Brokers, err)
 	}
-	if c.group, err = sarama.NewConsumerGroupFromClient(w.cfg.GroupID, c.client); err != nil {
+	c.starts = engine.NewStartOffsets(c.client)
+	if c.group, err = sarama.NewConsumerGroupFromClient(w.cfg.GroupID, c.starts); err != nil {
 		return nil, fmt.Errorf("kafkaworker: consumer group %q: %w", w.cfg.GroupID, err)
 	}
 	if c.admin, err = sarama.NewClusterAdminFromClient(c.client); err != nil {

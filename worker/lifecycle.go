@@ -9,6 +9,7 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/internal/commit"
 	"github.com/kafkaworker/kafkaworker/internal/engine"
+	"github.com/kafkaworker/kafkaworker/internal/forward"
 )
 
 // run is one run of the worker, from connected to stopped: it consumes
@@ -22,9 +23,10 @@ import (
 //	2. handler pool, coarse clock,          9. clock stops; pool goroutines exit by DrainBy;
 //	   output producer (on first use)          then the output producer closes in CloseTimeout
 //	3. committer, broker probe, tier watch  6. stopped once every partition made its final commit
-//	4. the consumer (sarama's sessions)     5. drain-then-leave: each claim drains by DrainBy and
-//	                                           commits by CommitBy, then the session ends
-//	                                        7. connections close (the member leaves) in CloseTimeout
+//	4. the consumer (sarama's sessions),    5. drain-then-leave: each claim drains by DrainBy and
+//	   and with cooperative-sticky the         commits by CommitBy, then the session ends (the tier
+//	   retry tiers' member, while they         member's too)
+//	   hold work (tiermember.go)            7. connections close (the members leave) in CloseTimeout
 //
 // A request to a broker that went silent may still be winding down when
 // run returns; it is not waited for past its deadline.
@@ -84,21 +86,35 @@ func (w *Worker) run(parent context.Context, c *conns) error {
 	consumeCtx, cancelConsume := context.WithCancel(context.WithoutCancel(ctx))
 	leaveDone := make(chan struct{})
 	go func() { defer close(leaveDone); consumer.LeaveAfterDrain(ctx, cancelConsume) }()
-	if f := w.consume(ctx, consumeCtx, c.group, c.admin, c.topo.Consumed(), consumer); f != nil {
+	// With cooperative-sticky, the retry tiers have a group member of their
+	// own, which runs only while they hold work (tiermember.go).
+	topics, tierMember := c.topo.Consumed(), (*tierMember)(nil)
+	if w.lazyTiers() {
+		var tierTopics []string
+		topics, tierTopics = splitTiers(c.topo)
+		tierMember = newTierMember(w, c, params, tierTopics, tiers, failed)
+		go tierMember.run(ctx)
+	}
+	if f := w.consume(ctx, consumeCtx, c.group, c.admin, topics, consumer); f != nil {
 		failed.set(f)
 	}
 
-	// 5. Drain, commit, end the session.
+	// 5. Drain, commit, end the session (the tier member's too).
 	cancel()
 	cancelConsume()
 	<-leaveDone
+	if tierMember != nil && !waitWithin(time.Until(deadlines.CommitBy())+commit.RetryEvery, tierMember.done) {
+		w.log.Warn("the retry tiers' group member did not finish draining in time; not waiting for it")
+	}
 	// 6. Every partition made its final commit on release.
 	closeBy := time.Now().Add(engine.CloseTimeout)
 	if !loops.stop(closeBy) {
 		w.log.Warn("a commit or broker probe is still waiting for a silent broker; not waiting for it")
 	}
 	// 7. and 8. Leave the group and close the connections.
-	if !c.closeWithin(time.Until(closeBy)) || !waitWithin(time.Until(closeBy), errsDone) {
+	tiersClosed := make(chan bool, 1)
+	go func() { tiersClosed <- tierMember == nil || tierMember.close(time.Until(closeBy)) }()
+	if !c.closeWithin(time.Until(closeBy)) || !waitWithin(time.Until(closeBy), errsDone) || !<-tiersClosed {
 		w.log.Warn("leaving the group and closing the connections did not finish in time; not waiting for them",
 			slog.Duration("waited", engine.CloseTimeout))
 	}
@@ -137,11 +153,24 @@ func (w *Worker) engineParams(ctx context.Context, c *conns, pool *engine.Pool, 
 		},
 		StuckAfter: cfg.StuckAfter, TickEvery: cfg.CommitInterval, InitialOffset: w.sarama.Consumer.Offsets.Initial,
 		Handler: w.handler, Batch: w.batch, Log: w.log, Tracing: w.tracing, Metrics: w.metrics,
-		Client: c.client, ConsumerGroup: c.group, Admin: c.admin, Topology: c.topo, Forwarder: c.fwd, Outputs: outs,
+		Client: c.client, ConsumerGroup: c.group, StartOffsets: c.starts, Admin: c.admin, Topology: c.topo, Forwarder: c.fwd, Outputs: outs,
 		Committer: commits, Pool: pool, Clock: clock, Deadlines: deadlines,
 		Stopping: ctx.Done(), Base: context.WithoutCancel(ctx),
 		OnSession: w.health.joined.Store,
 	}
+}
+
+// splitTiers splits the consumed topics into the sources and the retry
+// tiers.
+func splitTiers(topo forward.Topology) (sources, tiers []string) {
+	for _, t := range topo.Consumed() {
+		if topo.Hop(t).Tier > 0 {
+			tiers = append(tiers, t)
+		} else {
+			sources = append(sources, t)
+		}
+	}
+	return sources, tiers
 }
 
 // loops are a run's background loops, each running until stop.

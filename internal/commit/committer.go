@@ -432,10 +432,22 @@ func (c *Committer) request(sess sarama.ConsumerGroupSession) *sarama.OffsetComm
 	if r.Version >= 2 && r.Version <= 4 {
 		r.RetentionTime = -1 // the broker's retention; later versions have no field
 	}
-	if r.Version >= 7 && c.instanceID != "" {
+	if r.Version >= 7 && c.instanceID != "" && !isDynamic(sess) {
 		r.GroupInstanceId = &c.instanceID
 	}
 	return r
+}
+
+// DynamicMember is implemented by the session of a group member that has
+// no static membership although the worker has one (its retry tiers'
+// member): its commits carry no instance id.
+type DynamicMember interface {
+	DynamicMember()
+}
+
+func isDynamic(sess sarama.ConsumerGroupSession) bool {
+	_, ok := sess.(DynamicMember)
+	return ok
 }
 
 // retriableCommit reports whether a failed commit may succeed if sent again

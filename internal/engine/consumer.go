@@ -46,6 +46,7 @@ type Params struct {
 	Metrics       *telemetry.Metrics
 	Client        sarama.Client        // the group's: resolves a new claim's start offset
 	ConsumerGroup sarama.ConsumerGroup // pauses and resumes a claim's fetching
+	StartOffsets  *StartOffsets        // the client ConsumerGroup was made from, if made from one: its claims' start offsets are read at once (prefetch.go)
 	Admin         sarama.ClusterAdmin  // reads the done-set committed with each offset
 	Topology      forward.Topology
 	Forwarder     *forward.Forwarder // nil when nothing is forwarded
@@ -59,7 +60,14 @@ type Params struct {
 	Stopping      <-chan struct{}   // closed when Run's context is done: drains then use the shutdown budget
 	Base          context.Context   // the parent of every handler context: Run's values, without its cancellation
 	OnSession     func(joined bool) // told when a session starts and ends (readiness)
+	Dynamic       bool              // a member without the worker's static membership (the retry tiers'): its commits carry no instance id
 }
+
+// dynamicSession is the session of a Dynamic member as its partitions'
+// commits see it (commit.DynamicMember).
+type dynamicSession struct{ sarama.ConsumerGroupSession }
+
+func (dynamicSession) DynamicMember() {}
 
 // Consumer is the sarama.ConsumerGroupHandler of a running worker. Each
 // ConsumeClaim call is one claimed partition's dispatcher.
@@ -67,14 +75,38 @@ type Consumer struct {
 	Params
 	log *slog.Logger
 
-	active atomic.Int64  // ConsumeClaim calls in progress
-	exited chan struct{} // signalled (non-blocking) when one returns
-	pre    prefetched    // the session's offsets, read at Setup (prefetch.go)
+	active  atomic.Int64                                // ConsumeClaim calls in progress
+	exited  chan struct{}                               // signalled (non-blocking) when one returns
+	sess    atomic.Pointer[sarama.ConsumerGroupSession] // between Setup and Cleanup; nil otherwise
+	pre     prefetched                                  // the session's offsets, read at Setup (prefetch.go)
+	offsets *StartOffsets                               // Params.StartOffsets, or one sarama does not use
 }
 
 // New makes the Consumer of one run.
 func New(p Params) *Consumer {
-	return &Consumer{Params: p, log: p.Log, exited: make(chan struct{}, 1)}
+	offsets := p.StartOffsets
+	if offsets == nil {
+		offsets = NewStartOffsets(p.Client)
+	}
+	return &Consumer{Params: p, log: p.Log, exited: make(chan struct{}, 1), offsets: offsets}
+}
+
+// Active is how many claims are being consumed (ConsumeClaim calls in
+// progress).
+func (g *Consumer) Active() int { return int(g.active.Load()) }
+
+// Settled reports whether a session is set up and every partition it
+// claims is being consumed.
+func (g *Consumer) Settled() bool {
+	sess := g.sess.Load()
+	if sess == nil {
+		return false
+	}
+	n := 0
+	for _, ids := range (*sess).Claims() {
+		n += len(ids)
+	}
+	return g.Active() == n
 }
 
 func (g *Consumer) Setup(sess sarama.ConsumerGroupSession) error {
@@ -86,10 +118,12 @@ func (g *Consumer) Setup(sess sarama.ConsumerGroupSession) error {
 		slog.String("member_id", sess.MemberID()), slog.Int("generation", int(sess.GenerationID())),
 		slog.Any("assigned", sess.Claims()))
 	g.prefetch(sess)
+	g.sess.Store(&sess)
 	return nil
 }
 
 func (g *Consumer) Cleanup(sess sarama.ConsumerGroupSession) error {
+	g.sess.Store(nil)
 	if g.OnSession != nil {
 		g.OnSession(false)
 	}
@@ -128,12 +162,16 @@ func (g *Consumer) newPartition(sess sarama.ConsumerGroupSession, claim sarama.C
 	ctx, cancel := context.WithCancel(g.Base)
 	topic, id := claim.Topic(), claim.Partition()
 	skip, meta := g.previousDoneSet(topic, id)
+	commitSess := sess
+	if g.Dynamic {
+		commitSess = dynamicSession{sess}
+	}
 	p := &partition{
 		topic: topic, id: id, ordering: g.Ordering, hop: g.Topology.Hop(topic), fwd: g.Forwarder, outputs: g.Outputs, txn: g.Txn, tierWatch: g.TierWatch,
 		handler: g.Handler, pool: g.Pool, log: g.log, retry: g.RetryBackoff,
 		sess: sess, all: g.Metrics,
 		state: commit.NewState[*task](commit.StateParams{
-			Topic: topic, Partition: id, Session: sess, Initial: claim.InitialOffset(),
+			Topic: topic, Partition: id, Session: commitSess, Initial: claim.InitialOffset(),
 			Skip: skip, SkipMeta: meta, // commits keep the previous owner's done-set until this one's replaces it
 			MaxHeld: g.MaxInFlight, Log: g.log,
 		}),

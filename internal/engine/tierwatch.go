@@ -38,8 +38,9 @@ type TierWatch struct {
 	every  time.Duration
 	kick   chan struct{} // a partition went idle: check soon
 
-	mu   sync.Mutex // guards idle
-	idle map[topicPartition]*idleTier
+	mu        sync.Mutex // guards idle and onForward
+	idle      map[topicPartition]*idleTier
+	onForward func() // told of every record this worker forwards to a tier (SetOnForward)
 }
 
 type topicPartition struct {
@@ -96,6 +97,24 @@ func (w *TierWatch) Forwarded(topic string, partition int32, offset int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.wakeLocked(topicPartition{topic, partition}, offset+1)
+	if w.onForward != nil {
+		w.onForward()
+	}
+}
+
+// SetOnForward makes f be called on every record this worker forwards to
+// a retry tier (under the watch's lock: f must not block).
+func (w *TierWatch) SetOnForward(f func()) {
+	w.mu.Lock()
+	w.onForward = f
+	w.mu.Unlock()
+}
+
+// IdleCount is how many tier partitions are paused for want of records.
+func (w *TierWatch) IdleCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.idle)
 }
 
 // wakeLocked wakes tp's dispatcher, to read to until; called with w.mu
