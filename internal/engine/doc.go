@@ -8,6 +8,13 @@
 // (Deadlines), the one place the shutdown and revoke deadlines are
 // computed.
 //
+// A session's claims read their committed offsets in one request and their
+// oldest and newest offsets in one request per leader (prefetch.go);
+// StartOffsets, the client the group is made from, answers sarama's start
+// offset lookups from that read. Retry tiers that hold nothing are paused
+// (TierWatch), or, with their own group member (package worker), not
+// claimed at all until TiersHoldWork finds records in them.
+//
 // Everything is built from Params (the worker's settings, its log, its
 // committer, forwarder, metrics and tracing) handed in by package worker;
 // nothing here reaches back into a Worker. The commit state of a partition
