@@ -38,10 +38,10 @@ func (e *emitError) Error() string {
 
 func (e *emitError) Unwrap() error { return e.Err }
 
-// outputOf returns t's outbox, made on its first delivery under the
+// outputOf returns t's outbox, made with the task (nextTask) under the
 // partition's context, which it keeps for the task's life (see outbox).
 func (p *partition) outputOf(t *task) *outbox.Delivery {
-	if t.out == nil {
+	if t.out == nil { // a task not made by nextTask (unit tests)
 		t.out = outbox.New(p.ctx)
 	}
 	return t.out

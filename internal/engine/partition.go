@@ -140,14 +140,15 @@ type partition struct {
 	backingOff map[*task]*time.Timer
 	runExit    chan struct{} // signalled when a handler returns while draining
 
-	scratch, ready []*task         // admit's buffers, reused; only the dispatcher touches them
-	offs           []int64         // admit's offsets buffer; only the dispatcher touches it
-	spare          []task          // the unused rest of the last chunk of tasks; only the dispatcher touches it
-	free           []*task         // done tasks, for the dispatcher to reuse; guarded by mu
-	finished       []*task         // completed, their commit-state Finish pending (flushFinished); guarded by mu
-	finishHs       []commit.Handle // flushFinished's buffer; guarded by mu
-	unfinished     int             // admitted and not completed (nor discarded); guarded by mu
-	reuse          []*task         // takeFree's buffer; only the dispatcher touches it
+	scratch, ready []*task           // admit's buffers, reused; only the dispatcher touches them
+	offs           []int64           // admit's offsets buffer; only the dispatcher touches it
+	spare          []task            // the unused rest of the last chunk of tasks; only the dispatcher touches it
+	spareOut       []outbox.Delivery // their outboxes, one each (see nextTask)
+	free           []*task           // done tasks, for the dispatcher to reuse; guarded by mu
+	finished       []*task           // completed, their commit-state Finish pending (flushFinished); guarded by mu
+	finishHs       []commit.Handle   // flushFinished's buffer; guarded by mu
+	unfinished     int               // admitted and not completed (nor discarded); guarded by mu
+	reuse          []*task           // takeFree's buffer; only the dispatcher touches it
 }
 
 // initTask fills t for message m.
@@ -278,16 +279,20 @@ func (p *partition) takeFree(n int) []*task {
 	return reuse
 }
 
-// nextTask returns a fresh task, carved from chunks of taskChunk. Tasks are
-// reused once done (see complete), so a partition allocates about as many
-// as it holds at its peak; the handler owns the *handler.Message only until
-// Handle returns, as its documentation says. Only the dispatcher calls it.
+// nextTask returns a fresh task, carved from chunks of taskChunk, with its
+// outbox (carved the same way: a fresh task costs no allocation of its
+// own). Tasks are reused once done (see complete), so a partition
+// allocates about as many as it holds at its peak; the handler owns the
+// *handler.Message only until Handle returns, as its documentation says.
+// Only the dispatcher calls it.
 func (p *partition) nextTask() *task {
 	if len(p.spare) == 0 {
 		p.spare = make([]task, taskChunk)
+		p.spareOut = outbox.NewChunk(p.ctx, taskChunk)
 	}
 	t := &p.spare[0]
-	p.spare = p.spare[1:]
+	t.out = &p.spareOut[0]
+	p.spare, p.spareOut = p.spare[1:], p.spareOut[1:]
 	return t
 }
 

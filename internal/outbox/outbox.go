@@ -61,6 +61,16 @@ func (d *Delivery) Value(k any) any {
 // New makes a Delivery under parent, which it keeps for life.
 func New(parent context.Context) *Delivery { return &Delivery{Context: parent} }
 
+// NewChunk makes n Deliveries under parent in one allocation, for callers
+// that hand them out one per reusable task.
+func NewChunk(parent context.Context, n int) []Delivery {
+	ds := make([]Delivery, n)
+	for i := range ds {
+		ds[i].Context = parent
+	}
+	return ds
+}
+
 const (
 	openBit = 1
 	addStep = 2
