@@ -351,6 +351,7 @@ func BenchmarkCoreNoop(b *testing.B) {
 		{name: "keys=1000/partitions=8", keys: 1000, partitions: 8, ordering: OrderByKey},
 		{name: "keys=1/partitions=1", keys: 1, partitions: 1, ordering: OrderByKey},
 		{name: "ordering=none/partitions=8", keys: 1000, partitions: 8, ordering: OrderNone},
+		{name: "keys=40/partitions=256", keys: 40, partitions: 256, ordering: OrderByKey}, // 10,000 keys spread over 256 partitions
 	} {
 		b.Run(c.name, func(b *testing.B) { benchCore(b, c) })
 	}
