@@ -21,6 +21,7 @@ import (
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
+	"github.com/kafkaworker/kafkaworker/kafkatest"
 )
 
 // Fakes of the sarama interfaces the dispatcher and the partition use. Each
@@ -424,4 +425,22 @@ func (r *rig) shutdown(t *testing.T, cs ...*claimed) {
 	if !r.pool.Stop(time.Second) {
 		t.Error("pool goroutines still running at shutdown")
 	}
+}
+
+// embeddedBroker starts an embedded Kafka broker for the test, closed at
+// its end, and a context bounding the test's requests; it skips the test
+// under -short.
+func embeddedBroker(t *testing.T) (*kafkatest.Cluster, context.Context) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs an embedded Kafka broker; skipped under -short")
+	}
+	cluster, err := kafkatest.NewCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return cluster, ctx
 }

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -16,16 +15,7 @@ import (
 // tells a tier with records past the group's committed offset from one
 // without.
 func TestStartOffsetsAndTierWork(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs an embedded Kafka broker; skipped under -short")
-	}
-	cluster, err := kafkatest.NewCluster()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	cluster, ctx := embeddedBroker(t)
 	const topic, group = "orders.g.retry.1", "g"
 	if err := cluster.CreateTopic(ctx, topic, 2); err != nil {
 		t.Fatal(err)

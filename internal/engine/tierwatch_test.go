@@ -1,10 +1,8 @@
 package engine
 
 import (
-	"context"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/IBM/sarama"
 
@@ -15,16 +13,7 @@ import (
 // check reads the end offset from the broker), at once when this worker
 // forwarded the record, and leaves an empty one idle.
 func TestTierWatchWakesOnRecords(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs an embedded Kafka broker; skipped under -short")
-	}
-	cluster, err := kafkatest.NewCluster()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	cluster, ctx := embeddedBroker(t)
 	const topic = "orders.g.retry.1"
 	if err := cluster.CreateTopic(ctx, topic, 3); err != nil {
 		t.Fatal(err)
