@@ -3,11 +3,13 @@ package worker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/outbox"
+	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/middleware"
 	"github.com/kafkaworker/kafkaworker/producer"
 )
@@ -72,5 +74,44 @@ func TestProduceInABatchHandlerSaysItIsUnsupported(t *testing.T) {
 	}
 	if !errors.Is(Produce(context.Background(), &producer.Message{Topic: "out"}), ErrNotInHandler) {
 		t.Fatal("Produce outside a handler: want ErrNotInHandler")
+	}
+}
+
+// Batch settings a Handler's worker ignores are logged, not passed over in
+// silence; a batch worker, or the defaults, log nothing about them.
+func TestUnusedBatchSettingsAreLogged(t *testing.T) {
+	t.Parallel()
+	c, err := configFrom(validEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const msg = "WORKER_BATCH_MAX and WORKER_BATCH_WAIT apply to a batch handler only (worker.NewBatch); this worker runs a Handler (worker.New) and ignores them"
+	h := handler.HandlerFunc(func(context.Context, *handler.Message) error { return nil })
+	for _, tc := range []struct {
+		name  string
+		max   int
+		batch bool
+		warns int
+	}{
+		{"handler, defaults", 100, false, 0},
+		{"handler, WORKER_BATCH_MAX set", 50, false, 1},
+		{"batch handler, WORKER_BATCH_MAX set", 50, true, 0},
+	} {
+		var logs testutil.Logs
+		cfg := c
+		cfg.BatchMax = tc.max
+		var w *Worker
+		if tc.batch {
+			w, err = NewBatch(cfg, noopBatch, WithLogger(logs.Logger()))
+		} else {
+			w, err = New(cfg, h, WithLogger(logs.Logger()))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.warnUnusedBatchSettings()
+		if got := len(logs.Find(slog.LevelWarn, msg)); got != tc.warns {
+			t.Errorf("%s: %d warnings, want %d", tc.name, got, tc.warns)
+		}
 	}
 }

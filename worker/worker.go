@@ -135,6 +135,18 @@ func NewBatch(cfg Config, h handler.BatchHandler, opts ...Option) (*Worker, erro
 	return w, nil
 }
 
+// warnUnusedBatchSettings logs, for a worker running a Handler (New), batch
+// settings that differ from the defaults: they apply to a BatchHandler
+// only, and a value the user set must not pass unnoticed.
+func (w *Worker) warnUnusedBatchSettings() {
+	d := DefaultConfig()
+	if w.batch != nil || (w.cfg.BatchMax == d.BatchMax && w.cfg.BatchWait == d.BatchWait) {
+		return
+	}
+	w.log.Warn("WORKER_BATCH_MAX and WORKER_BATCH_WAIT apply to a batch handler only (worker.NewBatch); this worker runs a Handler (worker.New) and ignores them",
+		slog.Int("batch_max", w.cfg.BatchMax), slog.Duration("batch_wait", w.cfg.BatchWait))
+}
+
 // batchOnly stands for the Handler of a batch worker: its messages go to
 // the BatchHandler, one by one never.
 type batchOnly struct{}
@@ -171,6 +183,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer stopHTTP() // last: the endpoints answer throughout the drain
 	w.warnInsecure()
+	w.warnUnusedBatchSettings()
 	c, err := w.connect(ctx)
 	if err != nil {
 		if ctx.Err() != nil { // stopped while connecting: a stop like any other
