@@ -500,6 +500,10 @@ func (p *partition) flushFinished() {
 	hs := p.finishHs[:0]
 	for _, t := range p.finished {
 		hs = append(hs, t.node)
+		// Let go of the record (and so of the sarama fetch buffer its key
+		// and value are cut from) now, rather than when the task is reused:
+		// nothing reads a finished task's message any more.
+		t.msg.Key, t.msg.Value, t.msg.Headers = nil, nil, nil
 	}
 	p.state.FinishAll(hs)
 	p.free = append(p.free, p.finished...)
