@@ -447,8 +447,11 @@ func TestBatchTierDueTimesKeepKeyOrder(t *testing.T) {
 		return len(at) == 1
 	})
 	now := time.Now()
+	// dueAt is a record's due time as its kw-not-before header carries it:
+	// in whole milliseconds, the precision the worker keeps it to.
+	dueAt := func(after time.Duration) time.Time { return time.UnixMilli(now.Add(after).UnixMilli()) }
 	for _, p := range plan {
-		r := b.tierRecord(p.value, "1", strconv.FormatInt(now.Add(p.after).UnixMilli(), 10))
+		r := b.tierRecord(p.value, "1", strconv.FormatInt(dueAt(p.after).UnixMilli(), 10))
 		r.Key = []byte(p.key)
 		if _, err := b.cluster.Produce(ctx(t), r); err != nil {
 			t.Fatal(err)
@@ -465,8 +468,8 @@ func TestBatchTierDueTimesKeepKeyOrder(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, p := range plan {
-		if got := at[p.value]; got.Before(now.Add(p.after).Truncate(time.Millisecond)) {
-			t.Errorf("%s handled %v before its due time", p.value, now.Add(p.after).Sub(got))
+		if got := at[p.value]; got.Before(dueAt(p.after)) {
+			t.Errorf("%s handled %v before its due time", p.value, dueAt(p.after).Sub(got))
 		}
 	}
 	pos := map[string]int{}
@@ -480,7 +483,7 @@ func TestBatchTierDueTimesKeepKeyOrder(t *testing.T) {
 			t.Errorf("%s handled after %s: key order broken (order %v)", pair[0], pair[1], order)
 		}
 	}
-	if at["a/1"].Before(at["a/0"]) || at["a/1"].Before(now.Add(800*time.Millisecond)) {
+	if at["a/1"].Before(at["a/0"]) || at["a/1"].Before(dueAt(800*time.Millisecond)) {
 		t.Errorf("a/1 (due at once) ran before a/0 (due in 800ms) was done: order %v", order)
 	}
 }
