@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kafkaworker/kafkaworker/handler"
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 	"github.com/kafkaworker/kafkaworker/retry"
 )
 
@@ -370,17 +371,18 @@ func resultsOf(err error, n int) []error {
 	return errs
 }
 
-// batchOutcome is the result label of a batch's duration.
-func batchOutcome(err error, errs []error) int {
+// batchOutcome is the outcome of a batch whose HandleBatch returned err,
+// spread over its messages as errs.
+func batchOutcome(err error, errs []error) metricdef.BatchResult {
 	if err == nil {
-		return 0
+		return metricdef.BatchSuccess
 	}
 	for _, e := range errs {
 		if e == nil {
-			return 1 // partial
+			return metricdef.BatchPartial
 		}
 	}
-	return 2
+	return metricdef.BatchFailed
 }
 
 // settleInLot finishes one ran task of a lot as run finishes a single

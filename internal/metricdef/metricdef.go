@@ -93,8 +93,22 @@ var defs = []Def{
 		[]string{"group", "topic", "result"}, map[string][]string{"result": BatchResultLabels[:]}},
 }
 
-// BatchResultLabels are the values of BatchDuration's result label.
+// BatchResult is the outcome of one call of a batch handler, the result
+// label of BatchDuration.
+type BatchResult int
+
+const (
+	BatchSuccess BatchResult = iota // every message done
+	BatchPartial                    // a *handler.BatchError: some failed
+	BatchFailed                     // every message failed
+)
+
+// BatchResultLabels are the values of BatchDuration's result label,
+// indexed by BatchResult.
 var BatchResultLabels = [...]string{"success", "partial", "error"}
+
+// Label is r's value of the result label.
+func (r BatchResult) Label() string { return BatchResultLabels[r] }
 
 // Defs returns the definitions of every metric the worker exports, a
 // copy the caller may change.

@@ -113,13 +113,13 @@ func Versions() (module, goVersion, saramaVersion string) {
 }
 
 // ObserveBatch records one call of a batch handler on topic: its size, how
-// long it took and its outcome (an index into metricdef.BatchResultLabels).
-func (m *Metrics) ObserveBatch(topic string, size int, took time.Duration, result int) {
+// long it took and its outcome.
+func (m *Metrics) ObserveBatch(topic string, size int, took time.Duration, result metricdef.BatchResult) {
 	if m == nil {
 		return
 	}
 	m.batchSize.WithLabelValues(m.group, topic).Observe(float64(size))
-	m.batchDuration.WithLabelValues(m.group, topic, metricdef.BatchResultLabels[result]).Observe(took.Seconds())
+	m.batchDuration.WithLabelValues(m.group, topic, result.Label()).Observe(took.Seconds())
 }
 
 // ForPartition returns the per-message stats of a newly claimed partition,

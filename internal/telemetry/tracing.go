@@ -95,16 +95,7 @@ func (tr Tracing) Start(ctx context.Context, msg *handler.Message, static []attr
 	if cur == nil {
 		return ctx, noSpan
 	}
-	parent := cur.prop.Extract(ctx, messageCarrier{msg})
-	ctx, span := cur.tracer.Start(parent, attr.SpanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
-	if span.IsRecording() {
-		span.SetAttributes(static...)
-		span.SetAttributes(attr.MessageSpan(msg.Offset, msg.Key)...)
-		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
-			span.AddLink(trace.Link{SpanContext: sc})
-		}
-	}
-	return ctx, span
+	return cur.startMessage(cur.prop.Extract(ctx, messageCarrier{msg}), msg, static, true)
 }
 
 // StartBatch begins the span of one batch delivery: named "process
@@ -122,7 +113,7 @@ func (tr Tracing) StartBatch(ctx context.Context, msgs []*handler.Message, stati
 		span.SetAttributes(static...)
 		span.SetAttributes(attr.BatchSize(len(msgs)))
 		for _, msg := range msgs {
-			if sc := trace.SpanContextFromContext(cur.prop.Extract(context.Background(), messageCarrier{msg})); sc.IsValid() {
+			if sc := cur.producerContext(msg); sc.IsValid() {
 				span.AddLink(trace.Link{SpanContext: sc})
 			}
 		}
@@ -139,15 +130,33 @@ func (tr Tracing) StartInBatch(ctx context.Context, msg *handler.Message, static
 	if cur == nil {
 		return ctx, noSpan
 	}
-	ctx, span := cur.tracer.Start(ctx, attr.SpanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
+	return cur.startMessage(ctx, msg, static, false)
+}
+
+// startMessage begins a message's span under parent, with the message's
+// attributes and a link to its producer's context: parent's own span
+// context when linkParent (parent was extracted from the message), else
+// the one the message carries.
+func (cur *tracerSet) startMessage(parent context.Context, msg *handler.Message, static []attribute.KeyValue, linkParent bool) (context.Context, trace.Span) {
+	ctx, span := cur.tracer.Start(parent, attr.SpanName(msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer))
 	if span.IsRecording() {
 		span.SetAttributes(static...)
 		span.SetAttributes(attr.MessageSpan(msg.Offset, msg.Key)...)
-		if sc := trace.SpanContextFromContext(cur.prop.Extract(context.Background(), messageCarrier{msg})); sc.IsValid() {
+		sc := trace.SpanContextFromContext(parent)
+		if !linkParent {
+			sc = cur.producerContext(msg)
+		}
+		if sc.IsValid() {
 			span.AddLink(trace.Link{SpanContext: sc})
 		}
 	}
 	return ctx, span
+}
+
+// producerContext is the span context msg's producer injected
+// (traceparent); not valid when it carries none.
+func (cur *tracerSet) producerContext(msg *handler.Message) trace.SpanContext {
+	return trace.SpanContextFromContext(cur.prop.Extract(context.Background(), messageCarrier{msg}))
 }
 
 // StartSend begins the span of one produced message: named name, kind
