@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -60,8 +61,12 @@ func BatchResult(errs []error) error {
 	return nil
 }
 
-// Error counts the failures and names the first.
+// Error counts the failures and names the first. A nil *BatchError (a
+// typed nil returned as an error) says so rather than panic.
 func (e *BatchError) Error() string {
+	if e == nil {
+		return ErrNilBatchError.Error()
+	}
 	failed, first := 0, -1
 	for i, err := range e.Errs {
 		if err != nil {
@@ -79,6 +84,9 @@ func (e *BatchError) Error() string {
 
 // Unwrap returns the failures, so errors.Is and errors.As look into them.
 func (e *BatchError) Unwrap() []error {
+	if e == nil {
+		return nil
+	}
 	var errs []error
 	for _, err := range e.Errs {
 		if err != nil {
@@ -87,6 +95,14 @@ func (e *BatchError) Unwrap() []error {
 	}
 	return errs
 }
+
+// ErrNilBatchError is the error of every message of a batch whose handler
+// returned a nil *BatchError as a non-nil error (a typed nil: var be
+// *BatchError; ...; return be). As with a Handler, a non-nil error is a
+// failure, so the whole batch is retried; the fix is to return nil, e.g.
+// BatchResult(errs), when every message is done.
+var ErrNilBatchError = errors.New("HandleBatch returned a nil *BatchError as a non-nil error (a typed nil), which counts as a failure of the whole batch: " +
+	"return nil when every message is done, e.g. return BatchResult(errs) rather than a *BatchError variable")
 
 // BatchLengthError is the error of every message of a batch whose handler
 // returned a *BatchError with a result count other than the batch's

@@ -38,6 +38,20 @@ func TestBatchLengthErrorNamesBothNumbers(t *testing.T) {
 	}
 }
 
+// A typed nil *BatchError returned as an error is a mistake the worker
+// reports, not one that panics in logging or errors.Is.
+func TestNilBatchErrorSaysWhatIsWrong(t *testing.T) {
+	t.Parallel()
+	var be *BatchError
+	var err error = be
+	if got := err.Error(); got != ErrNilBatchError.Error() || !strings.Contains(got, "typed nil") || !strings.Contains(got, "return nil") {
+		t.Fatalf("Error() = %q: want ErrNilBatchError's text, naming the mistake and the fix", got)
+	}
+	if errors.Is(err, io.EOF) {
+		t.Fatal("errors.Is found io.EOF in a nil *BatchError")
+	}
+}
+
 func TestBatchHandlerFunc(t *testing.T) {
 	t.Parallel()
 	var got int

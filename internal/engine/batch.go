@@ -352,12 +352,20 @@ func maxAttempt(ts []*task) int {
 	return n
 }
 
-// resultsOf spreads HandleBatch's error over its n messages.
+// resultsOf spreads HandleBatch's error over its n messages. A nil
+// *BatchError found in a non-nil error fails them all with
+// handler.ErrNilBatchError (never a panic: this runs outside callBatch's
+// recover).
 func resultsOf(err error, n int) []error {
 	errs := make([]error, n)
 	var be *handler.BatchError
 	switch {
 	case err == nil:
+	case errors.As(err, &be) && be == nil:
+		err = handler.ErrNilBatchError
+		for i := range errs {
+			errs[i] = err
+		}
 	case errors.As(err, &be) && len(be.Errs) == n:
 		copy(errs, be.Errs)
 	case errors.As(err, &be):

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -173,5 +174,56 @@ func TestLotsWithoutOrdering(t *testing.T) {
 			t.Fatalf("lots %s, want two of 2 and one of 1 (no key order, wait 0)", got)
 		}
 		r.shutdown(t, c)
+	})
+}
+
+// A batch handler that returns a typed nil *BatchError (var be
+// *handler.BatchError; return be) fails its whole lot with
+// handler.ErrNilBatchError, as a Handler's typed nil is a failure: the
+// worker does not panic (the results are read outside callBatch's
+// recover), the lot runs again, and everything is committed.
+func TestLotWithATypedNilBatchErrorFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var calls [][]int64
+		h := handler.BatchHandlerFunc(func(ctx context.Context, msgs []*handler.Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			var offs []int64
+			for _, m := range msgs {
+				offs = append(offs, m.Offset)
+			}
+			calls = append(calls, offs)
+			var be *handler.BatchError // the mistake: a nil pointer returned as an error
+			if len(calls) == 1 {
+				return be
+			}
+			return nil
+		})
+		r := newBatchRig(t, h, 10, 0)
+		c := r.claim("t", 0)
+		c.claim.send(t, "a", "b")
+		r.dispatch(c)
+		synctest.Wait()
+		time.Sleep(5 * time.Second) // the in-place backoff
+		synctest.Wait()
+		mu.Lock()
+		var again []int64
+		for _, offs := range calls[1:] {
+			again = append(again, offs...)
+		}
+		got := fmt.Sprint(calls)
+		mu.Unlock()
+		slices.Sort(again)
+		if !strings.HasPrefix(got, "[[0 1] ") || fmt.Sprint(again) != "[0 1]" {
+			t.Fatalf("calls %s, want [0 1], then 0 and 1 once more each: the typed nil fails the lot, whose messages run again", got)
+		}
+		r.shutdown(t, c)
+		if got := c.p.state.Snapshot().Marked; got != 2 {
+			t.Fatalf("committable offset %d, want 2", got)
+		}
+		if _, processed := r.g.Metrics.Totals(); processed[metricdef.Success] != 2 || processed[metricdef.Error] != 2 {
+			t.Fatalf("processed %v (success, error, retry, dead letter), want 2 errors, then 2 successes", processed)
+		}
 	})
 }
