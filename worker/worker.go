@@ -118,6 +118,12 @@ func NewBatch(cfg Config, h handler.BatchHandler, opts ...Option) (*Worker, erro
 	if cfg.BatchMax > cfg.MaxInFlight && cfg.MaxInFlight > 0 {
 		problems = append(problems, fmt.Sprintf("WORKER_BATCH_MAX=%d is more than WORKER_MAX_IN_FLIGHT=%d: a partition never holds a full batch: lower WORKER_BATCH_MAX or raise WORKER_MAX_IN_FLIGHT", cfg.BatchMax, cfg.MaxInFlight))
 	}
+	// Not only untested: the engine forwards a lot's failures one by one,
+	// and with a transaction each forward enters it (txn.Enter, a read
+	// lock) until the lot settles, so a lot with two such failures would
+	// take that read lock twice on one goroutine and deadlock against a
+	// commit waiting between them. Exactly-once batches need one Enter per
+	// lot first.
 	if cfg.ExactlyOnce {
 		problems = append(problems, "WORKER_EXACTLY_ONCE=true with a batch handler: not supported yet: use New with a Handler for exactly-once, or turn it off")
 	}

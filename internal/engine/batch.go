@@ -214,6 +214,7 @@ func (p *partition) runLot(l *lot, slot *runSlot) *task {
 	if state == partRunning {
 		p.scheduleLater(l)
 	}
+	releaseKeys(l)
 	p.mu.Unlock()
 	p.finishRun(slot)
 	if state == partRunning {
@@ -416,6 +417,20 @@ func (p *partition) settleInLot(l *lot, t *task, err error, state partState) []*
 		return nil // in this lot: settled in its turn
 	}
 	return p.gather(next)
+}
+
+// releaseKeys forgets that l held back its keys (holdKey), once it is
+// settled and scheduled: the keys' held-back messages run in later lots,
+// and the key's state would otherwise keep l, its messages and the
+// handler's errors alive until the key is held back again or swept. Called
+// with p.mu held, by the goroutine that ran l, before any later lot of its
+// keys can start.
+func releaseKeys(l *lot) {
+	for _, t := range l.tasks {
+		if ks := t.key; ks != nil && ks.heldIn == l {
+			ks.heldIn = nil
+		}
+	}
 }
 
 // dropLot unlinks the lot from its tasks. Called with p.mu held.

@@ -120,6 +120,12 @@ func TestLotFailureHoldsBackItsKey(t *testing.T) {
 		if got := rec.snapshot(); got != "[[0 1 2] [0 1]]" {
 			t.Fatalf("lots %s, want [[0 1 2] [0 1]]: a@1 held back behind a@0, b@2 done", got)
 		}
+		c.p.mu.Lock()
+		heldIn := c.p.keys["a"].heldIn
+		c.p.mu.Unlock()
+		if heldIn != nil {
+			t.Fatal("key a still names the settled lot that held it back: the lot, its messages and errors stay reachable")
+		}
 		r.shutdown(t, c)
 		if got := c.p.state.Snapshot().Marked; got != 3 {
 			t.Fatalf("committable offset %d, want 3", got)
