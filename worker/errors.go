@@ -114,8 +114,12 @@ var fatalHints = map[sarama.KError]func(c Config, topics []string) string{
 	sarama.ErrFencedInstancedId: func(Config, []string) string {
 		return "another running instance uses the same KAFKA_INSTANCE_ID: give each instance its own"
 	},
-	sarama.ErrGroupMaxSizeReached: func(Config, []string) string {
-		return "the group has reached the broker's group.max.size: run fewer instances or raise the limit"
+	sarama.ErrGroupMaxSizeReached: func(c Config, _ []string) string {
+		hint := "the group has reached the broker's group.max.size: run fewer instances or raise the limit"
+		if len(c.RetryTopicDelays) > 0 && !c.ExactlyOnce && c.RebalanceStrategy == StrategyCooperativeSticky {
+			hint += " (with retry tiers and cooperative-sticky, each instance counts twice while the tiers hold work: their group member is a second member, so allow twice the instances)"
+		}
+		return hint
 	},
 	sarama.ErrInconsistentGroupProtocol: func(Config, []string) string {
 		return "the group's other members use an incompatible rebalance strategy: use the same KAFKA_REBALANCE_STRATEGY everywhere (see the README for migrating)"

@@ -24,7 +24,8 @@ import (
 // second member in the same group (same group id: their offsets and lag
 // stay where they are), on a connection of its own, that this worker
 // starts only while the tiers hold work and that leaves once every
-// partition it claims has been idle for tierLinger:
+// partition it claims has been idle for tierLinger and the group's tiers
+// hold no work (see leaves):
 //
 //   - started at once when this worker forwards a record to a tier;
 //   - otherwise started when the check (every tierCheckEvery, while no tier
@@ -133,6 +134,10 @@ func (t *tierMember) serve(ctx context.Context) {
 	cfg := *w.sarama
 	cfg.ClientID += "-tiers"
 	cfg.Consumer.Group.InstanceId = "" // a dynamic member: it leaves when idle, and a restart moves only the tiers
+	// A strategy of its own: sarama's cooperative-sticky keeps the member's
+	// generation and owned partitions, and "must not be shared between
+	// consumer groups" (lazyTiers checked that it is the one strategy).
+	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
 	client, err := sarama.NewClient(w.cfg.Brokers, &cfg)
 	if err != nil {
 		w.log.Warn("cannot connect the retry tiers' group member; trying again", slog.Any("error", err), slog.Duration("retry_in", tierCheckEvery))
@@ -206,17 +211,35 @@ func (t *tierMember) serve(ctx context.Context) {
 		case now := <-tick.C:
 			if !consumer.Settled() || consumer.Active() > t.watch.IdleCount() {
 				idleSince = now
+				continue
 			}
-			idle = now.Sub(idleSince) >= tierLinger
+			idle = now.Sub(idleSince) >= tierLinger && t.leaves()
 		}
 	}
-	// Every claim idle for tierLinger: end the session (the claims drain
-	// and commit as on a revocation) and leave.
+	// Every claim idle for tierLinger, and nothing waits in the tiers: end
+	// the session (the claims drain and commit as on a revocation) and
+	// leave.
 	w.log.Info("retry tiers idle: their group member leaves", slog.Duration("idle_for", tierLinger))
 	stop()
 	cancelConsume()
 	<-consumed
 	<-leaveDone
+}
+
+// leaves reports whether a member whose own claims have been idle for
+// tierLinger may leave: only when the group's tiers hold no work. While
+// they do (another member's records wait for their due time), the check
+// in run would start a member again within tierCheckEvery, a rebalance
+// each way every tierLinger for each idle worker, and each rebalance may
+// move tier partitions with messages in flight. When it cannot tell, it
+// stays.
+func (t *tierMember) leaves() bool {
+	work, err := engine.TiersHoldWork(t.c.commitClient, t.w.cfg.GroupID, t.topics)
+	if err != nil {
+		t.w.log.Debug("cannot tell whether the retry tiers hold work; their group member stays", slog.Any("error", err))
+		return false
+	}
+	return !work
 }
 
 // pause waits tierCheckEvery or until ctx is done.

@@ -2,12 +2,15 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kafkaworker/kafkaworker/handler"
@@ -140,5 +143,219 @@ func testTierMember(t *testing.T, instanceID string) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// While one member's tier records wait for their due time, the other
+// workers' tier members, whose own claims are idle, stay: leaving would
+// only bring them back through the check a moment later, a rebalance each
+// way every tierLinger. Once the record is handled and committed, both
+// leave, once.
+func TestTierMembersStayWhileTheGroupsTiersHoldWork(t *testing.T) {
+	defer func(l, c time.Duration) { tierLinger, tierCheckEvery = l, c }(tierLinger, tierCheckEvery)
+	tierLinger, tierCheckEvery = time.Second, 100*time.Millisecond
+
+	cluster, err := kafkatest.NewCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const topic, group, delay = "orders", "billing", 6 * time.Second
+	tier := fmt.Sprintf("%s.%s.retry.1", topic, group)
+	if err := cluster.CreateTopic(ctx, topic, 2); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Brokers, cfg.GroupID, cfg.Topics = cluster.Addrs(), group, []string{topic}
+	cfg.RetryTopicDelays, cfg.RetryLocalAttempts = []time.Duration{delay}, 1
+	cfg.CommitInterval = 100 * time.Millisecond
+
+	var mu sync.Mutex
+	var fromTier int
+	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if m.Topic == tier {
+			fromTier++
+			return nil
+		}
+		return fmt.Errorf("fails: goes to the tier")
+	})
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var logs [2]*testutil.Logs
+	var done [2]chan error
+	for i := range logs {
+		logs[i], done[i] = &testutil.Logs{}, make(chan error, 1)
+		w, err := New(cfg, h, WithLogger(logs[i].Logger()), WithRegisterer(prometheus.NewRegistry()), WithHTTPServer(false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { done[i] <- w.Run(runCtx) }()
+	}
+	count := func(msg string) (n int) {
+		for _, l := range logs {
+			n += len(l.Find(slog.LevelInfo, msg))
+		}
+		return n
+	}
+	joins := func() int { return count("retry tiers hold work: their group member joins") }
+	leaves := func() int { return count("retry tiers idle: their group member leaves") }
+	testutil.WaitFor(t, 30*time.Second, "both workers in the group", func() bool {
+		return len(logs[0].Find(slog.LevelInfo, "joined consumer group")) > 0 && len(logs[1].Find(slog.LevelInfo, "joined consumer group")) > 0
+	})
+
+	if _, err := cluster.Produce(ctx, kafkatest.Record{Topic: topic, Key: []byte("k"), Value: []byte("bad")}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "both workers' tier members to join", func() bool { return joins() >= 2 })
+	testutil.WaitFor(t, 30*time.Second, "the record handled from the tier", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return fromTier > 0
+	})
+	// The record waited ~6s, six times tierLinger: an idle member that
+	// left meanwhile would have come back through the check.
+	if j, l := joins(), leaves(); j != 2 || l != 0 {
+		t.Fatalf("while the tier record waited: %d joins and %d leaves of the tier members, want 2 and 0", j, l)
+	}
+	testutil.WaitFor(t, 30*time.Second, "both tier members to leave once nothing waits", func() bool { return leaves() == 2 })
+	if j := joins(); j != 2 {
+		t.Fatalf("%d joins of the tier members, want 2", j)
+	}
+	stop()
+	for i := range done {
+		if err := <-done[i]; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// recordingStrategy is sarama's cooperative-sticky strategy, recording the
+// topics of every assignment it is told of (OnAssignment), so a test can see
+// which group members use this one instance.
+type recordingStrategy struct {
+	inner sarama.BalanceStrategy
+	mu    sync.Mutex
+	seen  map[string]bool // topic sets (sorted, joined) of the assignments seen
+}
+
+func (s *recordingStrategy) Name() string { return s.inner.Name() }
+func (s *recordingStrategy) Plan(m map[string]sarama.ConsumerGroupMemberMetadata, t map[string][]int32) (sarama.BalanceStrategyPlan, error) {
+	return s.inner.Plan(m, t)
+}
+func (s *recordingStrategy) AssignmentData(id string, t map[string][]int32, g int32) ([]byte, error) {
+	return s.inner.AssignmentData(id, t, g)
+}
+func (s *recordingStrategy) SupportedProtocols() []sarama.RebalanceProtocol {
+	return s.inner.(sarama.RebalanceProtocolBalanceStrategy).SupportedProtocols()
+}
+func (s *recordingStrategy) SubscriptionUserData(topics []string) ([]byte, error) {
+	return s.inner.(sarama.SubscriptionUserDataBalanceStrategy).SubscriptionUserData(topics)
+}
+func (s *recordingStrategy) OnAssignment(a *sarama.ConsumerGroupMemberAssignment, gen int32) {
+	var ts []string
+	for t := range a.Topics {
+		ts = append(ts, t)
+	}
+	sort.Strings(ts)
+	s.mu.Lock()
+	s.seen[fmt.Sprint(ts)] = true
+	s.mu.Unlock()
+	s.inner.(sarama.OnAssignmentBalanceStrategy).OnAssignment(a, gen)
+}
+
+func (s *recordingStrategy) assignments() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k := range s.seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// sarama's cooperative-sticky strategy is "stateful and must not be shared
+// between consumer groups": it keeps the member's generation, which a
+// leader uses to settle two members claiming one partition. The tiers'
+// member copies the worker's sarama.Config, and so would use the worker's
+// instance; it gets one of its own. The worker's instance (installed
+// through WithSaramaConfig, where the worker's config would have it) is
+// told of the source's assignment only, never the tier's.
+func TestTierMemberHasABalanceStrategyOfItsOwn(t *testing.T) {
+	defer func(l, c time.Duration) { tierLinger, tierCheckEvery = l, c }(tierLinger, tierCheckEvery)
+	tierLinger, tierCheckEvery = time.Minute, 100*time.Millisecond
+
+	cluster, err := kafkatest.NewCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const topic, group = "orders", "billing"
+	tier := fmt.Sprintf("%s.%s.retry.1", topic, group)
+	if err := cluster.CreateTopic(ctx, topic, 1); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Brokers, cfg.GroupID, cfg.Topics = cluster.Addrs(), group, []string{topic}
+	cfg.RetryTopicDelays, cfg.RetryLocalAttempts = []time.Duration{time.Second}, 1
+	cfg.CommitInterval = 100 * time.Millisecond
+
+	strategy := &recordingStrategy{inner: sarama.NewBalanceStrategyCooperativeSticky(), seen: map[string]bool{}}
+	var mu sync.Mutex
+	handledFromTier := false
+	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if m.Topic == tier {
+			handledFromTier = true
+			return nil
+		}
+		return errors.New("fails: goes to the tier")
+	})
+	logs := &testutil.Logs{}
+	w, err := New(cfg, h, WithLogger(logs.Logger()), WithRegisterer(prometheus.NewRegistry()), WithHTTPServer(false),
+		WithSaramaConfig(func(c *sarama.Config) {
+			c.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{strategy}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.lazyTiers() {
+		t.Fatal("the tiers are not lazy with the recording cooperative-sticky strategy")
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	if _, err := cluster.Produce(ctx, kafkatest.Record{Topic: topic, Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 60*time.Second, "the message handled from the tier", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return handledFromTier
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := strategy.assignments()
+	sawSource, sawTier := false, false
+	for _, a := range got {
+		sawSource = sawSource || a == fmt.Sprint([]string{topic})
+		sawTier = sawTier || a == fmt.Sprint([]string{tier})
+	}
+	if !sawSource {
+		t.Fatalf("the worker's strategy saw assignments %v, want the source's: is it still the worker's?", got)
+	}
+	if sawTier {
+		t.Fatalf("the worker's cooperative-sticky strategy was told of both members' assignments %v: "+
+			"the tier member shares a stateful strategy, which sarama says must not be shared between consumer groups", got)
 	}
 }

@@ -1,0 +1,25 @@
+package worker
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/IBM/sarama"
+)
+
+// A full group (group.max.size) stops the worker with a hint; with lazy
+// retry tiers the hint says that each instance counts twice while the
+// tiers hold work, since their member is a second one.
+func TestGroupMaxSizeHintCountsTheTierMember(t *testing.T) {
+	err := fmt.Errorf("join: %w", sarama.ErrGroupMaxSizeReached)
+	w := &Worker{cfg: DefaultConfig()}
+	f := w.fatal(err, nil)
+	if f == nil || !strings.Contains(f.Hint, "group.max.size") || !strings.Contains(f.Hint, "counts twice") {
+		t.Fatalf("hint with the default tiers and strategy: %+v, want group.max.size and that each instance counts twice", f)
+	}
+	w.cfg.RetryTopicDelays = nil
+	if f := w.fatal(err, nil); f == nil || strings.Contains(f.Hint, "counts twice") {
+		t.Fatalf("hint without retry tiers: %+v, want no word of a second member", f)
+	}
+}
