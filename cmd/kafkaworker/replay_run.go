@@ -202,6 +202,11 @@ func (r *replayer) add(d deadLetter) error {
 		return err
 	}
 	r.batch = append(r.batch, replayMessage(d, r.o.to, time.Now()))
+	// A record in the batch is always within the progress committed with
+	// it: a paced send that fails is retried by committing the batch at
+	// once (settle), before advance would have moved past the record, and
+	// a run killed after that commit must not resume below it.
+	r.pos[d.msg.Partition] = d.msg.Offset + 1
 	if r.pace.interval > 0 {
 		// Paced: send it now, in the open transaction.
 		return r.settle(r.sendPending())
