@@ -57,3 +57,53 @@ func TestIdleRetryTiersAreNotFetched(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "the failed message handled from its retry tier", func() bool { return fromTier.Load() == 1 })
 	b.waitAllCommitted(t, b.topic)
 }
+
+// With exactly-once a message goes to its retry tier in a transaction, so
+// the tier partition ends in a commit marker, which no consumer receives:
+// its high watermark stays one past what was read. Once its record was
+// handled, the partition goes idle again all the same (after awakeFor),
+// and is no longer named in fetches.
+func TestIdleRetryTiersGoIdleAgainWithExactlyOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	requireFake(t, b)
+	var sinceTiers atomic.Int64 // fetches since the last one naming a tier partition
+	fake := b.cluster.Fake()
+	fake.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		tiers := false
+		for _, tp := range req.(*kmsg.FetchRequest).Topics {
+			tiers = tiers || strings.Contains(tp.Topic, ".retry.")
+		}
+		if tiers {
+			sinceTiers.Store(0)
+		} else {
+			sinceTiers.Add(1)
+		}
+		return nil, nil, false
+	})
+	var fromTier atomic.Int64
+	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
+		if m.Topic == b.topic {
+			return errors.New("fails on the source topic")
+		}
+		fromTier.Add(1)
+		return nil
+	})
+	cfg := b.retryConfig(1, 50*time.Millisecond)
+	cfg.ExactlyOnce = true
+	start(t, cfg, h)
+	testutil.WaitFor(t, 30*time.Second, "fetches without the empty tier partitions", func() bool {
+		return sinceTiers.Load() >= 4
+	})
+	if _, err := b.cluster.Produce(ctx(t), kafkatest.Record{Topic: b.topic, Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the failed message handled from its retry tier", func() bool { return fromTier.Load() == 1 })
+	b.waitCommitted(t, 30*time.Second)
+	// The tier holds nothing more to handle: it should go idle again, as it
+	// does without exactly-once. 20s is twice awakeFor.
+	testutil.WaitFor(t, 20*time.Second, "fetches without the tier partition once its record was handled", func() bool {
+		return sinceTiers.Load() >= 4
+	})
+}
