@@ -41,8 +41,9 @@ func (c Config) transactionalID() string {
 func (c Config) txnTimeout() time.Duration { return max(minTxnTimeout, 3*c.CommitInterval) }
 
 // startTxn starts the run's transactional producer with exactly-once on,
-// and returns nil without it.
-func (w *Worker) startTxn() (*txn.Txn, error) {
+// and returns nil without it. Handler output is checked against c's
+// metadata before it goes into a transaction (txn.Check).
+func (w *Worker) startTxn(c *conns) (*txn.Txn, error) {
 	if !w.cfg.ExactlyOnce {
 		return nil, nil
 	}
@@ -51,7 +52,8 @@ func (w *Worker) startTxn() (*txn.Txn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkaworker: register the producer metrics: %w", err)
 	}
-	tx, err := txn.New(txn.Params{Brokers: w.cfg.Brokers, Sarama: w.sarama, ID: id, Timeout: w.cfg.txnTimeout(), Log: w.log, Metrics: metrics})
+	tx, err := txn.New(txn.Params{Brokers: w.cfg.Brokers, Sarama: w.sarama, ID: id, Timeout: w.cfg.txnTimeout(), Log: w.log, Metrics: metrics,
+		Partitions: c.commitClient.Partitions})
 	if err != nil {
 		return nil, err
 	}

@@ -33,7 +33,7 @@ import (
 func (w *Worker) run(parent context.Context, c *conns) error {
 	// 0. With exactly-once, the transaction the committer commits in (its
 	// producer fences an earlier one with the same id); closed last.
-	tx, err := w.startTxn()
+	tx, err := w.startTxn(c)
 	if err != nil {
 		return err
 	}

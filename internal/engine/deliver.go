@@ -197,10 +197,15 @@ func (p *partition) scheduleRetry(t *task, err error) {
 	if d == backoff.Stop {
 		return // the claim is going away; the message stays uncommitted
 	}
-	if t.emitting {
+	var ee *emitError
+	switch {
+	case t.emitting:
 		p.log.Error("sending the handler's output failed; its offset stays uncommitted and the send is retried (the handler is not run again)",
 			p.msgAttrs(t, slog.Duration("backoff", d), slog.Any("error", err))...)
-	} else if f.dest == nil { // a failed publish was logged by deliver
+	case errors.As(err, &ee): // exactly-once: refused before the transaction (putOutputInTxn)
+		p.log.Error("the handler's output cannot be sent; its offset stays uncommitted and the delivery is retried (the handler runs again)",
+			p.msgAttrs(t, slog.Duration("backoff", d), slog.Any("error", err))...)
+	case f.dest == nil: // a failed publish was logged by deliver
 		attrs := p.msgAttrs(t, slog.Int("attempt", t.base+t.attempt), slog.Duration("backoff", d),
 			attr.ErrorType(handler.ErrorType(err)), slog.Any("error", err))
 		var pe *handler.PanicError

@@ -26,7 +26,8 @@ var errNoEmitter = errors.New("kafkaworker: the handler produced output, but thi
 
 // emitError is the error of a message whose handler succeeded but whose
 // output could not be sent; the send is retried, the handler is not run
-// again.
+// again. (With exactly-once, output refused before it went into the
+// transaction is not kept: the handler runs again; see putOutputInTxn.)
 type emitError struct {
 	Records int // how many records the delivery produced
 	Err     error

@@ -23,13 +23,22 @@ var errTxnAborted = errors.New("kafkaworker: the partition's transaction aborted
 
 // putOutputInTxn puts t's output in the open transaction; on success t is
 // inside it (t.inTxn) until run finishes it.
+// Output that could never be sent (txn.Check) is refused before: it fails
+// this delivery, which is retried (the handler runs again: its records
+// are not kept, as they would not be after an abort), instead of aborting
+// the transaction with every partition's work.
 func (p *partition) putOutputInTxn(ctx context.Context, t *task) error {
+	recs := t.out.End()
+	if err := p.txn.Check(recs); err != nil {
+		t.out.Reset()
+		return &emitError{Records: len(recs), Err: err}
+	}
 	if !p.txn.Enter(p.epoch) {
 		t.out.Reset()
 		return errTxnAborted
 	}
 	t.inTxn = true
-	p.txn.SendOutput(t.out.End(), func(h *[]sarama.RecordHeader) { p.tracing.Inject(ctx, h) })
+	p.txn.SendOutput(recs, func(h *[]sarama.RecordHeader) { p.tracing.Inject(ctx, h) })
 	t.out.Reset()
 	return nil
 }

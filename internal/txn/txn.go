@@ -38,6 +38,10 @@ type Params struct {
 	Timeout time.Duration  // how long the broker lets a transaction stay open before it aborts it
 	Log     *slog.Logger
 	Metrics *telemetry.ProducerMetrics // counts handler output as package producer does; may be nil
+	// Partitions lists a topic's partitions from the cluster's metadata
+	// (a client of the worker's): Check refuses output to a topic or a
+	// partition that does not exist. nil: not checked.
+	Partitions func(topic string) ([]int32, error)
 }
 
 // Txn is the worker's transactional producer and its open transaction.
@@ -52,6 +56,12 @@ type Txn struct {
 	id      string
 	log     *slog.Logger
 	metrics *telemetry.ProducerMetrics // may be nil
+
+	// For Check: the cluster's partitions, the records' format version
+	// (sarama's ByteSize) and the producer's largest record.
+	partitions    func(topic string) ([]int32, error)
+	recordVersion int
+	maxBytes      int
 
 	// gate is shared by deliveries between Enter and Leave, and held
 	// exclusively by a commit.
@@ -133,7 +143,11 @@ func New(p Params) (*Txn, error) {
 		dialer.Sever()
 		return nil, fmt.Errorf("kafkaworker: start the transactional producer (transactional.id %q): %w", p.ID, err)
 	}
-	t := &Txn{ap: ap, dialer: dialer, id: p.ID, log: p.Log, metrics: p.Metrics, aborted: make(chan struct{}), idle: make(chan struct{})}
+	t := &Txn{ap: ap, dialer: dialer, id: p.ID, log: p.Log, metrics: p.Metrics, aborted: make(chan struct{}), idle: make(chan struct{}),
+		partitions: p.Partitions, recordVersion: 1, maxBytes: c.Producer.MaxMessageBytes}
+	if c.Version.IsAtLeast(sarama.V0_11_0_0) {
+		t.recordVersion = 2
+	}
 	close(t.idle)
 	t.drained.Add(2)
 	go t.drainErrors()
