@@ -460,3 +460,30 @@ func TestCloseWhileSending(t *testing.T) {
 		t.Fatalf("written %d, refused %d, other %d; %d in the topic", written.Load(), refused.Load(), other.Load(), len(recs))
 	}
 }
+
+// A nil message or one without a topic is refused with an error that says
+// so, and leaves no metric series with an empty topic.
+func TestSendWithoutATopicIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	p := b.producer(t)
+	if _, _, err := p.Send(testCtx(t), nil); err == nil || !strings.Contains(err.Error(), "message is nil") {
+		t.Fatalf("Send(nil): %v, want it to say the message is nil", err)
+	}
+	if _, _, err := p.Send(testCtx(t), &Message{Value: []byte("v")}); err == nil || !strings.Contains(err.Error(), "no Topic") {
+		t.Fatalf("Send without a topic: %v, want it to say so", err)
+	}
+	mfs, err := b.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "topic" && lp.GetValue() == "" {
+					t.Fatalf("%s has a series with topic=\"\"", mf.GetName())
+				}
+			}
+		}
+	}
+}

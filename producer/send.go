@@ -171,7 +171,9 @@ func (pd *pending) finish(p *Producer, partition int32, offset int64, err error)
 		}
 		err = &SendError{Topic: pd.topic, Partition: partition, Err: err}
 		partition, offset = -1, -1
-		p.metrics.Failed(pd.topic, reason(err), took)
+		if pd.topic != "" { // a nil message or one without a topic is the caller's error, told by err: no series with topic=""
+			p.metrics.Failed(pd.topic, reason(err), took)
+		}
 	} else {
 		p.metrics.Sent(pd.topic, took)
 	}
