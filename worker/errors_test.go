@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/IBM/sarama"
+	"github.com/kafkaworker/kafkaworker/internal/txn"
 )
 
 // A full group (group.max.size) stops the worker with a hint; with lazy
@@ -21,5 +22,19 @@ func TestGroupMaxSizeHintCountsTheTierMember(t *testing.T) {
 	w.cfg.RetryTopicDelays = nil
 	if f := w.fatal(err, nil); f == nil || strings.Contains(f.Hint, "counts twice") {
 		t.Fatalf("hint without retry tiers: %+v, want no word of a second member", f)
+	}
+}
+
+// A transactional producer that cannot go on names each way it gets
+// there: a duplicate instance id, a missing ACL, or the broker aborting
+// the transaction on its timeout.
+func TestTxnFatalHintNamesTheTimeout(t *testing.T) {
+	w := &Worker{cfg: DefaultConfig()}
+	w.cfg.GroupID, w.cfg.InstanceID = "billing", "pod-0"
+	f := w.txnFatal(&txn.FatalError{Err: sarama.ErrProducerFenced})
+	for _, want := range []string{`KAFKA_INSTANCE_ID="pod-0"`, "kafkaworker.billing.*", "on its timeout (10s", "WORKER_COMMIT_INTERVAL"} {
+		if !strings.Contains(f.Hint, want) {
+			t.Errorf("hint %q does not say %q", f.Hint, want)
+		}
 	}
 }

@@ -67,8 +67,9 @@ func (w *Worker) txnFatal(err error) *FatalError {
 	hint := "the transaction was aborted; restart the worker"
 	var f *txn.FatalError
 	if errors.As(err, &f) {
-		hint = fmt.Sprintf("another worker runs with this worker's transactional id (KAFKA_INSTANCE_ID=%q must be unique per instance), or the producer may not write transactions (grant Write on TransactionalId %q); restart it once that is fixed",
-			w.cfg.InstanceID, "kafkaworker."+w.cfg.GroupID+".*")
+		hint = fmt.Sprintf("another worker runs with this worker's transactional id (KAFKA_INSTANCE_ID=%q must be unique per instance), or the producer may not write transactions (grant Write on TransactionalId %q), "+
+			"or the broker aborted the transaction on its timeout (%v: a broker that took that long to acknowledge its records; raise WORKER_COMMIT_INTERVAL, the timeout is three of them); restart it once that is fixed",
+			w.cfg.InstanceID, "kafkaworker."+w.cfg.GroupID+".*", w.cfg.txnTimeout())
 	}
 	return &FatalError{Err: err, Hint: hint}
 }
