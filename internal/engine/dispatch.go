@@ -54,17 +54,6 @@ type dispatcher struct {
 	wake       <-chan struct{} // idle.wake, or nil
 	awakeUntil int64           // woken: stays fetched until it has read this far...
 	awakeBy    time.Time       // ...or until this, whichever comes first
-	tail       unreadTail      // the end offset ahead of what was read, and since when
-}
-
-// unreadTail is a tier partition's high watermark standing ahead of where
-// reading stopped (next), and since when the two have stood still. Past
-// awakeFor, what lies between is taken for what no consumer receives:
-// transaction markers (every exactly-once forward ends in one) and aborted
-// records.
-type unreadTail struct {
-	next, hwm int64
-	since     time.Time
 }
 
 // awakeFor bounds how long a woken tier partition stays fetched without
@@ -217,32 +206,14 @@ func (d *dispatcher) startIdleWatch() {
 // first fetch) reads as 0: the watch then finds the records within
 // tierCheckSoon.
 func (d *dispatcher) maybeIdle() {
-	if d.watch == nil || d.idle != nil || d.paused || d.next < 0 || d.head < len(d.overflow) || d.p.state.Held() > 0 {
-		return
-	}
-	now := time.Now()
-	if hwm := d.claim.HighWaterMarkOffset(); hwm > d.next {
-		if !d.tail.stillAt(d.next, hwm, now) {
-			return // records may still come
-		}
-		d.next = hwm // nothing readable is left below it
-	} else if d.next < d.awakeUntil && now.Before(d.awakeBy) {
+	if d.watch == nil || d.idle != nil || d.paused || d.next < 0 || d.head < len(d.overflow) || d.p.state.Held() > 0 ||
+		d.claim.HighWaterMarkOffset() > d.next || (d.next < d.awakeUntil && time.Now().Before(d.awakeBy)) {
 		return
 	}
 	d.group.Pause(d.tp)
 	d.idle = d.watch.Idle(d.p.topic, d.p.id, d.next)
 	d.wake = d.idle.wake
 	d.p.log.Debug("retry-tier partition idle: not fetched until records come", attr.Topic(d.p.topic), attr.Partition(d.p.id), slog.Int64("next", d.next))
-}
-
-// stillAt reports whether reading has stood at next with the high
-// watermark at hwm for awakeFor, noting the pair when it moved.
-func (t *unreadTail) stillAt(next, hwm int64, now time.Time) bool {
-	if t.next != next || t.hwm != hwm || t.since.IsZero() {
-		*t = unreadTail{next: next, hwm: hwm, since: now}
-		return false
-	}
-	return now.Sub(t.since) >= awakeFor
 }
 
 // wakeUp resumes a partition paused for being idle.

@@ -308,28 +308,3 @@ func TestDispatchEndsWithoutLeavingAPause(t *testing.T) {
 func closeClaim(_ *rig, c *claimed) { c.revoke() }
 func endSession(_ *rig, c *claimed) { c.end() }
 func stopRun(r *rig, _ *claimed)    { r.stopping.open() }
-
-// A tier partition's high watermark ahead of what was read counts as
-// nothing left to read only once neither has moved for awakeFor.
-func TestUnreadTailStillAt(t *testing.T) {
-	var tail unreadTail
-	t0 := time.Unix(1000, 0)
-	if tail.stillAt(5, 6, t0) {
-		t.Fatal("still at once, on first sight")
-	}
-	if tail.stillAt(5, 6, t0.Add(awakeFor-time.Millisecond)) {
-		t.Fatal("still before awakeFor")
-	}
-	if !tail.stillAt(5, 6, t0.Add(awakeFor)) {
-		t.Fatal("not still after awakeFor without a move")
-	}
-	if tail.stillAt(6, 7, t0.Add(2*awakeFor)) {
-		t.Fatal("still right after reading moved")
-	}
-	if tail.stillAt(6, 8, t0.Add(3*awakeFor)) {
-		t.Fatal("still right after the high watermark moved")
-	}
-	if !tail.stillAt(6, 8, t0.Add(4*awakeFor)) {
-		t.Fatal("not still awakeFor after the last move")
-	}
-}
