@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/testutil"
 	"github.com/kafkaworker/kafkaworker/producer"
@@ -49,7 +51,8 @@ func TestExactlyOnceOutputThatCannotBeSentHoldsOnlyItsMessage(t *testing.T) {
 	logs := &testutil.Logs{}
 	cfg := b.config()
 	cfg.ExactlyOnce = true
-	start(t, cfg, h, worker.WithLogger(logs.Logger()))
+	reg := prometheus.NewRegistry()
+	start(t, cfg, h, worker.WithLogger(logs.Logger()), worker.WithRegisterer(reg))
 	ends, err := b.cluster.EndOffsets(ctx(t), b.topic)
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +86,17 @@ func TestExactlyOnceOutputThatCannotBeSentHoldsOnlyItsMessage(t *testing.T) {
 	}
 	if n := len(logs.Find(slog.LevelError, "transaction aborted; the partitions are given up and their messages since the last commit handled again")); n > 0 {
 		t.Fatalf("%d transactions aborted, want none: the bad record went into one", n)
+	}
+	// Each refused delivery counts as a failure, not as the handler's
+	// success: every other key's messages succeeded once each; k0's wait
+	// behind the bad one.
+	g, done := b.group, float64(n-n/keys)
+	testutil.WaitFor(t, 30*time.Second, "the deliveries counted, the bad one's refusals among them", func() bool {
+		return counterVal(t, reg, worker.MetricMessagesProcessed, g, b.topic, "success") >= done &&
+			counterVal(t, reg, worker.MetricMessagesProcessed, g, b.topic, "error") >= 2
+	})
+	if s, e := counterVal(t, reg, worker.MetricMessagesProcessed, g, b.topic, "success"), counterVal(t, reg, worker.MetricMessagesProcessed, g, b.topic, "error"); s != done || e < 2 {
+		t.Fatalf("processed: %v successes and %v errors, want %v successes (none of key k0) and at least 2 errors", s, e, done)
 	}
 	com, err := b.cluster.CommittedOffsets(ctx(t), b.group, b.topic)
 	if err != nil {

@@ -114,12 +114,8 @@ var fatalHints = map[sarama.KError]func(c Config, topics []string) string{
 	sarama.ErrFencedInstancedId: func(Config, []string) string {
 		return "another running instance uses the same KAFKA_INSTANCE_ID: give each instance its own"
 	},
-	sarama.ErrGroupMaxSizeReached: func(c Config, _ []string) string {
-		hint := "the group has reached the broker's group.max.size: run fewer instances or raise the limit"
-		if len(c.RetryTopicDelays) > 0 && !c.ExactlyOnce && c.RebalanceStrategy == StrategyCooperativeSticky {
-			hint += " (with retry tiers and cooperative-sticky, each instance counts twice while the tiers hold work: their group member is a second member, so allow twice the instances)"
-		}
-		return hint
+	sarama.ErrGroupMaxSizeReached: func(Config, []string) string {
+		return "the group has reached the broker's group.max.size: run fewer instances or raise the limit"
 	},
 	sarama.ErrInconsistentGroupProtocol: func(Config, []string) string {
 		return "the group's other members use an incompatible rebalance strategy: use the same KAFKA_REBALANCE_STRATEGY everywhere (see the README for migrating)"
@@ -136,7 +132,11 @@ func (w *Worker) fatal(err error, topics []string) *FatalError {
 	var kerr sarama.KError
 	if errors.As(err, &kerr) {
 		if hint, ok := fatalHints[kerr]; ok {
-			return &FatalError{Err: err, Hint: hint(w.cfg, topics)}
+			f := &FatalError{Err: err, Hint: hint(w.cfg, topics)}
+			if kerr == sarama.ErrGroupMaxSizeReached && w.sarama != nil && w.lazyTiers() {
+				f.Hint += " (the retry tiers' group member is a second member of each instance while the tiers hold work: allow twice the instances)"
+			}
+			return f
 		}
 	}
 	return nil

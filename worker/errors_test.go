@@ -1,12 +1,15 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kafkaworker/kafkaworker/handler"
 	"github.com/kafkaworker/kafkaworker/internal/txn"
 )
 
@@ -15,14 +18,29 @@ import (
 // tiers hold work, since their member is a second one.
 func TestGroupMaxSizeHintCountsTheTierMember(t *testing.T) {
 	err := fmt.Errorf("join: %w", sarama.ErrGroupMaxSizeReached)
-	w := &Worker{cfg: DefaultConfig()}
-	f := w.fatal(err, nil)
-	if f == nil || !strings.Contains(f.Hint, "group.max.size") || !strings.Contains(f.Hint, "counts twice") {
+	worker := func(cfg Config, opts ...Option) *Worker {
+		cfg.Brokers, cfg.GroupID, cfg.Topics = []string{"127.0.0.1:9092"}, "g", []string{"t"} // New only validates
+		w, err := New(cfg, handler.HandlerFunc(func(context.Context, *handler.Message) error { return nil }),
+			append(opts, WithRegisterer(prometheus.NewRegistry()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	f := worker(DefaultConfig()).fatal(err, nil)
+	if f == nil || !strings.Contains(f.Hint, "group.max.size") || !strings.Contains(f.Hint, "twice the instances") {
 		t.Fatalf("hint with the default tiers and strategy: %+v, want group.max.size and that each instance counts twice", f)
 	}
-	w.cfg.RetryTopicDelays = nil
-	if f := w.fatal(err, nil); f == nil || strings.Contains(f.Hint, "counts twice") {
+	noTiers := DefaultConfig()
+	noTiers.RetryTopicDelays = nil
+	if f := worker(noTiers).fatal(err, nil); f == nil || strings.Contains(f.Hint, "twice") {
 		t.Fatalf("hint without retry tiers: %+v, want no word of a second member", f)
+	}
+	eager := worker(DefaultConfig(), WithSaramaConfig(func(c *sarama.Config) {
+		c.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	}))
+	if f := eager.fatal(err, nil); f == nil || strings.Contains(f.Hint, "twice") {
+		t.Fatalf("hint with an eager strategy set through WithSaramaConfig: %+v, want no word of a second member (the tiers stay in the one member)", f)
 	}
 }
 

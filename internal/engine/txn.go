@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/internal/metricdef"
 )
 
 // This file holds the exactly-once path (WORKER_EXACTLY_ONCE; p.txn not
@@ -27,18 +30,26 @@ var errTxnAborted = errors.New("kafkaworker: the partition's transaction aborted
 // this delivery, which is retried (the handler runs again: its records
 // are not kept, as they would not be after an abort), instead of aborting
 // the transaction with every partition's work.
+//
+// The refused delivery counts as a failure (its handler's success was
+// noted), in the metrics and on the status page's failure list, so that
+// each retry, which runs the handler again, does not count a success.
 func (p *partition) putOutputInTxn(ctx context.Context, t *task) error {
 	recs := t.out.End()
-	if err := p.txn.Check(recs); err != nil {
+	msgs, err := p.txn.Prepare(recs, func(h *[]sarama.RecordHeader) { p.tracing.Inject(ctx, h) })
+	if err != nil {
 		t.out.Reset()
-		return &emitError{Records: len(recs), Err: err}
+		err = &emitError{Records: len(recs), Err: err}
+		t.note(metricdef.Error)
+		p.all.NoteFailure(failureOf(p, t, err, nil, time.Now()))
+		return err
 	}
 	if !p.txn.Enter(p.epoch) {
 		t.out.Reset()
 		return errTxnAborted
 	}
 	t.inTxn = true
-	p.txn.SendOutput(recs, func(h *[]sarama.RecordHeader) { p.tracing.Inject(ctx, h) })
+	p.txn.Send(msgs...)
 	t.out.Reset()
 	return nil
 }

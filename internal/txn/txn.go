@@ -26,7 +26,6 @@ import (
 
 	"github.com/kafkaworker/kafkaworker/internal/forward"
 	"github.com/kafkaworker/kafkaworker/internal/kconn"
-	"github.com/kafkaworker/kafkaworker/internal/outbox"
 	"github.com/kafkaworker/kafkaworker/internal/telemetry"
 )
 
@@ -254,17 +253,6 @@ func (t *Txn) Send(msgs ...*sarama.ProducerMessage) {
 	t.pendMu.Unlock()
 	for _, m := range msgs {
 		t.ap.Input() <- m
-	}
-}
-
-// SendOutput puts a delivery's output in the open transaction (see Send).
-func (t *Txn) SendOutput(recs []outbox.Record, inject func(*[]sarama.RecordHeader)) {
-	for i := range recs {
-		pm := saramaMessage(&recs[i])
-		if inject != nil {
-			inject(&pm.Headers)
-		}
-		t.Send(pm)
 	}
 }
 
