@@ -53,7 +53,7 @@ func (w *Worker) startTxn(c *conns) (*txn.Txn, error) {
 		return nil, fmt.Errorf("kafkaworker: register the producer metrics: %w", err)
 	}
 	tx, err := txn.New(txn.Params{Brokers: w.cfg.Brokers, Sarama: w.sarama, ID: id, Timeout: w.cfg.txnTimeout(), Log: w.log, Metrics: metrics,
-		Partitions: c.commitClient.Partitions})
+		Partitions: c.commitClient.Partitions, Refresh: c.commitClient.RefreshMetadata})
 	if err != nil {
 		return nil, err
 	}

@@ -52,8 +52,13 @@ func (t *Txn) checkPartition(r *outbox.Record) error {
 	if err != nil {
 		return fmt.Errorf("topic %s: %w: create it, or produce to an existing topic", r.Topic, err)
 	}
-	if r.Partition != nil && !slices.Contains(parts, *r.Partition) {
-		return fmt.Errorf("topic %s has no partition %d (it has %d)", r.Topic, *r.Partition, len(parts))
+	if r.Partition == nil || slices.Contains(parts, *r.Partition) {
+		return nil
 	}
-	return nil
+	if t.refresh != nil && t.refresh(r.Topic) == nil { // added since the metadata was read?
+		if parts, err = t.partitions(r.Topic); err == nil && slices.Contains(parts, *r.Partition) {
+			return nil
+		}
+	}
+	return fmt.Errorf("topic %s has no partition %d (it has %d)", r.Topic, *r.Partition, len(parts))
 }

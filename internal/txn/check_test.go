@@ -81,3 +81,21 @@ func TestPrepareMeasuresTheInjectedHeaders(t *testing.T) {
 		t.Fatalf("a record over the limit once its trace header is in: %v, want refused", err)
 	}
 }
+
+// A partition the metadata read so far does not list is looked for once
+// more after a refresh (it may have been added since); it passes when the
+// refresh finds it.
+func TestPrepareRefreshesForAnUnknownPartition(t *testing.T) {
+	parts, refreshes := []int32{0}, 0
+	tx := &Txn{recordVersion: 2, maxBytes: 1000,
+		partitions: func(string) ([]int32, error) { return parts, nil },
+		refresh:    func(...string) error { refreshes++; parts = []int32{0, 1}; return nil }}
+	p1 := int32(1)
+	if _, err := tx.Prepare([]outbox.Record{{Topic: "out", Partition: &p1}}, nil); err != nil || refreshes != 1 {
+		t.Fatalf("partition 1, added since: %v after %d refreshes, want nil after 1", err, refreshes)
+	}
+	p5 := int32(5)
+	if _, err := tx.Prepare([]outbox.Record{{Topic: "out", Partition: &p5}}, nil); err == nil || refreshes != 2 {
+		t.Fatalf("partition 5: %v after %d refreshes, want refused after one more", err, refreshes)
+	}
+}

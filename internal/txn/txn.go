@@ -41,6 +41,10 @@ type Params struct {
 	// (a client of the worker's): Check refuses output to a topic or a
 	// partition that does not exist. nil: not checked.
 	Partitions func(topic string) ([]int32, error)
+	// Refresh re-reads topics' metadata: a partition Partitions does not
+	// list is looked for once more (it may have been added since). nil:
+	// not refreshed.
+	Refresh func(topics ...string) error
 }
 
 // Txn is the worker's transactional producer and its open transaction.
@@ -59,6 +63,7 @@ type Txn struct {
 	// For Check: the cluster's partitions, the records' format version
 	// (sarama's ByteSize) and the producer's largest record.
 	partitions    func(topic string) ([]int32, error)
+	refresh       func(topics ...string) error
 	recordVersion int
 	maxBytes      int
 
@@ -143,7 +148,7 @@ func New(p Params) (*Txn, error) {
 		return nil, fmt.Errorf("kafkaworker: start the transactional producer (transactional.id %q): %w", p.ID, err)
 	}
 	t := &Txn{ap: ap, dialer: dialer, id: p.ID, log: p.Log, metrics: p.Metrics, aborted: make(chan struct{}), idle: make(chan struct{}),
-		partitions: p.Partitions, recordVersion: 1, maxBytes: c.Producer.MaxMessageBytes}
+		partitions: p.Partitions, refresh: p.Refresh, recordVersion: 1, maxBytes: c.Producer.MaxMessageBytes}
 	if c.Version.IsAtLeast(sarama.V0_11_0_0) {
 		t.recordVersion = 2
 	}
