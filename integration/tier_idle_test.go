@@ -22,22 +22,7 @@ func TestIdleRetryTiersAreNotFetched(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
 	requireFake(t, b)
-	var withTiers, sinceTiers atomic.Int64 // fetches naming a tier; fetches since the last such
-	fake := b.cluster.Fake()
-	fake.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		fake.KeepControl()
-		tiers := false
-		for _, tp := range req.(*kmsg.FetchRequest).Topics {
-			tiers = tiers || strings.Contains(tp.Topic, ".retry.")
-		}
-		if tiers {
-			withTiers.Add(1)
-			sinceTiers.Store(0)
-		} else {
-			sinceTiers.Add(1)
-		}
-		return nil, nil, false
-	})
+	withTiers, sinceTiers := countTierFetches(b, nil)
 	var fromTier atomic.Int64
 	h := handler.HandlerFunc(func(ctx context.Context, m *handler.Message) error {
 		if m.Topic == b.topic {
@@ -56,4 +41,34 @@ func TestIdleRetryTiersAreNotFetched(t *testing.T) {
 	}
 	testutil.WaitFor(t, 30*time.Second, "the failed message handled from its retry tier", func() bool { return fromTier.Load() == 1 })
 	b.waitAllCommitted(t, b.topic)
+}
+
+// countTierFetches counts, on b's fake broker, the fetch requests that
+// name a retry-tier partition (withTiers) and those since the last such
+// (sinceTiers). answer, when not nil, may answer a fetch naming a tier
+// itself (ok true) instead of the broker.
+func countTierFetches(b *testBundle, answer func(*kmsg.FetchRequest) (resp kmsg.Response, ok bool)) (withTiers, sinceTiers *atomic.Int64) {
+	withTiers, sinceTiers = new(atomic.Int64), new(atomic.Int64)
+	fake := b.cluster.Fake()
+	fake.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		req := kreq.(*kmsg.FetchRequest)
+		tiers := false
+		for _, tp := range req.Topics {
+			tiers = tiers || strings.Contains(tp.Topic, ".retry.")
+		}
+		if !tiers {
+			sinceTiers.Add(1)
+			return nil, nil, false
+		}
+		withTiers.Add(1)
+		sinceTiers.Store(0)
+		if answer != nil {
+			if resp, ok := answer(req); ok {
+				return resp, nil, true
+			}
+		}
+		return nil, nil, false
+	})
+	return withTiers, sinceTiers
 }

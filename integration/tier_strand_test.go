@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,24 +34,9 @@ func TestTierRecordHandledAfterEmptyFetches(t *testing.T) {
 
 	var starve atomic.Bool // fetches naming the tier are answered empty and throttled
 	starve.Store(true)
-	var sinceTiers atomic.Int64 // fetches since the last one naming the tier
-	var tierFetches atomic.Int64
-	fake := b.cluster.Fake()
-	fake.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		fake.KeepControl()
-		req := kreq.(*kmsg.FetchRequest)
-		named := false
-		for _, tp := range req.Topics {
-			named = named || strings.Contains(tp.Topic, ".retry.")
-		}
-		if !named {
-			sinceTiers.Add(1)
-			return nil, nil, false
-		}
-		sinceTiers.Store(0)
-		tierFetches.Add(1)
+	tierFetches, sinceTiers := countTierFetches(b, func(req *kmsg.FetchRequest) (kmsg.Response, bool) {
 		if !starve.Load() {
-			return nil, nil, false
+			return nil, false
 		}
 		resp := req.ResponseKind().(*kmsg.FetchResponse)
 		resp.Version = req.Version
@@ -68,7 +52,7 @@ func TestTierRecordHandledAfterEmptyFetches(t *testing.T) {
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
-		return resp, nil, true
+		return resp, true
 	})
 
 	var fromTier atomic.Int64

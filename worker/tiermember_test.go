@@ -26,30 +26,15 @@ import (
 // the worker's own member, which is never revoked. With static membership
 // the tier member is dynamic, and its commits are accepted.
 func TestTierMemberOnlyWhileTiersHoldWork(t *testing.T) {
-	defer func(l, c time.Duration) { tierLinger, tierCheckEvery = l, c }(tierLinger, tierCheckEvery)
-	tierLinger, tierCheckEvery = 2*time.Second, 100*time.Millisecond
 	t.Run("dynamic", func(t *testing.T) { testTierMember(t, "") })
 	t.Run("static", func(t *testing.T) { testTierMember(t, "pod-0") })
 }
 
 func testTierMember(t *testing.T, instanceID string) {
-
-	cluster, err := kafkatest.NewCluster()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	const topic, group, delay = "orders", "billing", time.Second
-	tier := fmt.Sprintf("%s.%s.retry.1", topic, group)
-	if err := cluster.CreateTopic(ctx, topic, 2); err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Brokers, cfg.GroupID, cfg.Topics = cluster.Addrs(), group, []string{topic}
-	cfg.RetryTopicDelays, cfg.RetryLocalAttempts = []time.Duration{delay}, 1
-	cfg.CommitInterval, cfg.InstanceID = 100*time.Millisecond, instanceID
+	const delay = time.Second
+	r := newTierRig(t, 2, delay, 2*time.Second)
+	cluster, ctx, cfg, topic, group, tier := r.cluster, r.ctx, r.cfg, r.topic, r.group, r.tier
+	cfg.InstanceID = instanceID
 
 	type delivery struct {
 		topic string
@@ -152,25 +137,8 @@ func testTierMember(t *testing.T, instanceID string) {
 // way every tierLinger. Once the record is handled and committed, both
 // leave, once.
 func TestTierMembersStayWhileTheGroupsTiersHoldWork(t *testing.T) {
-	defer func(l, c time.Duration) { tierLinger, tierCheckEvery = l, c }(tierLinger, tierCheckEvery)
-	tierLinger, tierCheckEvery = time.Second, 100*time.Millisecond
-
-	cluster, err := kafkatest.NewCluster()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	const topic, group, delay = "orders", "billing", 6 * time.Second
-	tier := fmt.Sprintf("%s.%s.retry.1", topic, group)
-	if err := cluster.CreateTopic(ctx, topic, 2); err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Brokers, cfg.GroupID, cfg.Topics = cluster.Addrs(), group, []string{topic}
-	cfg.RetryTopicDelays, cfg.RetryLocalAttempts = []time.Duration{delay}, 1
-	cfg.CommitInterval = 100 * time.Millisecond
+	r := newTierRig(t, 2, 6*time.Second, time.Second)
+	cluster, ctx, cfg, topic, tier := r.cluster, r.ctx, r.cfg, r.topic, r.tier
 
 	var mu sync.Mutex
 	var fromTier int
@@ -286,25 +254,8 @@ func (s *recordingStrategy) assignments() []string {
 // through WithSaramaConfig, where the worker's config would have it) is
 // told of the source's assignment only, never the tier's.
 func TestTierMemberHasABalanceStrategyOfItsOwn(t *testing.T) {
-	defer func(l, c time.Duration) { tierLinger, tierCheckEvery = l, c }(tierLinger, tierCheckEvery)
-	tierLinger, tierCheckEvery = time.Minute, 100*time.Millisecond
-
-	cluster, err := kafkatest.NewCluster()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	const topic, group = "orders", "billing"
-	tier := fmt.Sprintf("%s.%s.retry.1", topic, group)
-	if err := cluster.CreateTopic(ctx, topic, 1); err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Brokers, cfg.GroupID, cfg.Topics = cluster.Addrs(), group, []string{topic}
-	cfg.RetryTopicDelays, cfg.RetryLocalAttempts = []time.Duration{time.Second}, 1
-	cfg.CommitInterval = 100 * time.Millisecond
+	r := newTierRig(t, 1, time.Second, time.Minute)
+	cluster, ctx, cfg, topic, tier := r.cluster, r.ctx, r.cfg, r.topic, r.tier
 
 	strategy := &recordingStrategy{inner: sarama.NewBalanceStrategyCooperativeSticky(), seen: map[string]bool{}}
 	var mu sync.Mutex
@@ -358,4 +309,40 @@ func TestTierMemberHasABalanceStrategyOfItsOwn(t *testing.T) {
 		t.Fatalf("the worker's cooperative-sticky strategy was told of both members' assignments %v: "+
 			"the tier member shares a stateful strategy, which sarama says must not be shared between consumer groups", got)
 	}
+}
+
+// tierRig is what the tier member tests share: an embedded cluster with
+// the source topic "orders", and a worker configuration for group
+// "billing" with one retry tier of the given delay, one delivery per hop,
+// and commits every 100ms. tierLinger is set to linger and tierCheckEvery
+// to 100ms for the test, and restored after it.
+type tierRig struct {
+	cluster            *kafkatest.Cluster
+	ctx                context.Context
+	cfg                Config
+	topic, group, tier string
+}
+
+func newTierRig(t *testing.T, partitions int32, delay, linger time.Duration) *tierRig {
+	t.Helper()
+	l, c := tierLinger, tierCheckEvery
+	t.Cleanup(func() { tierLinger, tierCheckEvery = l, c })
+	tierLinger, tierCheckEvery = linger, 100*time.Millisecond
+	cluster, err := kafkatest.NewCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	r := &tierRig{cluster: cluster, ctx: ctx, topic: "orders", group: "billing"}
+	r.tier = fmt.Sprintf("%s.%s.retry.1", r.topic, r.group)
+	if err := cluster.CreateTopic(ctx, r.topic, partitions); err != nil {
+		t.Fatal(err)
+	}
+	r.cfg = DefaultConfig()
+	r.cfg.Brokers, r.cfg.GroupID, r.cfg.Topics = cluster.Addrs(), r.group, []string{r.topic}
+	r.cfg.RetryTopicDelays, r.cfg.RetryLocalAttempts = []time.Duration{delay}, 1
+	r.cfg.CommitInterval = 100 * time.Millisecond
+	return r
 }
