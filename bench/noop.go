@@ -26,25 +26,8 @@ func (b *bench) keyedTopic(ctx context.Context, partitions int32, n, keys int) (
 	if err := b.cluster.CreateTopic(ctx, topic, partitions); err != nil {
 		return "", err
 	}
-	keyBytes := make([][]byte, keys)
-	for i := range keyBytes {
-		keyBytes[i] = fmt.Appendf(nil, "key-%06d", i)
-	}
-	// Values are 100-byte windows at random places in 1 MiB of random
-	// bytes: incompressible, like real payloads. (A repeated value would
-	// let the producer's compression pack a hundred thousand records into
-	// one 1 MiB fetch, which inflates every consumer's memory and flatters
-	// its throughput.) The producer only reads them, so sharing is fine.
-	rng := rand.New(rand.NewPCG(uint64(n), uint64(keys)))
-	noise := make([]byte, 1<<20)
-	for i := range noise {
-		noise[i] = byte(rng.Uint32())
-	}
 	start := time.Now()
-	err := b.cluster.ProduceN(ctx, topic, n, func(int) ([]byte, []byte) {
-		off := rng.IntN(len(noise) - 100)
-		return keyBytes[rng.IntN(keys)], noise[off : off+100 : off+100]
-	})
+	err := b.produceKeyed(ctx, topic, n, keys)
 	if err != nil {
 		return "", err
 	}
@@ -52,6 +35,29 @@ func (b *bench) keyedTopic(ctx context.Context, partitions int32, n, keys int) (
 		count(n), keys, topic, partitions, dur(time.Since(start)))
 	b.topics[desc] = topic
 	return topic, nil
+}
+
+// produceKeyed produces n messages of 100 bytes to topic, keyed at random
+// (fixed seed) among keys keys. Values are 100-byte windows at random
+// places in 1 MiB of random bytes: incompressible, like real payloads. (A
+// repeated value would let the producer's compression pack a hundred
+// thousand records into one 1 MiB fetch, which inflates every consumer's
+// memory and flatters its throughput.) The producer only reads them, so
+// sharing is fine.
+func (b *bench) produceKeyed(ctx context.Context, topic string, n, keys int) error {
+	keyBytes := make([][]byte, keys)
+	for i := range keyBytes {
+		keyBytes[i] = fmt.Appendf(nil, "key-%06d", i)
+	}
+	rng := rand.New(rand.NewPCG(uint64(n), uint64(keys)))
+	noise := make([]byte, 1<<20)
+	for i := range noise {
+		noise[i] = byte(rng.Uint32())
+	}
+	return b.cluster.ProduceN(ctx, topic, n, func(int) ([]byte, []byte) {
+		off := rng.IntN(len(noise) - 100)
+		return keyBytes[rng.IntN(keys)], noise[off : off+100 : off+100]
+	})
 }
 
 // noop compares raw sarama and the worker with a handler that does

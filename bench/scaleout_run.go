@@ -333,24 +333,6 @@ func assignedToAll(ctx context.Context, admin *kadm.Client, group, topic string,
 	return ok
 }
 
-// produceKeyed produces n messages of 100 bytes to topic, keyed at random
-// (fixed seed) among keys keys, as keyedTopic does.
-func (b *bench) produceKeyed(ctx context.Context, topic string, n, keys int) error {
-	keyBytes := make([][]byte, keys)
-	for i := range keyBytes {
-		keyBytes[i] = fmt.Appendf(nil, "key-%06d", i)
-	}
-	rng := rand.New(rand.NewPCG(uint64(n), uint64(keys)))
-	noise := make([]byte, 1<<20)
-	for i := range noise {
-		noise[i] = byte(rng.Uint32())
-	}
-	return b.cluster.ProduceN(ctx, topic, n, func(int) ([]byte, []byte) {
-		off := rng.IntN(len(noise) - 100)
-		return keyBytes[rng.IntN(keys)], noise[off : off+100 : off+100]
-	})
-}
-
 // procCPU returns the CPU time (user + system) process pid has used, from
 // /proc/<pid>/stat (in clock ticks, 100 a second); 0 if it cannot be read.
 func procCPU(pid int) time.Duration {
