@@ -39,6 +39,15 @@ type dispatcher struct {
 	claim     sarama.ConsumerGroupClaim
 	tp        map[string][]int32
 
+	// The dispatching goroutine's (see run): only one at a time dispatches.
+	done      <-chan struct{}                // the session's end
+	msgs      <-chan *sarama.ConsumerMessage // the claim's
+	in        <-chan *sarama.ConsumerMessage // msgs, or nil while holding back
+	tick      *time.Ticker                   // lag, status, held messages
+	ended     chan struct{}                  // closed when the dispatching is over
+	cool      time.Duration                  // the last cool-down of inline runs (inline.go); 0 after a fast stretch
+	poolUntil time.Duration                  // until then (coarse clock) the partition's messages go to the pool
+
 	overflow  []*sarama.ConsumerMessage // taken from the claim, not yet admitted
 	head      int                       // overflow[head:] is pending
 	paused    bool
@@ -71,33 +80,47 @@ func newDispatcher(c *Consumer, p *partition, claim sarama.ConsumerGroupClaim) *
 	return d
 }
 
-// run dispatches until the claim closes, done or Run's stop fires.
+// run dispatches until the claim closes, done or Run's stop fires. The
+// dispatching runs on a goroutine of its own, which may run messages
+// inline and be replaced by another when a handler holds it (inline.go):
+// run waits for whichever ends it, so that a handler that never returns
+// cannot keep the claim from being released.
 func (d *dispatcher) run(done <-chan struct{}) {
-	defer d.resume() // sarama keeps a pause across reassignment: never leave one behind
-	msgs := d.claim.Messages()
-	in := msgs
-	tick := time.NewTicker(d.tickEvery)
-	defer tick.Stop()
+	d.done = done
+	d.msgs = d.claim.Messages()
+	d.in = d.msgs
+	d.tick = time.NewTicker(d.tickEvery)
 	d.stall = time.NewTimer(time.Hour)
 	d.stall.Stop()
-	defer d.stall.Stop()
+	d.ended = make(chan struct{})
 	d.startIdleWatch()
+	d.dispatch()
+	<-d.ended
+	d.tick.Stop()
+	d.stall.Stop()
+	d.resume() // sarama keeps a pause across reassignment: never leave one behind
+}
 
+// loop dispatches on the calling goroutine, with r its inline runs. It
+// reports true when the dispatching is over (the claim closed, done or
+// Run's stop fired, or, exactly-once, the transaction aborted), false when
+// a handler it ran inline held it and another goroutine dispatches now.
+func (d *dispatcher) loop(r *inlineRun) bool {
 	for {
 		select {
-		case m, ok := <-in:
+		case m, ok := <-d.in:
 			if !ok {
-				return
+				return true
 			}
 			d.wakeUp() // a record fetched before the pause took hold
-			if !d.take(m, in) {
-				return
+			if !d.take(m, d.in) {
+				return true
 			}
 		case <-d.p.state.Freed():
 		case <-d.stall.C:
 			d.group.Pause(d.tp)
 			d.paused, d.holding = true, false
-		case <-tick.C:
+		case <-d.tick.C:
 			d.p.flushHeld() // first, so what follows counts every completion
 			d.reportLag()
 			d.p.reportInFlight(false)
@@ -107,14 +130,18 @@ func (d *dispatcher) run(done <-chan struct{}) {
 		case <-d.wake:
 			d.wakeUp()
 			continue
-		case <-done:
-			return
+		case <-d.done:
+			return true
 		case <-d.stopping:
-			return
+			return true
 		case <-d.p.aborted: // exactly-once: its transaction aborted; given up, handled again
-			return
+			return true
 		}
-		in = d.admitPending(msgs)
+		d.p.inline = r.seat()
+		d.in = d.admitPending(d.msgs)
+		if !r.runReady() {
+			return false
+		}
 	}
 }
 

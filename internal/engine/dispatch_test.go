@@ -59,7 +59,11 @@ func stallRig(t *testing.T) (*rig, *claimed, *gates, *recorder, time.Time) {
 	c.claim.send(t, "a", "b", "a")
 	r.dispatch(c)
 	synctest.Wait()
-	holdingSince := time.Now()
+	holdingSince := time.Now() // the budget filled at the first admission
+	// Offset 0 started inline and blocks; b waits behind it in the stretch
+	// until the watchdog hands the rest to the pool (inline.go).
+	time.Sleep(handoffAfter)
+	synctest.Wait()
 
 	if got := offsetsOf(rec.snapshot()); len(got) != 2 || !got[0] || !got[1] {
 		t.Fatalf("budget 2, keys a, b, a: want offsets 0 and 1 running, got %v", got)
@@ -87,7 +91,7 @@ func TestDispatchStallPauseResume(t *testing.T) {
 		tp := map[string][]int32{"t": {3}}
 
 		// (a) Holding, just short of stallAfter: not paused, not reading.
-		time.Sleep(stallAfter - time.Nanosecond)
+		time.Sleep(stallAfter - time.Since(holdingSince) - time.Nanosecond)
 		synctest.Wait()
 		if calls := r.group.snapshot(); len(calls) != 0 {
 			t.Fatalf("%v before stallAfter, want nothing yet", opsOf(calls))

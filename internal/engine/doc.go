@@ -30,6 +30,14 @@
 //	  -> partition.complete -> next message of the key
 //	  -> partition.settle (commit.State.FinishAll, Stats.Add: in batches)
 //
+// While a partition's handler is fast (a few microseconds a message), its
+// dispatching goroutine runs the ready messages itself instead of pushing
+// them to the Pool (inline.go): the same partition.run, the same key
+// FIFOs, one of the pool's seats held, so that inline and pooled handlers
+// together never exceed WORKER_CONCURRENCY. A slow stretch sends the
+// partition back to the pool for a cool-down; a handler that holds the
+// dispatcher past handoffAfter loses it to a new dispatching goroutine.
+//
 // With a batch handler (Params.Batch, batch.go) the ready messages are
 // gathered and cut into lots instead of being pushed one by one:
 //
@@ -82,7 +90,12 @@
 // A revoked claim stops in Cleanup (cooperative rebalancing: Messages()
 // closes): the dispatcher stops taking in, running handlers get the
 // revoke-drain budget, the partition is fenced, and its final commit gets
-// the revoke-commit budget (Deadlines.RevokeDrain, RevokeCommit). When the
+// the revoke-commit budget (Deadlines.RevokeDrain, RevokeCommit). The
+// dispatching goroutine is not ConsumeClaim's (dispatcher.run waits for
+// whichever goroutine dispatches last), so a handler blocked inline holds
+// up neither the revocation nor the drain, which counts it as it counts a
+// pool goroutine's (partition.running); Pool.Stop waits for dispatching
+// goroutines too (Pool.track). When the
 // worker stops, Deadlines splits the shutdown budget the same way for
 // every partition at once; LeaveAfterDrain leaves the group only once the
 // final commits are done.

@@ -173,6 +173,7 @@ type handled struct {
 	key    string
 	offset int64
 	topic  string
+	part   int32
 	gid    uint64 // goroutine that ran it
 }
 
@@ -194,7 +195,7 @@ func newRecorder(block func(ctx context.Context, m *handler.Message)) *recorder 
 func (r *recorder) Handle(ctx context.Context, m *handler.Message) error {
 	key := m.Topic + "/" + string(m.Key)
 	r.mu.Lock()
-	r.runs = append(r.runs, handled{key: string(m.Key), offset: m.Offset, topic: m.Topic, gid: goroutineID()})
+	r.runs = append(r.runs, handled{key: string(m.Key), offset: m.Offset, topic: m.Topic, part: m.Partition, gid: goroutineID()})
 	if r.active[key]++; r.active[key] > 1 {
 		r.overlap = append(r.overlap, key)
 	}

@@ -91,6 +91,14 @@ type partition struct {
 	finishHs       []commit.Handle   // flushFinished's buffer; guarded by mu
 	unfinished     int               // admitted and not completed (nor discarded); guarded by mu
 	reuse          []*task           // takeFree's buffer; only the dispatcher touches it
+
+	// Inline runs (inline.go): while inline is set, admit leaves the ready
+	// messages in runQ for the dispatcher to run; both are the
+	// dispatcher's. inlineSlots are the dispatching goroutines' run slots,
+	// replaced (under mu) when one starts or exits, read without a lock.
+	inline      bool
+	runQ        []*task
+	inlineSlots atomic.Pointer[[]*runSlot]
 }
 
 // admit takes in, in order, as many of ms as the in-flight budget and the
@@ -171,7 +179,11 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	}
 	p.mu.Unlock()
 
-	p.pool.pushAll(ready)
+	if p.inline {
+		p.runQ = append(p.runQ, ready...) // the dispatcher runs them (inline.go)
+	} else {
+		p.pool.pushAll(ready)
+	}
 	p.pushLots(lots)
 	clear(built)
 	clear(ready)
@@ -370,7 +382,7 @@ func (p *partition) drain(timeout time.Duration) int {
 	p.mu.Unlock()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	for waiting := true; waiting && p.pool.runningIn(p) > 0; {
+	for waiting := true; waiting && p.running() > 0; {
 		select {
 		case <-p.runExit:
 		case <-timer.C:
@@ -380,7 +392,7 @@ func (p *partition) drain(timeout time.Duration) int {
 
 	p.mu.Lock()
 	p.setState(partFenced)
-	abandoned := p.pool.runningIn(p)
+	abandoned := p.running()
 	p.flushFinished() // before the final commit
 	p.flushStats()    // before the claim's stats are retired
 	p.mu.Unlock()

@@ -22,7 +22,13 @@ type Pool struct {
 	idle   int // goroutines waiting in pop
 
 	waiting atomic.Int64 // len(items) - head, readable without the lock
-	stopped atomic.Bool  // set by stop: nothing more starts
+	// seats is how many more handlers may start: WORKER_CONCURRENCY, less
+	// the goroutines running tasks (a pool goroutine holds a seat from the
+	// task it takes to the moment it goes idle) and the dispatchers running
+	// their partition's messages inline (inline.go), so that both together
+	// never run more handlers than the pool has goroutines.
+	seats   atomic.Int64
+	stopped atomic.Bool // set by stop: nothing more starts
 	wg      sync.WaitGroup
 
 	// slots has one entry per goroutine: the partition whose handler it is
@@ -71,6 +77,7 @@ func newPool(concurrency int, run func(*task, *runSlot) *task) *Pool {
 		slots: make([]runSlot, concurrency), seen: make([]uint64, concurrency),
 		wakeAtOnce: max(1, runtime.GOMAXPROCS(0)),
 	}
+	p.seats.Store(int64(concurrency))
 	p.cond.L = &p.mu
 	p.nudgeTimer = time.AfterFunc(time.Hour, p.nudge)
 	p.nudgeTimer.Stop()
@@ -179,17 +186,24 @@ func (p *Pool) longRuns() bool {
 	return long
 }
 
-func (p *Pool) pop() (*task, bool) {
+// pop takes the next task, waiting for one, and for a seat unless the
+// caller holds one (*seated). A goroutine that goes idle gives its seat back.
+func (p *Pool) pop(seated *bool) (*task, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.head == len(p.items) && !p.closed {
+	for !p.closed && (p.head == len(p.items) || !*seated && !p.takeSeat()) {
+		if *seated {
+			p.seats.Add(1) // idle: an inline run may use the seat meanwhile
+			*seated = false
+		}
 		p.idle++
 		p.cond.Wait()
 		p.idle--
 	}
-	if p.head == len(p.items) {
+	if p.closed {
 		return nil, false
 	}
+	*seated = true
 	t := p.items[p.head]
 	p.items[p.head] = nil
 	p.head++
@@ -205,6 +219,45 @@ func (p *Pool) pop() (*task, bool) {
 	return t, true
 }
 
+// takeSeat takes a seat if one is free.
+func (p *Pool) takeSeat() bool {
+	if p.seats.Add(-1) >= 0 {
+		return true
+	}
+	p.seats.Add(1)
+	return false
+}
+
+// giveSeat gives back a seat taken with takeSeat outside the pool (an
+// inline run) and wakes a goroutine when tasks wait, which may have gone
+// idle for want of it. The lock orders the wake-up after a waiting
+// goroutine's look at the seats, so that it cannot be missed.
+func (p *Pool) giveSeat() {
+	p.seats.Add(1)
+	if p.waiting.Load() > 0 {
+		p.mu.Lock()
+		p.mu.Unlock() //nolint:staticcheck // an empty section: see above
+		p.cond.Signal()
+	}
+}
+
+// track counts a goroutine outside the pool that runs handlers (a
+// dispatcher's, inline.go), so that Stop waits for it as for its own. It
+// reports false once the pool is stopped: the goroutine then is not waited
+// for.
+func (p *Pool) track() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.wg.Add(1)
+	return true
+}
+
+// untrack ends what track counted.
+func (p *Pool) untrack() { p.wg.Done() }
+
 // maxInlineRun is how many messages of one key a goroutine runs back to
 // back while other tasks wait, before it sends the key's next message to
 // the back of the queue.
@@ -219,8 +272,9 @@ const maxInlineRun = 16
 // maxInlineRun of its messages.
 func (p *Pool) loop(slot *runSlot) {
 	defer p.wg.Done()
+	seated := false
 	for {
-		t, ok := p.pop()
+		t, ok := p.pop(&seated)
 		if !ok {
 			return
 		}

@@ -46,7 +46,7 @@ func (p *partition) statusSample(hwm int64) (s telemetry.PartitionSample, member
 	if snap.Resume >= 0 {
 		s.Lag = max(hwm-snap.Resume, 0)
 	}
-	s.Held, s.InFlight = snap.Held, p.pool.runningIn(p)
+	s.Held, s.InFlight = snap.Held, p.running()
 	// The oldest task is read on the dispatcher, the only goroutine that
 	// reuses tasks, so it stays what it is while it is read.
 	if oldest, ok := p.state.Oldest(); ok {
