@@ -46,8 +46,13 @@ const (
 	inlineCoolMax   = time.Second
 )
 
-// stretchOver marks inlineRun.pos once the stretch ended or was handed off.
-const stretchOver = 1 << 31
+// inlineRun.pos holds the stretch's generation (high 32 bits), stretchOver,
+// and the index of its next message (low 31 bits).
+const (
+	stretchOver = 1 << 31
+	stretchIdx  = stretchOver - 1
+	stretchGen  = 1 << 32
+)
 
 // inlineRun is one dispatching goroutine's running of messages inline.
 type inlineRun struct {
@@ -57,8 +62,12 @@ type inlineRun struct {
 	// to start, or'ed with stretchOver when the stretch ended or the
 	// watchdog took the rest (handoff). The run claims each message by
 	// moving pos, so that exactly one of it and the watchdog starts it.
+	// pos carries the stretch's generation and began its start, so that a
+	// watchdog that fires as one stretch ends cannot take the next one.
 	q        []*task
-	pos      atomic.Uint32
+	pos      atomic.Uint64
+	began    atomic.Int64 // time.Since(clockAnchor) at the stretch's start
+	gen      uint64
 	watchdog *time.Timer // handoff, armed while a stretch runs
 	seated   bool        // holds one of the pool's seats
 	tracked  bool        // counted by the pool (Pool.track)
@@ -98,7 +107,9 @@ func (r *inlineRun) seat() bool {
 		return false
 	}
 	if !r.seated {
-		r.seated = d.p.pool.takeSeat()
+		// Work queued in the pool goes first: a dispatcher that took the
+		// seat back at once after each stretch would starve it.
+		r.seated = d.p.pool.waiting.Load() == 0 && d.p.pool.takeSeat()
 	}
 	return r.seated
 }
@@ -131,9 +142,11 @@ func (r *inlineRun) runReady() bool {
 func (r *inlineRun) stretch(q []*task) bool {
 	p := r.d.p
 	r.q = q
-	r.pos.Store(0)
-	r.watchdog.Reset(handoffAfter)
 	began := time.Since(clockAnchor)
+	r.began.Store(int64(began))
+	r.gen++
+	r.pos.Store(r.gen * stretchGen)
+	r.watchdog.Reset(handoffAfter)
 	ran, over := 0, false
 	for !over {
 		t := r.claim()
@@ -160,11 +173,11 @@ func (r *inlineRun) stretch(q []*task) bool {
 // the watchdog saw the claim, a new dispatcher may reuse q.
 func (r *inlineRun) claim() *task {
 	for {
-		i := r.pos.Load()
-		if i&stretchOver != 0 || int(i) == len(r.q) {
+		v := r.pos.Load()
+		if v&stretchOver != 0 || int(v&stretchIdx) == len(r.q) {
 			return nil
 		}
-		if t := r.q[i]; r.pos.CompareAndSwap(i, i+1) {
+		if t := r.q[v&stretchIdx]; r.pos.CompareAndSwap(v, v+1) {
 			return t
 		}
 	}
@@ -174,12 +187,12 @@ func (r *inlineRun) claim() *task {
 // the pool and judges the handler's speed. It reports false when the
 // watchdog had taken the dispatching.
 func (r *inlineRun) end(took time.Duration, ran int) bool {
-	i := r.pos.Or(stretchOver)
+	v := r.pos.Or(stretchOver)
 	r.watchdog.Stop()
-	if i&stretchOver != 0 {
+	if v&stretchOver != 0 {
 		return false
 	}
-	r.d.p.pool.pushAll(r.q[i:])
+	r.d.p.pool.pushAll(r.q[v&stretchIdx:])
 	r.q = nil
 	if ran > 0 {
 		r.d.judge(took > time.Duration(ran)*inlineMaxAvg)
@@ -194,15 +207,34 @@ func (r *inlineRun) end(took time.Duration, ran int) bool {
 // stretchOver, so the dispatcher's fields are this function's, then the new
 // goroutine's.
 func (r *inlineRun) handoff() {
-	i := r.pos.Or(stretchOver)
-	if i&stretchOver != 0 {
-		return // the stretch ended, or this fired late for one that did
+	i, ok := r.takeOver()
+	if !ok {
+		return
 	}
 	d := r.d
 	d.p.pool.pushAll(r.q[i:])
 	d.p.runQ = nil // the old goroutine may still read q's array (claim)
 	d.judge(true)
 	d.dispatch()
+}
+
+// takeOver ends the running stretch for the watchdog and returns the index
+// of its first message not started. It fails when no stretch runs, or when
+// the one running began less than handoffAfter ago: the timer fired for an
+// earlier stretch as it ended, and this one's own is armed.
+func (r *inlineRun) takeOver() (int, bool) {
+	for {
+		v := r.pos.Load()
+		if v&stretchOver != 0 {
+			return 0, false
+		}
+		if time.Since(clockAnchor)-time.Duration(r.began.Load()) < handoffAfter {
+			return 0, false // began is v's stretch's or a later one's
+		}
+		if r.pos.CompareAndSwap(v, v|stretchOver) {
+			return int(v & stretchIdx), true
+		}
+	}
 }
 
 // judge sets how the next messages run after a stretch: inline, or, when
