@@ -107,9 +107,12 @@ func (r *inlineRun) seat() bool {
 		return false
 	}
 	if !r.seated {
-		// Work queued in the pool goes first: a dispatcher that took the
-		// seat back at once after each stretch would starve it.
-		r.seated = d.p.pool.waiting.Load() == 0 && d.p.pool.takeSeat()
+		// A pool goroutine waiting for a seat, with work queued, goes
+		// first: a dispatcher that took the seat back at once after each
+		// stretch would starve it. (Work merely queued, with seats free,
+		// is the pool's to pick up; refusing then would send every
+		// partition to the pool while it has any backlog.)
+		r.seated = d.p.pool.seatWaiters.Load() == 0 && d.p.pool.takeSeat()
 	}
 	return r.seated
 }

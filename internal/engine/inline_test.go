@@ -283,3 +283,53 @@ func checkEachPartitionOnceInKeyOrder(t *testing.T, runs []handled, parts, n int
 		}
 	}
 }
+
+// Work queued in the pool with seats free does not keep other partitions
+// from running inline: only a pool goroutine waiting for a seat does (see
+// TestInlineDispatcherDoesNotStarveThePool). Partition a's backlog waits
+// in the pool for its goroutines (woken one at a time here), while
+// partition b's fast messages run on b's dispatcher. Refusing inline
+// whenever anything is queued would send every partition to the pool for
+// as long as any has a backlog.
+func TestInlineNotRefusedForAQueuedBacklog(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := newInlineLog()
+		rec := newRecorder(func(_ context.Context, m *handler.Message) {
+			switch {
+			case m.Partition == 1:
+				log.note(m)
+			case m.Offset == 0:
+				time.Sleep(3 * handoffAfter / 2) // handed off: a cools down
+			default:
+				time.Sleep(time.Millisecond)
+			}
+		})
+		r := newRig(t, rec, func(c *testConfig) { c.Concurrency = 8 })
+		r.pool.wakeAtOnce = 1
+		a, b := r.claim("t", 0), r.claim("t", 1)
+		r.dispatch(a)
+		r.dispatch(b)
+		a.claim.send(t, "x")
+		time.Sleep(handoffAfter)
+		synctest.Wait()
+		a.claim.send(t, keysCycling(20, 20)...) // to the pool: a cools down
+		synctest.Wait()
+		if n := r.pool.waiting.Load(); n == 0 {
+			t.Fatal("a's backlog should wait in the pool")
+		}
+		b.claim.send(t, keysCycling(10, 10)...)
+		synctest.Wait()
+		checkSplit(t, log, 0, 10, 10, 10, "b, while a's backlog is queued")
+		for i := 0; len(rec.snapshot()) < 31 && i < 1000; i++ {
+			time.Sleep(time.Millisecond)
+		}
+		var aRuns []handled
+		for _, x := range rec.snapshot() {
+			if x.part == 0 {
+				aRuns = append(aRuns, x)
+			}
+		}
+		checkEachPartitionOnceInKeyOrder(t, aRuns, 1, 21)
+		r.shutdown(t, a, b)
+	})
+}

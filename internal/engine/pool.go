@@ -27,9 +27,12 @@ type Pool struct {
 	// task it takes to the moment it goes idle) and the dispatchers running
 	// their partition's messages inline (inline.go), so that both together
 	// never run more handlers than the pool has goroutines.
-	seats   atomic.Int64
-	stopped atomic.Bool // set by stop: nothing more starts
-	wg      sync.WaitGroup
+	seats atomic.Int64
+	// seatWaiters counts goroutines in pop that wait for a seat while tasks
+	// are queued: the dispatchers leave the seats to them (inlineRun.seat).
+	seatWaiters atomic.Int64
+	stopped     atomic.Bool // set by stop: nothing more starts
+	wg          sync.WaitGroup
 
 	// slots has one entry per goroutine: the partition whose handler it is
 	// running, so that a partition can count its running handlers (see
@@ -196,9 +199,16 @@ func (p *Pool) pop(seated *bool) (*task, bool) {
 			p.seats.Add(1) // idle: an inline run may use the seat meanwhile
 			*seated = false
 		}
+		starved := p.head != len(p.items)
+		if starved {
+			p.seatWaiters.Add(1)
+		}
 		p.idle++
 		p.cond.Wait()
 		p.idle--
+		if starved {
+			p.seatWaiters.Add(-1)
+		}
 	}
 	if p.closed {
 		return nil, false
