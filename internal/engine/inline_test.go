@@ -201,54 +201,78 @@ func TestInlineBlockingHandlerIsHandedOff(t *testing.T) {
 	})
 }
 
-// Inline runs hold one of the pool's seats: with WORKER_CONCURRENCY 1 and
-// four partitions never two handlers run at once, whether inline, in the
-// pool or in a stretch being handed off; and every message still runs once.
+// Inline runs hold one of the pool's seats: with a WORKER_CONCURRENCY
+// below the partitions' count, handoffs, slow stretches, cool-downs and
+// the pool never run more handlers at once than the setting; every message
+// runs once, in key order; once everything is done every seat is back
+// (none leaked, none given twice) and every handed-off goroutine has
+// exited (one dispatching goroutine per partition, none after shutdown).
 func TestInlineRunsCountAgainstConcurrency(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var active, most, inline atomic.Int32
-		rec := newRecorder(func(_ context.Context, m *handler.Message) {
-			n := active.Add(1)
-			if runsInline() {
-				inline.Add(1)
-			}
-			for old := most.Load(); n > old && !most.CompareAndSwap(old, n); old = most.Load() {
-			}
-			runtime.Gosched()
-			switch m.Offset % 37 {
-			case 5:
-				time.Sleep(3 * handoffAfter / 2) // handed off
-			case 11:
-				time.Sleep(20 * time.Microsecond) // a slow stretch: cool-down
-			}
-			active.Add(-1)
+	for _, c := range []struct{ concurrency, partitions int }{{1, 4}, {2, 3}} {
+		t.Run(fmt.Sprintf("concurrency=%d/partitions=%d", c.concurrency, c.partitions), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { mixedLoadWithinConcurrency(t, c.concurrency, c.partitions) })
 		})
-		r := newRig(t, rec, func(c *testConfig) { c.Concurrency = 1 })
-		cs := make([]*claimed, 4)
-		for i := range cs {
-			cs[i] = r.claim("t", int32(i))
-			r.dispatch(cs[i])
+	}
+}
+
+func mixedLoadWithinConcurrency(t *testing.T, concurrency, partitions int) {
+	var active, most, inline atomic.Int32
+	rec := newRecorder(func(_ context.Context, m *handler.Message) {
+		n := active.Add(1)
+		for old := most.Load(); n > old && !most.CompareAndSwap(old, n); old = most.Load() {
 		}
-		const rounds, perRound = 6, 60
-		for range rounds {
-			for _, c := range cs {
-				c.claim.send(t, keysCycling(perRound, 6)...)
-			}
-			time.Sleep(inlineCoolFirst) // let some partitions go inline again
+		if runsInline() {
+			inline.Add(1)
 		}
-		want := len(cs) * rounds * perRound
-		for i := 0; len(rec.snapshot()) < want && i < 10_000; i++ {
-			time.Sleep(time.Millisecond) // the bubble's clock: the sleeping handlers run one at a time
+		runtime.Gosched()
+		switch m.Offset % 37 {
+		case 5:
+			time.Sleep(3 * handoffAfter / 2) // handed off
+		case 11:
+			time.Sleep(20 * time.Microsecond) // a slow stretch: cool-down
 		}
-		if n := most.Load(); n != 1 {
-			t.Fatalf("%d handlers ran at once with WORKER_CONCURRENCY 1", n)
-		}
-		if n := int(inline.Load()); n == 0 || n == want {
-			t.Fatalf("%d of %d messages ran inline; the test means both ways to run", n, want)
-		}
-		checkEachPartitionOnceInKeyOrder(t, rec.snapshot(), len(cs), rounds*perRound)
-		r.shutdown(t, cs...)
+		active.Add(-1)
 	})
+	r := newRig(t, rec, func(c *testConfig) { c.Concurrency = concurrency })
+	cs := make([]*claimed, partitions)
+	for i := range cs {
+		cs[i] = r.claim("t", int32(i))
+		r.dispatch(cs[i])
+	}
+	const rounds, perRound = 6, 60
+	for range rounds {
+		for _, c := range cs {
+			c.claim.send(t, keysCycling(perRound, 6)...)
+		}
+		time.Sleep(inlineCoolFirst) // let some partitions go inline again
+	}
+	want := len(cs) * rounds * perRound
+	for i := 0; len(rec.snapshot()) < want && i < 10_000; i++ {
+		time.Sleep(time.Millisecond) // the bubble's clock: the sleeping handlers run a few at a time
+	}
+	time.Sleep(inlineCoolMax) // past every cool-down; all idle
+	synctest.Wait()
+	if n := most.Load(); n > int32(concurrency) {
+		t.Fatalf("%d handlers ran at once with WORKER_CONCURRENCY %d", n, concurrency)
+	}
+	if n := int(inline.Load()); n == 0 || n == want {
+		t.Fatalf("%d of %d messages ran inline; the test means both ways to run", n, want)
+	}
+	if n := r.pool.seats.Load(); n != int64(concurrency) {
+		t.Errorf("all idle: %d seats free, want %d", n, concurrency)
+	}
+	for i, c := range cs {
+		if n := inlineSlotCount(c.p); n != 1 {
+			t.Errorf("partition %d: %d dispatching goroutines, want 1", i, n)
+		}
+	}
+	checkEachPartitionOnceInKeyOrder(t, rec.snapshot(), len(cs), rounds*perRound)
+	r.shutdown(t, cs...)
+	for i, c := range cs {
+		if n := inlineSlotCount(c.p); n != 0 {
+			t.Errorf("partition %d: %d dispatching goroutines after shutdown, want 0", i, n)
+		}
+	}
 }
 
 // checkEachPartitionOnceInKeyOrder fails unless offsets 0..n-1 of each of
