@@ -394,7 +394,16 @@ func TestInlineCleanStopsWithHandoffs(t *testing.T) {
 	// A new worker's dispatchers start inline: the hold, armed before each
 	// start, catches a handler running inline, and the stop comes while it
 	// holds its dispatching goroutine (and, after 2ms, has been handed off).
-	for range 8 {
+	r.stopWhileHeld(t, cfg, 8)
+	r.runToEnd(t, cfg)
+}
+
+// stopWhileHeld starts a worker and stops it cleanly while a handler holds
+// its dispatching goroutine inline, n times: each stop ends within its
+// budget and leaves no handler running.
+func (r *inlineRig) stopWhileHeld(t *testing.T, cfg worker.Config, n int) {
+	t.Helper()
+	for range n {
 		r.armHold()
 		w := start(t, cfg, r)
 		r.waitHeld(t)
@@ -406,6 +415,12 @@ func TestInlineCleanStopsWithHandoffs(t *testing.T) {
 			t.Fatalf("%d handlers still running after Run returned from a clean stop", r.inFlight.Load())
 		}
 	}
+}
+
+// runToEnd runs a worker until every record is handled, stops it, and
+// checks the rig's promises and that inline runs happened.
+func (r *inlineRig) runToEnd(t *testing.T, cfg worker.Config) {
+	t.Helper()
 	w := start(t, cfg, r)
 	r.waitAll(t)
 	w.stop(t)
@@ -503,20 +518,8 @@ func TestInlinePartitionOrdering(t *testing.T) {
 	r.slow = everyNth(100, 3, handoffSleep)
 	cfg := r.config()
 	cfg.Concurrency = 4
-	for range 3 {
-		r.armHold()
-		w := start(t, cfg, r)
-		r.waitHeld(t)
-		r.disarmHold()
-		if took := w.stopTimed(t); took > cfg.ShutdownTimeout+stopBound {
-			t.Fatalf("Run took %v to stop; want at most %v", took, cfg.ShutdownTimeout+stopBound)
-		}
-	}
-	w := start(t, cfg, r)
-	r.waitAll(t)
-	w.stop(t)
-	r.check(t)
-	r.sawInline(t)
+	r.stopWhileHeld(t, cfg, 3)
+	r.runToEnd(t, cfg)
 }
 
 // No ordering with inline runs and handoffs, stopped cleanly while a
@@ -530,20 +533,8 @@ func TestInlineNoOrdering(t *testing.T) {
 	r.slow = everyNth(80, 9, handoffSleep)
 	cfg := r.config()
 	cfg.Concurrency = 6
-	for range 3 {
-		r.armHold()
-		w := start(t, cfg, r)
-		r.waitHeld(t)
-		r.disarmHold()
-		if took := w.stopTimed(t); took > cfg.ShutdownTimeout+stopBound {
-			t.Fatalf("Run took %v to stop; want at most %v", took, cfg.ShutdownTimeout+stopBound)
-		}
-	}
-	w := start(t, cfg, r)
-	r.waitAll(t)
-	w.stop(t)
-	r.check(t)
-	r.sawInline(t)
+	r.stopWhileHeld(t, cfg, 3)
+	r.runToEnd(t, cfg)
 	if peak := r.peak.Load(); peak > int64(cfg.Concurrency) {
 		t.Fatalf("%d handler calls ran at once; WORKER_CONCURRENCY is %d", peak, cfg.Concurrency)
 	}
