@@ -153,8 +153,10 @@ type Config struct {
 
 	// Ordering is key, partition or none. WORKER_ORDERING, default key.
 	Ordering Ordering `env:"WORKER_ORDERING" envDefault:"key"`
-	// Concurrency is how many handler goroutines this worker runs, shared by
-	// all its partitions. WORKER_CONCURRENCY, default 64.
+	// Concurrency is how many handler calls this worker runs at once,
+	// shared by all its partitions: its pool's goroutines, and a partition's
+	// own goroutine while it runs a fast handler's messages itself.
+	// WORKER_CONCURRENCY, default 64.
 	Concurrency int `env:"WORKER_CONCURRENCY" envDefault:"64"`
 	// MaxInFlight bounds, per assigned partition, the messages taken from
 	// Kafka and not yet committed-ready (queued, running, backing off, or done
