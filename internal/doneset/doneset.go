@@ -81,7 +81,21 @@ func EncodedSize(base int64, ranges []Range) int {
 // SizeFor is the length of a done-set at base whose ranges take raw
 // bytes as uvarints.
 func SizeFor(base int64, raw int) int {
-	return len(Prefix) + len(strconv.FormatInt(base, 10)) + 1 + base64.RawURLEncoding.EncodedLen(raw)
+	return len(Prefix) + decimalLen(base) + 1 + base64.RawURLEncoding.EncodedLen(raw)
+}
+
+// decimalLen is len(strconv.FormatInt(v, 10)), without the string: the
+// dispatcher asks for it on every admission.
+func decimalLen(v int64) int {
+	n := 1
+	u := uint64(v)
+	if v < 0 {
+		n, u = 2, -u
+	}
+	for ; u >= 10; u /= 10 {
+		n++
+	}
+	return n
 }
 
 func UvarintLen(v uint64) int {

@@ -4,7 +4,9 @@
 package doneset
 
 import (
+	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -99,5 +101,26 @@ func TestDecode(t *testing.T) {
 	}
 	if _, err := Decode("kw1:5:!!"); err == nil || !Is("kw1:5:!!") {
 		t.Error("a kw1 value that does not parse is not an error")
+	}
+}
+
+// TestDecimalLenMatchesFormatInt checks the digit count SizeFor uses
+// against strconv at every power-of-ten edge and the extremes.
+func TestDecimalLenMatchesFormatInt(t *testing.T) {
+	vals := []int64{0, math.MaxInt64, math.MinInt64, math.MinInt64 + 1}
+	for p := int64(1); p > 0 && p <= math.MaxInt64/10; p *= 10 {
+		vals = append(vals, p-1, p, p+1, -p+1, -p, -p-1)
+	}
+	for _, v := range vals {
+		if got, want := decimalLen(v), len(strconv.FormatInt(v, 10)); got != want {
+			t.Errorf("decimalLen(%d) = %d, want %d", v, got, want)
+		}
+	}
+}
+
+// TestSizeForDoesNotAllocate: the dispatcher calls it on every admission.
+func TestSizeForDoesNotAllocate(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { SizeFor(123456789, 40) }); n != 0 {
+		t.Errorf("SizeFor allocates %v times a call, want 0", n)
 	}
 }

@@ -80,6 +80,9 @@ type Consumer struct {
 	sess    atomic.Pointer[sarama.ConsumerGroupSession] // between Setup and Cleanup; nil otherwise
 	pre     prefetched                                  // the session's offsets, read at Setup (prefetch.go)
 	offsets *StartOffsets                               // Params.StartOffsets, or one sarama does not use
+	// chunk is how many messages a dispatcher admits at most before running
+	// them inline: inlineChunk; a test may raise it before dispatching.
+	chunk int
 }
 
 // New makes the Consumer of one run.
@@ -88,7 +91,7 @@ func New(p Params) *Consumer {
 	if offsets == nil {
 		offsets = NewStartOffsets(p.Client)
 	}
-	return &Consumer{Params: p, log: p.Log, exited: make(chan struct{}, 1), offsets: offsets}
+	return &Consumer{Params: p, log: p.Log, exited: make(chan struct{}, 1), offsets: offsets, chunk: inlineChunk}
 }
 
 // Active is how many claims are being consumed (ConsumeClaim calls in

@@ -38,6 +38,7 @@ type dispatcher struct {
 	p         *partition
 	claim     sarama.ConsumerGroupClaim
 	tp        map[string][]int32
+	chunk     int // admitted at most before they run inline (Consumer.chunk)
 
 	// The dispatching goroutine's (see run): only one at a time dispatches.
 	done      <-chan struct{}                // the session's end
@@ -73,7 +74,7 @@ const awakeFor = 10 * time.Second
 // newDispatcher makes the dispatcher of claim, whose state is p.
 func newDispatcher(c *Consumer, p *partition, claim sarama.ConsumerGroupClaim) *dispatcher {
 	d := &dispatcher{group: c.ConsumerGroup, metrics: c.Metrics, stopping: c.Stopping, tickEvery: c.TickEvery,
-		p: p, claim: claim, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}, next: -1}
+		p: p, claim: claim, chunk: c.chunk, tp: map[string][]int32{claim.Topic(): {claim.Partition()}}, next: -1}
 	if p.hop.Tier > 0 {
 		d.watch = c.TierWatch
 	}
@@ -137,10 +138,15 @@ func (d *dispatcher) loop(r *inlineRun) bool {
 		case <-d.p.aborted: // exactly-once: its transaction aborted; given up, handled again
 			return true
 		}
-		d.p.inline = r.seat()
-		d.in = d.admitPending(d.msgs)
-		if !r.runReady() {
-			return false
+		for more := true; more; {
+			limit := len(d.overflow)
+			if d.p.inline = r.seat(); d.p.inline {
+				limit = d.chunk
+			}
+			d.in, more = d.admitPending(d.msgs, limit)
+			if !r.runReady() {
+				return false
+			}
 		}
 	}
 }
@@ -165,15 +171,20 @@ func (d *dispatcher) take(m *sarama.ConsumerMessage, in <-chan *sarama.ConsumerM
 	return true
 }
 
-// admitPending admits what the budget allows and returns the channel to
-// read next: the claim, or nil to hold back while the budget is used up.
-func (d *dispatcher) admitPending(msgs <-chan *sarama.ConsumerMessage) <-chan *sarama.ConsumerMessage {
+// admitPending admits what the budget allows, but no more than limit, and
+// returns the channel to read next: the claim, or nil to hold back while
+// the budget is used up. more reports that limit alone stopped it: the
+// caller admits the rest after running what it admitted (inline.go).
+func (d *dispatcher) admitPending(msgs <-chan *sarama.ConsumerMessage, limit int) (in <-chan *sarama.ConsumerMessage, more bool) {
 	for d.head < len(d.overflow) {
-		n, full := d.p.admit(d.overflow[d.head:])
+		n, full := d.p.admit(d.overflow[d.head:min(len(d.overflow), d.head+limit)])
 		clear(d.overflow[d.head : d.head+n])
 		d.head += n
-		if full {
+		if limit -= n; full {
 			break
+		}
+		if limit == 0 && d.head < len(d.overflow) {
+			return msgs, true
 		}
 	}
 	if d.head == len(d.overflow) {
@@ -181,20 +192,20 @@ func (d *dispatcher) admitPending(msgs <-chan *sarama.ConsumerMessage) <-chan *s
 		d.holding, d.blockedBy = false, ""
 		d.stall.Stop()
 		d.resume()
-		return msgs
+		return msgs, false
 	}
 	if reason := d.p.intakeReason(); reason != d.blockedBy {
 		d.blockedBy = reason
 		d.p.noteIntake(reason)
 	}
 	if d.paused {
-		return msgs // bounded by the pause; keep watching for a revocation
+		return msgs, false // bounded by the pause; keep watching for a revocation
 	}
 	if !d.holding {
 		d.holding = true
 		d.stall.Reset(stallAfter)
 	}
-	return nil
+	return nil, false
 }
 
 func (d *dispatcher) resume() {

@@ -44,6 +44,10 @@ const (
 	handoffAfter    = 2 * time.Millisecond
 	inlineCoolFirst = 10 * time.Millisecond
 	inlineCoolMax   = time.Second
+	// inlineChunk is how many messages a dispatcher admits at most before
+	// running them inline: the same few tasks are reused while still in
+	// the cache, and a partition holds few of them.
+	inlineChunk = 64
 )
 
 // inlineRun.pos holds the stretch's generation (high 32 bits), stretchOver,

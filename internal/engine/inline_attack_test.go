@@ -113,6 +113,7 @@ func lateWatchdogAttempt(t *testing.T, id int32) bool {
 		}
 	})
 	r := newRig(t, rec, func(cfg *testConfig) { cfg.MaxInFlight = budget })
+	r.g.chunk = budget // the big stretch is one admission: a stretch of inlineChunk lasting 2ms is slow
 	r.atCleanup(l0.open, l1.open, ly.open, lz.open)
 	c = r.claim("t", id)
 	c.claim.msgs = make(chan *sarama.ConsumerMessage, 4096)

@@ -11,6 +11,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/IBM/sarama"
+
 	"github.com/kafkaworker/kafkaworker/handler"
 )
 
@@ -82,6 +84,31 @@ func TestInlineFastHandlerRunsOnTheDispatcher(t *testing.T) {
 			t.Fatalf("a no-op handler ran in the pool for offsets %v; want every message inline", pooled)
 		}
 		rec.checkOncePerOffsetInKeyOrder(t, "t", 96)
+		r.shutdown(t, c)
+	})
+}
+
+// While it runs messages inline, a dispatcher admits at most inlineChunk of
+// what it read before running them: a partition reuses those few tasks,
+// still in the cache, instead of holding one for every message of its
+// largest read (maxBatch). Order and once-per-offset hold across chunks.
+func TestInlineAdmitsInChunks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 3 * maxBatch
+		rec := newRecorder(nil)
+		r := newRig(t, rec, nil)
+		c := r.claim("t", 0)
+		c.claim.msgs = make(chan *sarama.ConsumerMessage, n)
+		c.claim.send(t, keysCycling(n, 5)...) // each read takes maxBatch at once
+		r.dispatch(c)
+		synctest.Wait()
+		rec.checkOncePerOffsetInKeyOrder(t, "t", n)
+		c.p.mu.Lock()
+		tasks := len(c.p.free) + len(c.p.spare) // all done: every task made is free or unused
+		c.p.mu.Unlock()
+		if tasks > inlineChunk {
+			t.Fatalf("the partition made %d tasks for reads of %d messages run inline; want at most inlineChunk (%d)", tasks, maxBatch, inlineChunk)
+		}
 		r.shutdown(t, c)
 	})
 }
