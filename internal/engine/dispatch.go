@@ -51,6 +51,7 @@ type dispatcher struct {
 
 	overflow  []*sarama.ConsumerMessage // taken from the claim, not yet admitted
 	head      int                       // overflow[head:] is pending
+	more      bool                      // overflow[head:] waits only for its chunk's turn (admitAndRun)
 	paused    bool
 	holding   bool        // not reading: the budget is used up
 	blockedBy string      // why intake stopped, while it is stopped: "in_flight" or "done_set"
@@ -108,47 +109,76 @@ func (d *dispatcher) run(done <-chan struct{}) {
 // a handler it ran inline held it and another goroutine dispatches now.
 func (d *dispatcher) loop(r *inlineRun) bool {
 	for {
-		select {
-		case m, ok := <-d.in:
-			if !ok {
+		// d.more: the last goroutine lost the dispatching between the
+		// chunks of a read, whose rest is admitted first (the claim's next
+		// message may never come).
+		if !d.more {
+			over, admit := d.wait()
+			if over {
 				return true
 			}
-			d.wakeUp() // a record fetched before the pause took hold
-			if !d.take(m, d.in) {
-				return true
+			if !admit {
+				continue
 			}
-		case <-d.p.state.Freed():
-		case <-d.stall.C:
-			d.group.Pause(d.tp)
-			d.paused, d.holding = true, false
-		case <-d.tick.C:
-			d.p.flushHeld() // first, so what follows counts every completion
-			d.reportLag()
-			d.p.reportInFlight(false)
-			d.p.watchHeld()
-			d.maybeIdle()
-			continue
-		case <-d.wake:
-			d.wakeUp()
-			continue
-		case <-d.done:
-			return true
-		case <-d.stopping:
-			return true
-		case <-d.p.aborted: // exactly-once: its transaction aborted; given up, handled again
-			return true
 		}
-		for more := true; more; {
-			limit := len(d.overflow)
-			if d.p.inline = r.seat(); d.p.inline {
-				limit = d.chunk
-			}
-			d.in, more = d.admitPending(d.msgs, limit)
-			if !r.runReady() {
-				return false
-			}
+		if !d.admitAndRun(r) {
+			return false
 		}
 	}
+}
+
+// wait waits for what the dispatcher acts on: it reports over when the
+// dispatching is over, admit when what was read may be admitted.
+func (d *dispatcher) wait() (over, admit bool) {
+	select {
+	case m, ok := <-d.in:
+		if !ok {
+			return true, false
+		}
+		d.wakeUp() // a record fetched before the pause took hold
+		if !d.take(m, d.in) {
+			return true, false
+		}
+	case <-d.p.state.Freed():
+	case <-d.stall.C:
+		d.group.Pause(d.tp)
+		d.paused, d.holding = true, false
+	case <-d.tick.C:
+		d.p.flushHeld() // first, so what follows counts every completion
+		d.reportLag()
+		d.p.reportInFlight(false)
+		d.p.watchHeld()
+		d.maybeIdle()
+		return false, false
+	case <-d.wake:
+		d.wakeUp()
+		return false, false
+	case <-d.done:
+		return true, false
+	case <-d.stopping:
+		return true, false
+	case <-d.p.aborted: // exactly-once: its transaction aborted; given up, handled again
+		return true, false
+	}
+	return false, true
+}
+
+// admitAndRun admits what was read, as the budget allows, and runs what
+// became ready inline when the partition may (inline.go): then a chunk at
+// a time, each run before the next is admitted. It reports false when a
+// handler held this goroutine and another dispatches now.
+func (d *dispatcher) admitAndRun(r *inlineRun) bool {
+	for d.more = true; d.more; {
+		limit := len(d.overflow)
+		if d.p.inline = r.seat(); d.p.inline {
+			limit = d.chunk
+		}
+		d.in, d.more = d.admitPending(d.msgs, limit)
+		if !r.runReady() {
+			return false
+		}
+	}
+	return true
 }
 
 // take queues m and whatever else the claim has ready, up to maxBatch. It
