@@ -111,7 +111,7 @@ func (b *bench) noop(ctx context.Context) (table, error) {
 			{"**msgs/s, hot path** (first → last message handled)", rate(hr), rate(hw), atLeast(hq, 0.92)},
 			{"msgs/s, whole run (Run/Consume called → last handled)", rate(wr), rate(ww), ratio(wq)},
 			{"per-run hot-path msgs/s", windowRates(raws, snapFirst), windowRates(wrks, snapFirst), ""},
-			{"**consumer CPU per message**, hot path", micros(secs(cr)), micros(secs(cw)), atMost(cq, 1.25)},
+			{"**consumer CPU per message**, hot path", micros(secs(cr)), micros(secs(cw)), atMost(cq, 1.1)},
 			{"consumer CPU per message, whole run", micros(secs(cwr)), micros(secs(cww)), ratio(cwq)},
 			{"**allocations per message**, hot path", fmt.Sprintf("%.2f", ar), fmt.Sprintf("%.2f", aw), atMost(aq, 1.10)},
 			{"**bytes allocated per message**, hot path", fmt.Sprintf("%.0f B", br), fmt.Sprintf("%.0f B", bw), atMost(bq, 1.10)},
