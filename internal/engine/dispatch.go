@@ -165,12 +165,16 @@ func (d *dispatcher) wait() (over, admit bool) {
 
 // admitAndRun admits what was read, as the budget allows, and runs what
 // became ready inline when the partition may (inline.go): then a chunk at
-// a time, each run before the next is admitted. It reports false when a
+// a time, each run before the next is admitted. The chunks run inline for
+// inlineBudget at most together, as one admission's stretch did: then the
+// rest goes to the pool, and the dispatcher back to its select (a stop, a
+// revocation), however much a pause let it read. It reports false when a
 // handler held this goroutine and another dispatches now.
 func (d *dispatcher) admitAndRun(r *inlineRun) bool {
+	began := time.Since(clockAnchor)
 	for d.more = true; d.more; {
 		limit := len(d.overflow)
-		if d.p.inline = r.seat(); d.p.inline {
+		if d.p.inline = time.Since(clockAnchor)-began < inlineBudget && r.seat(); d.p.inline {
 			limit = d.chunk
 		}
 		d.in, d.more = d.admitPending(d.msgs, limit)
