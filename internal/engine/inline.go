@@ -20,7 +20,9 @@ import (
 //
 //   - a stretch (the messages one admission made ready, and the next
 //     messages of their keys) stops after inlineBudget and hands its rest to
-//     the pool;
+//     the pool; a read admitted a chunk (inlineChunk) at a time starts no
+//     chunk inline past inlineBudget either: its rest goes to the pool
+//     (dispatcher.admitAndRun);
 //   - a stretch slower than inlineMaxAvg a message sends the partition's
 //     messages to the pool for a cool-down (inlineCoolFirst, doubling up to
 //     inlineCoolMax while stretches stay slow), after which one stretch tries
