@@ -113,37 +113,6 @@ func TestInlineAdmitsInChunks(t *testing.T) {
 	})
 }
 
-// A handoff while a read is admitted in chunks: the new dispatching
-// goroutine admits the read's rest at once. (It waited for the claim's next
-// message, which at the end of a topic never comes: the bench's 256
-// partitions stalled with most of a read unhandled.)
-func TestInlineHandoffBetweenChunksAdmitsTheRest(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const n = maxBatch
-		release := newLatch()
-		rec := newRecorder(func(_ context.Context, m *handler.Message) {
-			if m.Offset == 0 {
-				<-release.done()
-			}
-		})
-		r := newRig(t, rec, nil)
-		r.atCleanup(release.open)
-		c := r.claim("t", 0)
-		c.claim.msgs = make(chan *sarama.ConsumerMessage, n)
-		c.claim.send(t, keysCycling(n, 5)...) // one read: four chunks
-		r.dispatch(c)
-		time.Sleep(handoffAfter) // offset 0 holds the dispatcher in the first chunk: handed off
-		synctest.Wait()
-		if slots := inlineSlotCount(c.p); slots != 2 {
-			t.Fatalf("%d dispatching goroutines, want 2: the held one and its successor", slots)
-		}
-		release.open()
-		synctest.Wait()
-		rec.checkOncePerOffsetInKeyOrder(t, "t", n)
-		r.shutdown(t, c)
-	})
-}
-
 // A stretch slower than inlineMaxAvg a message stops at the first look at
 // the clock past inlineBudget and hands its rest to the pool; the next
 // messages then go to the pool for inlineCoolFirst, after which one stretch
