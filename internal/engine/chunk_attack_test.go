@@ -245,65 +245,6 @@ func TestChunkBudgetFullAroundChunks(t *testing.T) {
 	})
 }
 
-// (3) Reads of maxBatch, admitted in chunks, on partitions that outnumber
-// WORKER_CONCURRENCY, with handoffs and slow stretches in any chunk:
-// never more handlers at once than the setting, every seat back once all
-// is done, one dispatching goroutine per partition, every message once in
-// key order.
-func TestChunkReadsWithinConcurrency(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const concurrency, parts, rounds = 2, 3, 4
-		var active, most, inline atomic.Int32
-		rec := newRecorder(func(_ context.Context, m *handler.Message) {
-			n := active.Add(1)
-			for old := most.Load(); n > old && !most.CompareAndSwap(old, n); old = most.Load() {
-			}
-			if runsInline() {
-				inline.Add(1)
-			}
-			runtime.Gosched()
-			switch o := m.Offset % maxBatch; {
-			case m.Partition == 0 && (o == 70 || o == 200): // in a read's second or last chunk
-				time.Sleep(3 * handoffAfter / 2) // handed off
-			case m.Partition == 1 && o == 150:
-				time.Sleep(20 * time.Microsecond) // a slow stretch: cool-down
-			}
-			active.Add(-1)
-		})
-		r := newRig(t, rec, func(c *testConfig) { c.Concurrency = concurrency })
-		cs := make([]*claimed, parts)
-		for i := range cs {
-			cs[i] = r.claim("t", int32(i))
-			cs[i].claim.msgs = make(chan *sarama.ConsumerMessage, maxBatch)
-			r.dispatch(cs[i])
-		}
-		for range rounds {
-			for _, c := range cs {
-				c.claim.send(t, keysCycling(maxBatch, 6)...)
-			}
-			time.Sleep(inlineCoolMax) // each read whole, on its own; inline again for the next
-		}
-		want := parts * rounds * maxBatch
-		synctest.Wait()
-		if n := most.Load(); n > concurrency {
-			t.Fatalf("%d handlers ran at once with WORKER_CONCURRENCY %d", n, concurrency)
-		}
-		if n := int(inline.Load()); n < parts*inlineChunk || n == want {
-			t.Fatalf("%d of %d messages ran inline; the test means both ways to run", n, want)
-		}
-		if n := r.pool.seats.Load(); n != concurrency {
-			t.Errorf("all idle: %d seats free, want %d", n, concurrency)
-		}
-		for i, c := range cs {
-			if n := inlineSlotCount(c.p); n != 1 {
-				t.Errorf("partition %d: %d dispatching goroutines, want 1", i, n)
-			}
-		}
-		checkEachPartitionOnceInKeyOrder(t, rec.snapshot(), parts, rounds*maxBatch)
-		r.shutdown(t, cs...)
-	})
-}
-
 // (5) The done-set's room, not the budget, cuts chunks short and then
 // stops intake while they run inline: key s's first message blocks
 // (handed off), its later ones wait behind it while key f's, between

@@ -234,15 +234,53 @@ func TestInlineBlockingHandlerIsHandedOff(t *testing.T) {
 // runs once, in key order; once everything is done every seat is back
 // (none leaked, none given twice) and every handed-off goroutine has
 // exited (one dispatching goroutine per partition, none after shutdown).
+// The last case reads maxBatch at a time, admitted in chunks, with the
+// handoffs and slow stretches in a read's second and last chunks.
 func TestInlineRunsCountAgainstConcurrency(t *testing.T) {
-	for _, c := range []struct{ concurrency, partitions int }{{1, 4}, {2, 3}} {
-		t.Run(fmt.Sprintf("concurrency=%d/partitions=%d", c.concurrency, c.partitions), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { mixedLoadWithinConcurrency(t, c.concurrency, c.partitions) })
+	everyFew := func(m *handler.Message) time.Duration {
+		switch m.Offset % 37 {
+		case 5:
+			return 3 * handoffAfter / 2 // handed off
+		case 11:
+			return 20 * time.Microsecond // a slow stretch: cool-down
+		}
+		return 0
+	}
+	inChunks := func(m *handler.Message) time.Duration {
+		switch o := m.Offset % maxBatch; {
+		case m.Partition == 0 && (o == 70 || o == 200):
+			return 3 * handoffAfter / 2
+		case m.Partition == 1 && o == 150:
+			return 20 * time.Microsecond
+		}
+		return 0
+	}
+	for _, c := range []struct {
+		name                    string
+		concurrency, partitions int
+		load                    mixedLoad
+	}{
+		{"concurrency=1/partitions=4", 1, 4, mixedLoad{rounds: 6, perRound: 60, pause: inlineCoolFirst, delay: everyFew, minInline: 1}},
+		{"concurrency=2/partitions=3", 2, 3, mixedLoad{rounds: 6, perRound: 60, pause: inlineCoolFirst, delay: everyFew, minInline: 1}},
+		{"concurrency=2/partitions=3/reads=maxBatch", 2, 3, mixedLoad{rounds: 4, perRound: maxBatch, pause: inlineCoolMax, delay: inChunks, minInline: 3 * inlineChunk}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { mixedLoadWithinConcurrency(t, c.concurrency, c.partitions, c.load) })
 		})
 	}
 }
 
-func mixedLoadWithinConcurrency(t *testing.T, concurrency, partitions int) {
+// mixedLoad is what mixedLoadWithinConcurrency sends each partition: rounds
+// reads of perRound messages over 6 keys, pause apart; delay is how long a
+// message's handler blocks; at least minInline messages must run inline.
+type mixedLoad struct {
+	rounds, perRound int
+	pause            time.Duration
+	delay            func(*handler.Message) time.Duration
+	minInline        int
+}
+
+func mixedLoadWithinConcurrency(t *testing.T, concurrency, partitions int, load mixedLoad) {
 	var active, most, inline atomic.Int32
 	rec := newRecorder(func(_ context.Context, m *handler.Message) {
 		n := active.Add(1)
@@ -252,11 +290,8 @@ func mixedLoadWithinConcurrency(t *testing.T, concurrency, partitions int) {
 			inline.Add(1)
 		}
 		runtime.Gosched()
-		switch m.Offset % 37 {
-		case 5:
-			time.Sleep(3 * handoffAfter / 2) // handed off
-		case 11:
-			time.Sleep(20 * time.Microsecond) // a slow stretch: cool-down
+		if d := load.delay(m); d > 0 {
+			time.Sleep(d)
 		}
 		active.Add(-1)
 	})
@@ -264,16 +299,16 @@ func mixedLoadWithinConcurrency(t *testing.T, concurrency, partitions int) {
 	cs := make([]*claimed, partitions)
 	for i := range cs {
 		cs[i] = r.claim("t", int32(i))
+		cs[i].claim.msgs = make(chan *sarama.ConsumerMessage, load.rounds*load.perRound) // never full
 		r.dispatch(cs[i])
 	}
-	const rounds, perRound = 6, 60
-	for range rounds {
+	for range load.rounds {
 		for _, c := range cs {
-			c.claim.send(t, keysCycling(perRound, 6)...)
+			c.claim.send(t, keysCycling(load.perRound, 6)...)
 		}
-		time.Sleep(inlineCoolFirst) // let some partitions go inline again
+		time.Sleep(load.pause) // let some partitions go inline again
 	}
-	want := len(cs) * rounds * perRound
+	want := len(cs) * load.rounds * load.perRound
 	for i := 0; len(rec.snapshot()) < want && i < 10_000; i++ {
 		time.Sleep(time.Millisecond) // the bubble's clock: the sleeping handlers run a few at a time
 	}
@@ -282,8 +317,8 @@ func mixedLoadWithinConcurrency(t *testing.T, concurrency, partitions int) {
 	if n := most.Load(); n > int32(concurrency) {
 		t.Fatalf("%d handlers ran at once with WORKER_CONCURRENCY %d", n, concurrency)
 	}
-	if n := int(inline.Load()); n == 0 || n == want {
-		t.Fatalf("%d of %d messages ran inline; the test means both ways to run", n, want)
+	if n := int(inline.Load()); n < load.minInline || n == want {
+		t.Fatalf("%d of %d messages ran inline (want at least %d, not all); the test means both ways to run", n, want, load.minInline)
 	}
 	if n := r.pool.seats.Load(); n != int64(concurrency) {
 		t.Errorf("all idle: %d seats free, want %d", n, concurrency)
@@ -293,7 +328,7 @@ func mixedLoadWithinConcurrency(t *testing.T, concurrency, partitions int) {
 			t.Errorf("partition %d: %d dispatching goroutines, want 1", i, n)
 		}
 	}
-	checkEachPartitionOnceInKeyOrder(t, rec.snapshot(), len(cs), rounds*perRound)
+	checkEachPartitionOnceInKeyOrder(t, rec.snapshot(), len(cs), load.rounds*load.perRound)
 	r.shutdown(t, cs...)
 	for i, c := range cs {
 		if n := inlineSlotCount(c.p); n != 0 {
