@@ -208,7 +208,7 @@ func (d *dispatcher) take(m *sarama.ConsumerMessage, in <-chan *sarama.ConsumerM
 // admitPending admits what the budget allows, but no more than limit, and
 // returns the channel to read next: the claim, or nil to hold back while
 // the budget is used up. more reports that limit alone stopped it: the
-// caller admits the rest after running what it admitted (inline.go).
+// caller (admitAndRun) admits the rest after running what it admitted.
 func (d *dispatcher) admitPending(msgs <-chan *sarama.ConsumerMessage, limit int) (in <-chan *sarama.ConsumerMessage, more bool) {
 	for d.head < len(d.overflow) {
 		n, full := d.p.admit(d.overflow[d.head:min(len(d.overflow), d.head+limit)])
