@@ -141,7 +141,7 @@ func (r *inlineRun) runReady() bool {
 		return false
 	}
 	clear(p.runQ)
-	p.runQ = p.runQ[:0]
+	p.runQ, p.lazyQ = p.runQ[:0], false
 	r.unseat()
 	return true
 }
@@ -156,6 +156,7 @@ func (r *inlineRun) stretch(q []*task) bool {
 	r.gen++
 	r.pos.Store(r.gen * stretchGen)
 	r.watchdog.Reset(handoffAfter)
+	r.slot.lazyBroke = false
 	ran, over := 0, false
 	for !over {
 		t := r.claim()
@@ -168,6 +169,7 @@ func (r *inlineRun) stretch(q []*task) bool {
 			if ran%inlineLookEvery == 0 {
 				over = time.Since(clockAnchor)-began > inlineBudget
 			}
+			over = over || r.slot.lazyBroke // the rest is chained (lazy.go)
 			if t != nil && (over || r.pos.Load()&stretchOver != 0) {
 				p.pool.push(t) // its key's next message, to the pool
 				t = nil
@@ -201,7 +203,7 @@ func (r *inlineRun) end(took time.Duration, ran int) bool {
 	if v&stretchOver != 0 {
 		return false
 	}
-	r.d.p.pool.pushAll(r.q[v&stretchIdx:])
+	r.d.p.releaseRest(nil, r.q[v&stretchIdx:])
 	r.q = nil
 	if ran > 0 {
 		r.d.judge(took > time.Duration(ran)*inlineMaxAvg)
@@ -221,8 +223,12 @@ func (r *inlineRun) handoff() {
 		return
 	}
 	d := r.d
-	d.p.pool.pushAll(r.q[i:])
-	d.p.runQ = nil // the old goroutine may still read q's array (claim)
+	var running *task
+	if i > 0 {
+		running = r.q[i-1] // or done already: releaseRest tells
+	}
+	d.p.releaseRest(running, r.q[i:])
+	d.p.runQ, d.p.lazyQ = nil, false // the old goroutine may still read q's array (claim)
 	d.judge(true)
 	d.dispatch()
 }

@@ -99,6 +99,10 @@ type partition struct {
 	inline      bool
 	runQ        []*task
 	inlineSlots atomic.Pointer[[]*runSlot]
+	// lazyQ: runQ's messages were admitted lazy (lazy.go), and so are
+	// those the stretch running them has not started. The dispatcher's.
+	lazyQ     bool
+	lazyReady []*task // releaseRest's buffer; the dispatcher's
 }
 
 // admit takes in, in order, as many of ms as the in-flight budget and the
@@ -117,6 +121,9 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	ms = ms[:min(fit, len(ms))]
 	p.mu.Lock()
 	reuse := p.takeFree(min(room, len(ms)))
+	// Only the dispatcher adds to what is unfinished: lazy now is lazy
+	// when they are chained below.
+	lazy := p.admitsLazy()
 	p.mu.Unlock()
 	// Tasks are built outside the locks; the budget only grows meanwhile,
 	// so those built will fit.
@@ -136,7 +143,11 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 				t = p.nextTask()
 			}
 			p.initTask(t, m)
-			t.key = p.keyOf(m.Key)
+			if lazy {
+				t.lazy = true // no FIFO while it runs in its turn (lazy.go)
+			} else {
+				t.key = p.keyOf(m.Key)
+			}
 			built = append(built, t)
 		}
 		offs = append(offs, m.Offset)
@@ -155,6 +166,9 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	ready := p.ready[:0]
 	for _, t := range built {
 		switch {
+		case lazy:
+			ready = append(ready, t)
+			p.lazyQ = true
 		case p.chain(t):
 		case p.batch != nil:
 			p.addGathered(t) // before its key's next one is chained: it joins t
@@ -230,6 +244,13 @@ func (p *partition) run(t *task, slot *runSlot) *task {
 	case err == nil:
 		next, idle = p.complete(t)
 	case state == partRunning && !errors.Is(err, errTxnAborted):
+		if t.lazy {
+			// It stays unfinished: chained, so that the later messages of
+			// its key wait for its retry, and its stretch ends (lazy.go).
+			// It waits for nothing itself: the stretch ran the earlier ones.
+			p.chainLazy(t)
+			slot.lazyBroke = true
+		}
 		p.scheduleRetry(t, err)
 	}
 	p.settle(err != nil, idle)
@@ -298,6 +319,7 @@ func (p *partition) call(ctx context.Context, t *task) (err error) {
 // p.mu held.
 func (p *partition) complete(t *task) (next *task, idle bool) {
 	next = t.next
+	t.lazy = false // done in its turn: nothing waits behind it (lazy.go)
 	if ks := t.key; ks != nil && ks.last == t {
 		ks.last = nil // t was the last pending message of its key: the key is idle
 	}

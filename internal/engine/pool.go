@@ -61,7 +61,10 @@ const nudgeAfter = time.Millisecond
 type runSlot struct {
 	part atomic.Uintptr
 	runs atomic.Uint64 // runs started: the nudge tells a long one by it
-	_    [48]byte
+	// lazyBroke: a lazy message this goroutine ran failed, and was chained
+	// (lazy.go): its stretch must end. Only the slot's goroutine touches it.
+	lazyBroke bool
+	_         [47]byte
 }
 
 // partID is part's identity in a runSlot. Go's heap objects do not move,

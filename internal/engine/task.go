@@ -17,12 +17,16 @@ import (
 // task is one message on its way through a partition, from admission until
 // it is done; it is held in memory only that long.
 type task struct {
-	part    *partition
-	msg     handler.Message
-	node    commit.Handle // its handle in the partition's commit state
-	key     *keyState     // its key's FIFO; nil when the message waits for nothing
-	next    *task         // next message of the same key, admitted after this one
-	attempt int           // deliveries on this hop so far; the delivering goroutine's
+	part *partition
+	msg  handler.Message
+	node commit.Handle // its handle in the partition's commit state
+	key  *keyState     // its key's FIFO; nil when the message waits for nothing
+	// lazy: admitted without its key's FIFO, to run inline in its turn,
+	// and neither done nor chained since (lazy.go); guarded by p.mu once
+	// the stretch runs.
+	lazy    bool
+	next    *task // next message of the same key, admitted after this one
+	attempt int   // deliveries on this hop so far; the delivering goroutine's
 	// attemptShown mirrors attempt for readers under p.mu (stuck reports).
 	attemptShown atomic.Int32
 	fail         *failure
