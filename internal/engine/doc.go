@@ -37,6 +37,9 @@
 // together never exceed WORKER_CONCURRENCY. A slow stretch sends the
 // partition back to the pool for a cool-down; a handler that holds the
 // dispatcher past handoffAfter loses it to a new dispatching goroutine.
+// While nothing else of the partition is unfinished, messages admitted to
+// run inline skip the key FIFOs until a failure, the budget or the
+// watchdog breaks their run in offset order (lazy.go).
 //
 // With a batch handler (Params.Batch, batch.go) the ready messages are
 // gathered and cut into lots instead of being pushed one by one:

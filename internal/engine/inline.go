@@ -11,8 +11,9 @@ import (
 // handler (a queue under a lock, a goroutine woken, the task's memory moved
 // to another core); it was about half the CPU of a no-op message. Nothing
 // else changes: the same partition.run, the same key FIFOs (a key's next
-// message starts only once the one before it completed), and the pool's
-// seats bound the handlers running, inline ones included, to
+// message starts only once the one before it completed; while the stretch
+// runs them in offset order they are made only when needed: lazy.go), and
+// the pool's seats bound the handlers running, inline ones included, to
 // WORKER_CONCURRENCY.
 //
 // The dispatcher must go on reading its claim (sarama tells of a revocation
