@@ -1,0 +1,311 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/kafkaworker/kafkaworker/handler"
+)
+
+// Review attacks on lazy keys (lazy.go), beyond lazy_test.go's.
+
+// plan is what a chaos handler does with one offset: fail its first fails
+// calls (the first by panicking when panics), each call taking took.
+type plan struct {
+	fails  int
+	panics bool
+	took   time.Duration
+}
+
+// chaos is a handler that follows a plan per offset, records every call in
+// start order, and counts overlaps within an ordering group: the key (nil
+// keys are in none), or the whole partition for OrderByPartition.
+type chaos struct {
+	mu      sync.Mutex
+	plans   map[int64]plan
+	byPart  bool
+	calls   []int64
+	ok      map[int64]int
+	active  map[string]int
+	overlap []string
+}
+
+func newChaos(plans map[int64]plan, byPart bool) *chaos {
+	return &chaos{plans: plans, byPart: byPart, ok: map[int64]int{}, active: map[string]int{}}
+}
+
+func (c *chaos) group(m *handler.Message) (string, bool) {
+	switch {
+	case c.byPart:
+		return "", true
+	case m.Key == nil:
+		return "", false
+	}
+	return string(m.Key), true
+}
+
+func (c *chaos) Handle(_ context.Context, m *handler.Message) error {
+	g, ordered := c.group(m)
+	c.mu.Lock()
+	c.calls = append(c.calls, m.Offset)
+	pl := c.plans[m.Offset]
+	fail := pl.fails > 0
+	if fail {
+		pl.fails--
+		c.plans[m.Offset] = pl
+	}
+	if ordered {
+		if c.active[g]++; c.active[g] > 1 {
+			c.overlap = append(c.overlap, fmt.Sprintf("%q at offset %d", g, m.Offset))
+		}
+	}
+	c.mu.Unlock()
+	time.Sleep(pl.took)
+	c.mu.Lock()
+	if ordered {
+		c.active[g]--
+	}
+	if !fail {
+		c.ok[m.Offset]++
+	}
+	c.mu.Unlock()
+	if fail && pl.panics {
+		panic("on purpose")
+	}
+	if fail {
+		return errors.New("failed on purpose")
+	}
+	return nil
+}
+
+// check fails unless each offset below n succeeded once, no group ran two
+// at once, and each group's calls are its offsets in order, each failing
+// one repeated (its retries) before the group's next: fails are the plans'
+// fails as sent, keys the messages' keys (nil: in no group).
+func (c *chaos) check(t *testing.T, keys [][]byte, fails map[int64]int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.overlap) > 0 {
+		t.Errorf("ran at once: %v", c.overlap)
+	}
+	for o := range int64(len(keys)) {
+		if c.ok[o] != 1 {
+			t.Errorf("offset %d succeeded %d times, want once", o, c.ok[o])
+		}
+	}
+	want, got := map[string][]int64{}, map[string][]int64{}
+	groupOf := func(o int64) (string, bool) {
+		if c.byPart {
+			return "", true
+		}
+		return string(keys[o]), keys[o] != nil
+	}
+	for o := range int64(len(keys)) {
+		if g, ok := groupOf(o); ok {
+			for range fails[o] + 1 {
+				want[g] = append(want[g], o)
+			}
+		}
+	}
+	for _, o := range c.calls {
+		if g, ok := groupOf(o); ok {
+			got[g] = append(got[g], o)
+		}
+	}
+	for g, w := range want {
+		if !slices.Equal(got[g], w) {
+			t.Errorf("group %q ran %v, want %v", g, got[g], w)
+		}
+	}
+}
+
+// constantBackoff retries after d, for ever.
+func constantBackoff(d time.Duration) func() backoff.BackOff {
+	return func() backoff.BackOff { return backoff.NewConstantBackOff(d) }
+}
+
+// sendKeys puts messages with keys (nil allowed) into the claim.
+func sendKeys(c *claimed, keys ...[]byte) {
+	for _, k := range keys {
+		m := c.claim.message("")
+		m.Key = k
+		c.claim.msgs <- m
+	}
+}
+
+// TestLazyChaos runs random mixes of everything lazy keys must survive.
+func TestLazyChaos(t *testing.T) {
+	for seed := range uint64(200) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { chaosRun(t, seed) })
+		})
+	}
+}
+
+func chaosRun(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	n := 20 + rng.IntN(300)
+	nkeys := 1 + rng.IntN(6)
+	byPart := rng.IntN(5) == 0
+	keys := make([][]byte, n)
+	plans, fails := map[int64]plan{}, map[int64]int{}
+	for o := range n {
+		if rng.IntN(10) > 0 {
+			keys[o] = fmt.Appendf(nil, "k%d", rng.IntN(nkeys))
+		}
+		var pl plan
+		if rng.IntN(8) == 0 {
+			pl.fails = 1 + rng.IntN(2)
+			pl.panics = rng.IntN(2) == 0
+		}
+		switch x := rng.IntN(40); {
+		case x < 2:
+			pl.took = handoffAfter + time.Duration(rng.IntN(3)-1)*time.Microsecond
+		case x == 2:
+			pl.took = handoffAfter + time.Duration(rng.IntN(3))*time.Millisecond
+		case x < 6:
+			pl.took = time.Duration(rng.IntN(60)) * time.Microsecond
+		case x < 20:
+			pl.took = time.Duration(rng.IntN(3)) * time.Microsecond
+		}
+		plans[int64(o)], fails[int64(o)] = pl, pl.fails
+	}
+	h := newChaos(plans, byPart)
+	conc := []int{1, 2, 64}[rng.IntN(3)]
+	maxIn := []int{3, 10, 1000}[rng.IntN(3)]
+	r := newRig(t, h, func(cfg *testConfig) {
+		cfg.Concurrency, cfg.MaxInFlight = conc, maxIn
+		if byPart {
+			cfg.Ordering = OrderByPartition
+		}
+	})
+	r.g.RetryBackoff = constantBackoff([]time.Duration{0, time.Microsecond, time.Millisecond, 30 * time.Millisecond}[rng.IntN(4)])
+	r.g.chunk = []int{inlineChunk, 4, 1}[rng.IntN(3)]
+	c := r.claim("t", 0)
+	c.claim.msgs = make(chan *sarama.ConsumerMessage, n)
+	r.dispatch(c)
+	for sent := 0; sent < n; {
+		b := min(n-sent, 1+rng.IntN(40))
+		sendKeys(c, keys[sent:sent+b]...)
+		sent += b
+		if gap := rng.IntN(4); gap > 0 {
+			time.Sleep(time.Duration(rng.IntN(3000*gap)) * time.Microsecond)
+		}
+	}
+	time.Sleep(5 * time.Second)
+	synctest.Wait()
+	h.check(t, keys, fails)
+	if got := inFlight(c.p); got != 0 {
+		t.Errorf("%d messages still in flight: a stall", got)
+	}
+	if t.Failed() {
+		t.Logf("seed %d: n %d keys %d byPart %v conc %d maxIn %d chunk %d", seed, n, nkeys, byPart, conc, maxIn, r.g.chunk)
+	}
+	c.revoke()
+	select {
+	case <-c.runDone:
+	case <-time.After(time.Minute):
+		t.Fatal("the dispatcher did not return after the revocation")
+	}
+	r.shutdown(t, c)
+}
+
+// The watchdog takes a stretch whose lazy message, blocked past
+// handoffAfter, then fails: the watchdog chained it (releaseRest), so its
+// failure must not chain it again (a message chained behind itself runs
+// again on its completion, or never), and its key's later message, in the
+// same read, waits for its retry. Catches chainLazy not clearing t.lazy
+// (M8) and the handoff not chaining the running message (M1).
+func TestLazyHandoffThenTheRunningMessageFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		keys := []string{"x", "a", "b", "a", "c"}
+		h := newAttempts(1)
+		h.took = func(o int64) time.Duration {
+			if o == 1 {
+				return 2 * handoffAfter // the watchdog takes the stretch first
+			}
+			return 0
+		}
+		r := newRig(t, h, nil)
+		c := r.claim("t", 0)
+		c.claim.send(t, keys...)
+		r.dispatch(c)
+		synctest.Wait()
+		if !h.inline[0] {
+			t.Fatal("the read should have run inline (the lazy path)")
+		}
+		time.Sleep(time.Second) // the handoff, the failure, its retry
+		synctest.Wait()
+		h.checkKeyOrder(t, keys, map[string][]int64{"x": {0}, "a": {1, 1, 3}, "b": {2}, "c": {4}})
+		if n := inFlight(c.p); n != 0 {
+			t.Errorf("%d messages still in flight", n)
+		}
+		r.shutdown(t, c)
+	})
+}
+
+// An admission is lazy only while everything unfinished is lazy and
+// waits in runQ. Here a read's first admit call is not lazy (x, in the
+// pool, is unfinished): z waits in runQ with its key's FIFO. x completes
+// before the read's second admit call (a done-set cut splits a read so):
+// what is unfinished is then exactly runQ, but not lazy, so the second z
+// must still be chained behind the first, or, should the first fail in
+// the stretch (a non-lazy failure does not end it), the second would run
+// before its retry. Catches admitsLazy without its lazyQ guard (M5).
+func TestLazyNotAfterANonLazyAdmitOfTheSameRead(t *testing.T) {
+	b := setupPartition(t, 10, nil)
+	b.admit("x") // not inline: to the pool
+	x := b.queued()
+	b.p.inline = true
+	b.admit("z")
+	if len(x) != 1 || len(b.p.runQ) != 1 || b.p.runQ[0].lazy {
+		t.Fatalf("z, admitted while x is unfinished, should wait in runQ not lazy")
+	}
+	b.finish(x[0])
+	b.admit("z")
+	if got := len(b.p.runQ); got != 1 || b.p.runQ[0].next == nil {
+		t.Fatalf("the second z: runQ holds %d, want it chained behind the first (not lazy, not in runQ)", got)
+	}
+}
+
+// A stretch ended by a lazy failure ends only itself: the next stretch of
+// the same dispatching goroutine runs all its messages inline again.
+// Catches runSlot.lazyBroke not being reset per stretch (M4): every later
+// stretch would end after its first message and send the rest to the pool.
+func TestLazyFailureEndsOnlyItsStretch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		keys := keysCycling(40, 40)
+		h := newAttempts(1)
+		r := newRig(t, h, nil)
+		c := r.claim("t", 0)
+		c.claim.send(t, keys[:3]...)
+		r.dispatch(c)
+		time.Sleep(time.Second) // 1 fails, ends its stretch, and is retried
+		synctest.Wait()
+		c.claim.send(t, keys[3:]...)
+		synctest.Wait()
+		for o := int64(3); o < 40; o++ {
+			if !h.inline[o] {
+				t.Fatalf("offset %d ran in the pool: the stretch after a failed one should run inline", o)
+			}
+		}
+		want := map[string][]int64{}
+		for o, k := range keys {
+			want[k] = []int64{int64(o)}
+		}
+		want[keys[1]] = []int64{1, 1}
+		h.checkKeyOrder(t, keys, want)
+		r.shutdown(t, c)
+	})
+}
