@@ -130,6 +130,14 @@ func (c *chaos) check(t *testing.T, keys [][]byte, fails map[int64]int) {
 	}
 }
 
+// ranInline reports whether offset o's last call ran inline, under a's
+// lock: handlers may still write it.
+func ranInline(a *attempts, o int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.inline[o]
+}
+
 // constantBackoff retries after d, for ever.
 func constantBackoff(d time.Duration) func() backoff.BackOff {
 	return func() backoff.BackOff { return backoff.NewConstantBackOff(d) }
@@ -262,7 +270,7 @@ func TestLazyHandoffThenTheRunningMessageFails(t *testing.T) {
 		c.claim.send(t, keys...)
 		r.dispatch(c)
 		synctest.Wait()
-		if !h.inline[0] {
+		if !ranInline(h, 0) {
 			t.Fatal("the read should have run inline (the lazy path)")
 		}
 		time.Sleep(time.Second) // the handoff, the failure, its retry
@@ -316,7 +324,7 @@ func TestLazyFailureEndsOnlyItsStretch(t *testing.T) {
 		c.claim.send(t, keys[3:]...)
 		synctest.Wait()
 		for o := int64(3); o < 40; o++ {
-			if !h.inline[o] {
+			if !ranInline(h, o) {
 				t.Fatalf("offset %d ran in the pool: the stretch after a failed one should run inline", o)
 			}
 		}
