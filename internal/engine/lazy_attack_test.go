@@ -161,7 +161,7 @@ func sendKeys(c *claimed, keys ...[]byte) {
 // the partition claimed again. Each group must run in order, a failed
 // message again before its next, each message succeed once, nothing stay
 // in flight, and a revoked partition's state hold exactly what did not
-// succeed. Catches (each run of 200 seeds) M1, M2, M3, M6, M7, M8, M9,
+// succeed. Catches (each run of 200 seeds) M1, M2, M3, M6, M8, M9,
 // M10 and M13 of the report (a wrong order, a message run twice, or a
 // corrupted free list).
 func TestLazyChaos(t *testing.T) {
