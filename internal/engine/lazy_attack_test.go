@@ -17,7 +17,14 @@ import (
 	"github.com/kafkaworker/kafkaworker/handler"
 )
 
-// Review attacks on lazy keys (lazy.go), beyond lazy_test.go's.
+// Review attacks on lazy keys (lazy.go), beyond lazy_test.go's. The
+// mutations the tests catch: M1 handoff passes no running message to
+// releaseRest; M2 run does not chain a failed lazy message; M3 lazyBroke
+// does not end the stretch; M4 lazyBroke not reset per stretch; M5
+// admitsLazy without its lazyQ guard; M6 releaseRest ignores chain's
+// waits; M8 chainLazy leaves t.lazy set; M9 lazy with anything
+// unfinished; M10 releaseRest chains the rest before the running one; M13
+// end pushes the rest unchained.
 
 // plan is what a chaos handler does with one offset: fail its first fails
 // calls (the first by panicking when panics), each call taking took.
