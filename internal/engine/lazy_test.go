@@ -107,7 +107,7 @@ func TestLazyFailureHoldsItsKeyForTheRetry(t *testing.T) {
 		if got := h.sorted(); !slices.Equal(got, []int64{0, 1, 2, 3, 5}) {
 			t.Fatalf("before the retry want 0-3 and 5 run (4 waits for 2, b's 5 does not), got %v", got)
 		}
-		if !h.inline[0] || !h.inline[2] {
+		if !ranInline(h, 0) || !ranInline(h, 2) {
 			t.Fatal("the read should have run inline (the lazy path)")
 		}
 

@@ -404,17 +404,25 @@ func (p *partition) drain(timeout time.Duration) int {
 	p.mu.Unlock()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	for waiting := true; waiting && p.running() > 0; {
+	timedOut := false
+	for !timedOut && p.running() > 0 {
 		select {
 		case <-p.runExit:
 		case <-timer.C:
-			waiting = false
+			timedOut = true
 		}
 	}
 
 	p.mu.Lock()
 	p.setState(partFenced)
-	abandoned := p.running()
+	// Once running() read 0 after the state left partRunning, a goroutine
+	// that publishes its slot later sees the drain and starts nothing
+	// (run): counting again would count it, about to back out, as a
+	// handler abandoned.
+	abandoned := 0
+	if timedOut {
+		abandoned = p.running()
+	}
 	p.flushFinished() // before the final commit
 	p.flushStats()    // before the claim's stats are retired
 	p.mu.Unlock()
