@@ -396,6 +396,17 @@ func (r *rig) dispatch(c *claimed) {
 // is revoked or the session ends.
 func (c *claimed) revoke() { c.closing.Do(func() { close(c.claim.msgs) }) }
 
+// waitReturned fails the test unless the dispatcher's run returns within
+// a minute, after what was its end: a revocation or the session's end.
+func (c *claimed) waitReturned(t *testing.T, after string) {
+	t.Helper()
+	select {
+	case <-c.runDone:
+	case <-time.After(time.Minute):
+		t.Fatalf("the dispatcher did not return after %s", after)
+	}
+}
+
 func (c *claimed) returned() bool {
 	select {
 	case <-c.runDone:
@@ -413,11 +424,7 @@ func (r *rig) shutdown(t *testing.T, cs ...*claimed) {
 	for _, c := range cs {
 		c.end()
 		if c.runDone != nil {
-			select {
-			case <-c.runDone:
-			case <-time.After(time.Minute):
-				t.Fatal("the dispatcher did not return after its session ended")
-			}
+			c.waitReturned(t, "its session ended")
 		}
 		if n := c.p.drain(time.Second); n != 0 {
 			t.Errorf("%d handlers still running at shutdown", n)

@@ -248,11 +248,7 @@ func chaosRun(t *testing.T, seed uint64) {
 		t.Logf("seed %d: n %d keys %d byPart %v conc %d maxIn %d chunk %d", seed, n, nkeys, byPart, conc, maxIn, r.g.chunk)
 	}
 	c.revoke()
-	select {
-	case <-c.runDone:
-	case <-time.After(time.Minute):
-		t.Fatal("the dispatcher did not return after the revocation")
-	}
+	c.waitReturned(t, "the revocation")
 	r.shutdown(t, c)
 }
 
@@ -353,11 +349,7 @@ func TestLazyFailureEndsOnlyItsStretch(t *testing.T) {
 func revokeAndClaimAgain(t *testing.T, r *rig, c *claimed, h *chaos, newClaim func() *claimed, sent [][]byte) *claimed {
 	t.Helper()
 	c.revoke()
-	select {
-	case <-c.runDone:
-	case <-time.After(time.Minute):
-		t.Fatal("the dispatcher did not return after the revocation")
-	}
+	c.waitReturned(t, "the revocation")
 	// A pool goroutine may publish its run slot for a task of c still
 	// queued, and back out on seeing the drain: drain must not count it.
 	if n := c.p.drain(time.Minute); n != 0 {

@@ -121,8 +121,8 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	ms = ms[:min(fit, len(ms))]
 	p.mu.Lock()
 	reuse := p.takeFree(min(room, len(ms)))
-	// Only the dispatcher adds to what is unfinished: lazy now is lazy
-	// when they are chained below.
+	// Only the dispatcher adds to what is unfinished (completions only
+	// take from it): lazy now still holds when the tasks are chained below.
 	lazy := p.admitsLazy()
 	p.mu.Unlock()
 	// Tasks are built outside the locks; the budget only grows meanwhile,
@@ -167,8 +167,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	for _, t := range built {
 		switch {
 		case lazy:
-			ready = append(ready, t)
-			p.lazyQ = true
+			ready = append(ready, t) // all of them, in offset order: to runQ below
 		case p.chain(t):
 		case p.batch != nil:
 			p.addGathered(t) // before its key's next one is chained: it joins t
@@ -180,6 +179,7 @@ func (p *partition) admit(ms []*sarama.ConsumerMessage) (n int, full bool) {
 	if p.batch != nil {
 		lots = p.cutReady()
 	}
+	p.lazyQ = p.lazyQ || lazy && len(built) > 0
 	p.unfinished += len(built)
 	p.pending.AddConsumed(n)
 	if p.unfinished == 0 {
