@@ -86,7 +86,8 @@ type benchPart struct {
 	runDone chan struct{} // closed when the dispatcher's run returns
 	n       int64         // messages to feed: offsets 0..n-1
 	ring    []sarama.ConsumerMessage
-	waits   int // times the feeder waited to recycle a ring slot
+	waits   int  // times the feeder waited to recycle a ring slot
+	fresh   bool // feed fresh messages, made as sarama makes them (feedFresh)
 }
 
 // newBenchRig builds a worker with cfg adjusted by adjust, handing messages
@@ -180,6 +181,10 @@ func (r *benchRig) dispatch(bp *benchPart) {
 // plain one, so that the feeder's own cost stays small: abort is checked
 // once a chunk, and stop drains the channel to free a feeder blocked on it.
 func (bp *benchPart) feed(abort <-chan struct{}) {
+	if bp.fresh {
+		bp.feedFresh(abort)
+		return
+	}
 	ring := int64(len(bp.ring))
 	for o := int64(0); o < bp.n; o++ {
 		s := o & (ring - 1)

@@ -141,7 +141,6 @@ func (r *inlineRun) runReady() bool {
 	if len(p.runQ) > 0 && !r.stretch(p.runQ) {
 		return false
 	}
-	clear(p.runQ)
 	p.runQ, p.lazyQ = p.runQ[:0], false
 	r.unseat()
 	return true

@@ -75,12 +75,18 @@ type keyState struct {
 	heldFrom int64 // ... from this offset on
 }
 
-// initTask fills t for message m.
-// t is fresh (zero) memory: only what is not zero is written, field by
-// field, rather than the whole task twice.
+// initTask fills t for message m. t is fresh (zero) memory or recycled
+// (see recycle): only what is not zero is written, field by field, and
+// part and the topic only when they differ, so that a reused task costs
+// few pointer writes (each pays a write barrier while the GC marks).
 func (p *partition) initTask(t *task, m *sarama.ConsumerMessage) {
-	t.part = p
-	t.msg.Topic, t.msg.Partition, t.msg.Offset = m.Topic, m.Partition, m.Offset
+	if t.part != p {
+		t.part = p
+	}
+	if t.msg.Topic != m.Topic {
+		t.msg.Topic = m.Topic
+	}
+	t.msg.Partition, t.msg.Offset = m.Partition, m.Offset
 	t.msg.Key, t.msg.Value, t.msg.Timestamp = m.Key, m.Value, m.Timestamp
 	if len(m.Headers) > 0 {
 		t.msg.Headers = make([]handler.Header, 0, len(m.Headers))
@@ -110,6 +116,11 @@ const taskChunk = 64
 // reuse buffer and returns them. Called with p.mu held.
 func (p *partition) takeFree(n int) []*task {
 	n = min(n, len(p.free))
+	if n == len(p.free) { // all of them: swap the buffers rather than copy
+		reuse := p.free
+		p.free, p.reuse = p.reuse[:0], reuse[:0]
+		return reuse
+	}
 	reuse := append(p.reuse[:0], p.free[len(p.free)-n:]...)
 	clear(p.free[len(p.free)-n:])
 	p.free = p.free[:len(p.free)-n]
@@ -180,4 +191,39 @@ func (p *partition) sweepKeys() {
 			delete(p.keys, k)
 		}
 	}
+}
+
+// recycle readies a done task for reuse as if it were fresh (zero) memory,
+// but for part and out, which stay (a task is its partition's, and its
+// outbox is made once), and msg.Topic. A pointer is written only where it
+// is set: while the garbage collector marks, every pointer write pays a
+// write barrier, and clearing the whole task would pay one for each of its
+// pointers, set or not. TestRecycleClearsEveryField guards the list.
+func (t *task) recycle() {
+	if t.key != nil {
+		t.key = nil
+	}
+	if t.next != nil {
+		t.next = nil
+	}
+	if t.fail != nil {
+		t.fail = nil
+	}
+	if t.lot != nil {
+		t.lot = nil
+	}
+	if t.msg.Key != nil || t.msg.Value != nil || t.msg.Headers != nil {
+		t.msg.Key, t.msg.Value, t.msg.Headers = nil, nil, nil
+	}
+	if t.notBefore != (time.Time{}) {
+		t.notBefore = time.Time{}
+	}
+	t.msg.Partition, t.msg.Offset = 0, 0
+	t.msg.Timestamp = time.Time{}
+	t.node, t.lazy, t.attempt = 0, false, 0
+	if t.attemptShown.Load() != 0 {
+		t.attemptShown.Store(0)
+	}
+	t.emitting, t.inTxn, t.gathered, t.takenAt, t.stuck = false, false, false, 0, false
+	t.base, t.took, t.delay, t.hasDelay, t.outcome, t.noted = 0, 0, 0, false, 0, false
 }
