@@ -162,6 +162,23 @@ func (s *State[T]) Admit(offsets []int64, refs []T, refused bool, first int64) (
 	return hs, full
 }
 
+// AdmitDone records that the messages up to offset last, admitted after
+// everything admitted before, were all handled already: the engine ran them
+// before admitting them (its direct runs), one at a time, each done before
+// the next started. With nothing unfinished the committable offset moves to
+// last+1; otherwise they are done above the unfinished ones. Only the
+// dispatcher calls it, in offset order with Admit.
+func (s *State[T]) AdmitDone(last int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if last <= s.offsets.last {
+		return // nothing new
+	}
+	s.offsets.skip(last)
+	s.metaDirty = true
+	s.markCommittable()
+}
+
 // Finish records the message of handle h as done: the committable offset
 // moves when it was the oldest unfinished one, and a starved dispatcher is
 // woken. It reports whether nothing is left unfinished.

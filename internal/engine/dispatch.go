@@ -176,6 +176,16 @@ func (d *dispatcher) admitAndRun(r *inlineRun) bool {
 		limit := len(d.overflow)
 		if d.p.inline = time.Since(clockAnchor)-began < inlineBudget && r.seat(); d.p.inline {
 			limit = d.chunk
+			n, ok := r.runDirect(limit)
+			if !ok {
+				return false
+			}
+			if n > 0 && d.head < len(d.overflow) {
+				continue // the rest: direct again, or admitted
+			}
+			if n > 0 {
+				limit = 0 // all taken: admitPending only resets the overflow
+			}
 		}
 		d.in, d.more = d.admitPending(d.msgs, limit)
 		if !r.runReady() {

@@ -59,11 +59,13 @@ func stallRig(t *testing.T) (*rig, *claimed, *gates, *recorder, time.Time) {
 	c.claim.send(t, "a", "b", "a")
 	r.dispatch(c)
 	synctest.Wait()
-	holdingSince := time.Now() // the budget filled at the first admission
-	// Offset 0 started inline and blocks; b waits behind it in the stretch
-	// until the watchdog hands the rest to the pool (inline.go).
+	// Offset 0 started direct, unadmitted, and blocks; b and a wait behind
+	// it until the watchdog admits it and hands the rest to a new
+	// dispatching goroutine (direct.go), which admits b: the budget is
+	// full from then on.
 	time.Sleep(handoffAfter)
 	synctest.Wait()
+	holdingSince := time.Now()
 
 	if got := offsetsOf(rec.snapshot()); len(got) != 2 || !got[0] || !got[1] {
 		t.Fatalf("budget 2, keys a, b, a: want offsets 0 and 1 running, got %v", got)
@@ -207,7 +209,10 @@ func TestDispatchProgressDoesNotPostponeThePause(t *testing.T) {
 		rec := newRecorder(func(context.Context, *handler.Message) { time.Sleep(took) })
 		r := newRig(t, rec, func(c *testConfig) { c.MaxInFlight, c.Concurrency = budget, 4 })
 		c := r.claim("t", 0)
-		start := time.Now()
+		// The budget is first used up at the handoff: a runs direct,
+		// unadmitted, until the watchdog admits it and a new dispatching
+		// goroutine admits b (direct.go).
+		start := time.Now().Add(handoffAfter)
 		c.claim.send(t, "a", "b", "c", "d", "e", "f", "g", "h", "i", "j")
 		r.dispatch(c)
 

@@ -3,6 +3,8 @@ package engine
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/IBM/sarama"
 )
 
 // Inline runs. While a partition's handler is fast, its dispatcher runs the
@@ -71,13 +73,18 @@ type inlineRun struct {
 	// moving pos, so that exactly one of it and the watchdog starts it.
 	// pos carries the stretch's generation and began its start, so that a
 	// watchdog that fires as one stretch ends cannot take the next one.
-	q        []*task
-	pos      atomic.Uint64
-	began    atomic.Int64 // time.Since(clockAnchor) at the stretch's start
-	gen      uint64
-	watchdog *time.Timer // handoff, armed while a stretch runs
-	seated   bool        // holds one of the pool's seats
-	tracked  bool        // counted by the pool (Pool.track)
+	q []*task
+	// direct is a direct run's messages (direct.go), from the overflow at
+	// directFrom, instead of q; scratch is the task they run on in turn.
+	direct     []*sarama.ConsumerMessage
+	directFrom int
+	scratch    *task
+	pos        atomic.Uint64
+	began      atomic.Int64 // time.Since(clockAnchor) at the stretch's start
+	gen        uint64
+	watchdog   *time.Timer // handoff, armed while a stretch runs
+	seated     bool        // holds one of the pool's seats
+	tracked    bool        // counted by the pool (Pool.track)
 }
 
 // dispatch starts a goroutine that dispatches until the dispatching ends,
@@ -151,12 +158,7 @@ func (r *inlineRun) runReady() bool {
 func (r *inlineRun) stretch(q []*task) bool {
 	p := r.d.p
 	r.q = q
-	began := time.Since(clockAnchor)
-	r.began.Store(int64(began))
-	r.gen++
-	r.pos.Store(r.gen * stretchGen)
-	r.watchdog.Reset(handoffAfter)
-	r.slot.lazyBroke = false
+	began := r.beginStretch()
 	ran, over := 0, false
 	for !over {
 		t := r.claim()
@@ -177,6 +179,19 @@ func (r *inlineRun) stretch(q []*task) bool {
 		}
 	}
 	return r.end(time.Since(clockAnchor)-began, ran)
+}
+
+// beginStretch starts a stretch (or a direct run, direct.go): a new
+// generation, its start for the watchdog, which it arms. It returns the
+// start.
+func (r *inlineRun) beginStretch() time.Duration {
+	began := time.Since(clockAnchor)
+	r.began.Store(int64(began))
+	r.gen++
+	r.pos.Store(r.gen * stretchGen)
+	r.watchdog.Reset(handoffAfter)
+	r.slot.lazyBroke = false
+	return began
 }
 
 // claim returns the stretch's next message, or nil when none is left or
@@ -223,6 +238,12 @@ func (r *inlineRun) handoff() {
 		return
 	}
 	d := r.d
+	if r.direct != nil {
+		r.handoffDirect(i)
+		d.judge(true)
+		d.dispatch()
+		return
+	}
 	var running *task
 	if i > 0 {
 		running = r.q[i-1] // or done already: releaseRest tells

@@ -17,10 +17,12 @@ import (
 )
 
 // runsInline reports whether the calling handler runs on a dispatching
-// goroutine (an inline stretch) rather than on a pool goroutine.
+// goroutine (an inline stretch or a direct run) rather than on a pool
+// goroutine.
 func runsInline() bool {
 	buf := make([]byte, 16<<10)
-	return strings.Contains(string(buf[:runtime.Stack(buf, false)]), "(*inlineRun).stretch")
+	stack := string(buf[:runtime.Stack(buf, false)])
+	return strings.Contains(stack, "(*inlineRun).stretch") || strings.Contains(stack, "(*inlineRun).runDirect")
 }
 
 // inlineLog records, per offset, whether its handler ran inline.

@@ -96,9 +96,15 @@ type partition struct {
 	// messages in runQ for the dispatcher to run; both are the
 	// dispatcher's. inlineSlots are the dispatching goroutines' run slots,
 	// replaced (under mu) when one starts or exits, read without a lock.
-	inline      bool
-	runQ        []*task
-	inlineSlots atomic.Pointer[[]*runSlot]
+	inline bool
+	runQ   []*task
+	// Direct runs (direct.go), guarded by mu: directDone messages ran
+	// direct and are done, up to offset directLast, not yet admitted;
+	// directSettled is the last direct message settled (done, admitted or
+	// discarded), for the watchdog.
+	directLast, directSettled int64
+	directDone                int
+	inlineSlots               atomic.Pointer[[]*runSlot]
 	// lazyQ: runQ's messages were admitted lazy (lazy.go), and so are
 	// those the stretch running them has not started. The dispatcher's.
 	lazyQ     bool
@@ -231,8 +237,13 @@ func (p *partition) run(t *task, slot *runSlot) *task {
 		return nil
 	}
 
-	err := p.deliver(t)
+	return p.settleRun(t, p.deliver(t), slot)
+}
 
+// settleRun records the outcome err of t's delivery: done, scheduled for
+// its retry, or discarded once the partition was fenced; and ends the run.
+// It returns the next task of t's key when that may start now.
+func (p *partition) settleRun(t *task, err error, slot *runSlot) *task {
 	p.mu.Lock()
 	p.record(t)
 	var next *task
@@ -365,6 +376,7 @@ func (p *partition) settle(failed, idle bool) {
 // completion order and under one of its locks, and hands their tasks to
 // the dispatcher for reuse. Called with p.mu held.
 func (p *partition) flushFinished() {
+	p.flushDirect()
 	if len(p.finished) == 0 {
 		return
 	}

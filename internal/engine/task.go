@@ -24,7 +24,10 @@ type task struct {
 	// lazy: admitted without its key's FIFO, to run inline in its turn,
 	// and neither done nor chained since (lazy.go); guarded by p.mu once
 	// the stretch runs.
-	lazy    bool
+	lazy bool
+	// direct: run before admission, on a direct run's scratch task
+	// (direct.go); guarded by p.mu once it runs.
+	direct  bool
 	next    *task // next message of the same key, admitted after this one
 	attempt int   // deliveries on this hop so far; the delivering goroutine's
 	// attemptShown mirrors attempt for readers under p.mu (stuck reports).
@@ -220,7 +223,7 @@ func (t *task) recycle() {
 	}
 	t.msg.Partition, t.msg.Offset = 0, 0
 	t.msg.Timestamp = time.Time{}
-	t.node, t.lazy, t.attempt = 0, false, 0
+	t.node, t.lazy, t.direct, t.attempt = 0, false, false, 0
 	if t.attemptShown.Load() != 0 {
 		t.attemptShown.Store(0)
 	}
