@@ -219,11 +219,15 @@ func (p *partition) flushDirect() {
 // handoffDirect is the watchdog's part for a direct run: i is the first
 // message not started. The message running, unless settled, is admitted,
 // and the rest is the new dispatching goroutine's, in an overflow of its
-// own (the old goroutine may still read the old one's array).
+// own (the old goroutine may still read the old one's array). Called with
+// the run taken (takeOver).
 func (r *inlineRun) handoffDirect(i int) {
 	d, p := r.d, r.d.p
 	p.mu.Lock()
-	if i > 0 && p.directSettled < r.direct[i-1].Offset && p.loadState() == partRunning {
+	// Admitted while draining too: the new goroutine may admit what it
+	// reads meanwhile, and the running one, if it succeeds within the
+	// drain's wait, must count as it would in run.
+	if i > 0 && p.directSettled < r.direct[i-1].Offset && p.loadState() != partFenced {
 		p.admitDirect(r.scratch) // runs on; completes as an admitted task
 	}
 	p.flushDirect()

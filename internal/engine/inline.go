@@ -11,10 +11,12 @@ import (
 // messages it admits itself, on its own goroutine, rather than handing them
 // to the pool: with a fast handler the hand-over costs more than the
 // handler (a queue under a lock, a goroutine woken, the task's memory moved
-// to another core); it was about half the CPU of a no-op message. Nothing
-// else changes: the same partition.run, the same key FIFOs (a key's next
-// message starts only once the one before it completed; while the stretch
-// runs them in offset order they are made only when needed: lazy.go), and
+// to another core); it was about half the CPU of a no-op message. While
+// nothing of the partition is unfinished, it runs them before admitting
+// them (direct.go); otherwise nothing changes: the same partition.run, the
+// same key FIFOs (a key's next message starts only once the one before it
+// completed; while the stretch runs them in offset order they are made
+// only when needed: lazy.go), and
 // the pool's seats bound the handlers running, inline ones included, to
 // WORKER_CONCURRENCY.
 //

@@ -29,6 +29,10 @@ package engine
 // ones of their keys. Retry-tier partitions never admit lazy: a message not
 // yet due stays unfinished without failing (notDue).
 //
+// Since direct runs (direct.go), which take a read whenever nothing of the
+// partition is unfinished and no offset of it was handled by the previous
+// owner, a read is admitted lazy only in that last case.
+//
 // The key map is the dispatcher's, and every lookup here is made by whoever
 // holds the dispatcher's part: the dispatching goroutine (run's failure path
 // and end), or the watchdog, which owns the dispatcher's fields once it took
