@@ -210,13 +210,13 @@ func (r *inlineRig) failf(format string, args ...any) {
 }
 
 // onInline reports whether the calling handler runs on a dispatching
-// goroutine's stretch rather than on a pool goroutine.
+// goroutine (a stretch or a direct run) rather than on a pool goroutine.
 func onInline() bool {
 	var pcs [64]uintptr
 	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs[:])])
 	for {
 		f, more := frames.Next()
-		if strings.HasSuffix(f.Function, "engine.(*inlineRun).stretch") {
+		if strings.HasSuffix(f.Function, "engine.(*inlineRun).stretch") || strings.HasSuffix(f.Function, "engine.(*inlineRun).runDirect") {
 			return true
 		}
 		if !more {

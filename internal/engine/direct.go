@@ -68,6 +68,9 @@ func (r *inlineRun) runDirect(limit int) (n int, ok bool) {
 		return 0, true
 	}
 	r.direct, r.directFrom = ms, d.head
+	if r.scratch == nil {
+		r.scratch = p.nextTask() // now, while this goroutine holds the dispatcher
+	}
 	began := r.beginStretch()
 	ran, over := 0, false
 	for !over {
@@ -122,16 +125,13 @@ func (r *inlineRun) claimDirect() *task {
 	}
 }
 
-// scratchFor fills the run's scratch task with m.
+// scratchFor fills the run's scratch task with m. It touches nothing of
+// the dispatcher's: the watchdog may have taken the run, and a new
+// goroutine the dispatcher, since the last message.
 func (r *inlineRun) scratchFor(m *sarama.ConsumerMessage) *task {
 	p := r.d.p
 	t := r.scratch
-	if t == nil {
-		t = p.nextTask()
-		r.scratch = t
-	} else {
-		t.recycle()
-	}
+	t.recycle()
 	p.initTask(t, m)
 	t.direct = true
 	t.takenAt = p.clock.read()
