@@ -1,0 +1,878 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/kafkaworker/kafkaworker/handler"
+)
+
+// Review attacks on direct runs (direct.go). The mutations named in the
+// tests' comments, each applied alone to the code and then reverted:
+//
+//	D1  handoffDirect does not admit the running message (admitDirect skipped)
+//	D2  admitDirect does not chain the message in its key's FIFO (p.chain skipped)
+//	D3  runDirect's failure case does not admit the failed message (admitDirect skipped)
+//	D4  State.AdmitDone is a no-op
+//	D5  the run's end (inlineRun.runDirect) does not flushDirect
+//	D6  flushFinished does not flushDirect
+//	D7  handoffDirect admits the running message even when it settled (directSettled check dropped)
+//	D8  partition.runDirect does not publish its run slot (drain cannot see a direct handler)
+//	D9  runDirect's not-running branch does not flushDirect
+//	D10 directAllowed runs a read direct while something is unfinished
+//
+// D6 and D9 survive every test here: in the order ConsumeClaim follows, no
+// one flushes while a direct run has done messages pending (the run's end,
+// admitDirect and handoffDirect flush them first), so these flushes are
+// redundant; D6 is caught by direct_test.go's tests, which flush from
+// outside the run. D5 only delays the admission (the next flush or any
+// later admission covers it) and is caught by the one test that looks
+// before any other flush.
+
+// coverage reports which of the offsets [0, n) the commit state counts as
+// done now, flushing nothing: those below the committable offset, and
+// those admitted above it and not unfinished (the done ranges the final
+// commit's done-set carries). Read it at a quiet moment (after
+// synctest.Wait). It fails the test if the unfinished list is longer than
+// the state's held count (a cycle, which DoneRanges would walk for ever).
+func coverage(t *testing.T, p *partition, n int64) []bool {
+	t.Helper()
+	snap := p.state.Snapshot()
+	unfinished := map[int64]bool{}
+	steps := 0
+	p.state.EachUnfinished(func(x *task) bool {
+		unfinished[x.Offset()] = true
+		steps++
+		return steps <= snap.Held
+	})
+	if steps > snap.Held {
+		t.Fatalf("the commit state's unfinished list is longer than its held count %d: corrupt", snap.Held)
+	}
+	cov := make([]bool, n)
+	for o := range n {
+		cov[o] = o < snap.Resume || o <= snap.LastAdmitted && !unfinished[o]
+	}
+	return cov
+}
+
+// script is a handler whose behaviour is set per offset: fail a number of
+// calls (panicking when panics), sleep, block on a latch. It records each
+// call in start order, whether it ran on a dispatching goroutine, and the
+// successes.
+type script struct {
+	mu     sync.Mutex
+	calls  []int64
+	inline map[int64]bool
+	ok     map[int64]int
+	fails  map[int64]int
+	panics map[int64]bool
+	took   map[int64]time.Duration
+	block  map[int64]*latch
+}
+
+func newScript() *script {
+	return &script{inline: map[int64]bool{}, ok: map[int64]int{}, fails: map[int64]int{},
+		panics: map[int64]bool{}, took: map[int64]time.Duration{}, block: map[int64]*latch{}}
+}
+
+var errScripted = errors.New("scripted failure")
+
+func (s *script) Handle(_ context.Context, m *handler.Message) error {
+	o, in := m.Offset, runsInline()
+	s.mu.Lock()
+	s.calls = append(s.calls, o)
+	s.inline[o] = in
+	fail := s.fails[o] > 0
+	if fail {
+		s.fails[o]--
+	}
+	took, block, panics := s.took[o], s.block[o], s.panics[o]
+	s.mu.Unlock()
+	time.Sleep(took)
+	if block != nil {
+		<-block.done()
+	}
+	if fail && panics {
+		panic("scripted panic")
+	}
+	if fail {
+		return errScripted
+	}
+	s.mu.Lock()
+	s.ok[o]++
+	s.mu.Unlock()
+	return nil
+}
+
+// ran returns the offsets called so far, sorted (a retried one twice).
+func (s *script) ran() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(slices.Values(s.calls))
+}
+
+// of returns the calls of the offsets in group, in start order.
+func (s *script) of(group ...int64) []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int64
+	for _, o := range s.calls {
+		if slices.Contains(group, o) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func (s *script) ranInline(o int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inline[o]
+}
+
+// checkDoneOnce fails unless each offset below n succeeded exactly once.
+func (s *script) checkDoneOnce(t *testing.T, n int64) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for o := range n {
+		if s.ok[o] != 1 {
+			t.Errorf("offset %d succeeded %d times, want once", o, s.ok[o])
+		}
+	}
+}
+
+// checkCoveredDone fails when the commit state counts as done an offset
+// below n whose handler has not succeeded: lost on a crash.
+func (s *script) checkCoveredDone(t *testing.T, p *partition, n int64, when string) {
+	t.Helper()
+	cov := coverage(t, p, n)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for o := range n {
+		if cov[o] && s.ok[o] == 0 {
+			t.Errorf("%s: offset %d counts as done in the commit state but never succeeded", when, o)
+		}
+	}
+}
+
+// A read run direct from end to end is admitted, done, at the run's end:
+// the committable offset covers it without any flush by the test, the tick
+// or a drain, and nothing is held. 150 messages: three chunks, three runs.
+// Catches D4 and D5 (the committable offset stays at 0).
+func TestDirectRunAdmitsItsDoneMessagesAtItsEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 150
+		s := newScript()
+		r := newRig(t, s, nil)
+		c := r.claim("t", 0)
+		c.claim.msgs = make(chan *sarama.ConsumerMessage, n)
+		c.claim.send(t, keysCycling(n, 7)...)
+		r.dispatch(c)
+		synctest.Wait()
+		for o := range int64(n) {
+			if !s.ranInline(o) {
+				t.Fatalf("offset %d did not run on the dispatcher: not a direct run", o)
+			}
+		}
+		if got := c.p.state.Snapshot(); got.Marked != n || got.Held != 0 {
+			t.Fatalf("after the runs, unflushed: committable %d held %d, want %d and 0", got.Marked, got.Held, n)
+		}
+		c.p.mu.Lock()
+		unfinished, pending := c.p.unfinished, c.p.directDone
+		c.p.mu.Unlock()
+		if unfinished != 0 || pending != 0 {
+			t.Fatalf("unfinished %d, direct done not admitted %d; want 0 and 0", unfinished, pending)
+		}
+		s.checkDoneOnce(t, n)
+		r.shutdown(t, c)
+	})
+}
+
+// A direct message that fails (an error, or a panic) is admitted and
+// chained in its key's FIFO before the rest of the read is admitted: its
+// key's later messages (offsets 3 and 5, key b) wait for its retry, other
+// keys and nil keys go on, and the committable offset stays at it until
+// the retry succeeds. With OrderByPartition everything after it waits; with
+// OrderNone nothing does. Catches D2 (3 runs before 1's retry, ByKey and
+// ByPartition), D3 (the committable offset passes 1 before its retry) and
+// D10.
+func TestDirectFailureIsAdmittedAndChainedFirst(t *testing.T) {
+	keys := [][]byte{[]byte("a"), []byte("b"), []byte("c"), []byte("b"), nil, []byte("b"), []byte("d")}
+	const n = int64(7)
+	for _, tc := range []struct {
+		name    string
+		order   Ordering
+		panics  bool
+		before  []int64 // run before 1's retry
+		laterOf []int64 // 1's retry group: its calls must be 1, 1, then these
+	}{
+		{"ByKey", OrderByKey, false, []int64{0, 1, 2, 4, 6}, []int64{3, 5}},
+		{"ByKeyPanic", OrderByKey, true, []int64{0, 1, 2, 4, 6}, []int64{3, 5}},
+		{"ByPartition", OrderByPartition, false, []int64{0, 1}, []int64{2, 3, 4, 5, 6}},
+		{"None", OrderNone, true, []int64{0, 1, 2, 3, 4, 5, 6}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := newScript()
+				s.fails[1], s.panics[1] = 1, tc.panics
+				r := newRig(t, s, func(cfg *testConfig) { cfg.Ordering = tc.order })
+				r.g.RetryBackoff = constantBackoff(30 * time.Millisecond)
+				c := r.claim("t", 0)
+				sendKeys(c, keys...)
+				r.dispatch(c)
+				synctest.Wait()
+				if !s.ranInline(0) || !s.ranInline(1) {
+					t.Fatal("0 and 1 should have run direct, on the dispatcher")
+				}
+				if got := s.ran(); !slices.Equal(got, tc.before) {
+					t.Fatalf("before 1's retry ran %v, want %v", got, tc.before)
+				}
+				s.checkCoveredDone(t, c.p, n, "before the retry")
+				if m := marked(c.p); m != 1 {
+					t.Fatalf("before 1's retry: committable %d, want 1", m)
+				}
+				time.Sleep(time.Second)
+				synctest.Wait()
+				group := append([]int64{1}, tc.laterOf...)
+				if want := append([]int64{1, 1}, tc.laterOf...); !slices.Equal(s.of(group...), want) {
+					t.Errorf("ran %v, want %v (the later ones wait for 1's retry)", s.of(group...), want)
+				}
+				s.checkDoneOnce(t, n)
+				if m := marked(c.p); m != n {
+					t.Errorf("all done: committable %d, want %d", m, n)
+				}
+				if got := inFlight(c.p); got != 0 {
+					t.Errorf("%d still in flight", got)
+				}
+				r.shutdown(t, c)
+			})
+		})
+	}
+}
+
+// The watchdog takes a direct run whose message blocks: at the first
+// message of the read (offset 0), and at the first message of its second
+// chunk (offset 64, a read of 100 run a chunk of inlineChunk at a time).
+// The blocked message is admitted and chained: the committable offset stays
+// at it while the rest runs, and its key's later messages wait for it.
+// Catches D1 (the committable offset passes the blocked message), D2 (its
+// key's next message runs while it blocks) and D4.
+func TestDirectHandoffAtAChunksFirstMessage(t *testing.T) {
+	for _, blocked := range []int64{0, 64} {
+		t.Run(fmt.Sprint(blocked), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const n, nkeys = 100, 5
+				s := newScript()
+				release := newLatch()
+				s.block[blocked] = release
+				r := newRig(t, s, nil)
+				r.atCleanup(release.open)
+				c := r.claim("t", 0)
+				c.claim.msgs = make(chan *sarama.ConsumerMessage, n)
+				c.claim.send(t, keysCycling(n, nkeys)...)
+				r.dispatch(c)
+				synctest.Wait()
+				if !s.ranInline(blocked) {
+					t.Fatalf("offset %d should have started direct", blocked)
+				}
+				if m := marked(c.p); m != blocked {
+					t.Fatalf("before the handoff: committable %d, want %d", m, blocked)
+				}
+				time.Sleep(handoffAfter + time.Second)
+				synctest.Wait()
+				for o := range int64(n) {
+					sameKey := o > blocked && (o-blocked)%nkeys == 0
+					if got := len(s.of(o)); got != 0 && sameKey {
+						t.Fatalf("offset %d of the blocked message's key ran while %d blocks", o, blocked)
+					} else if got != 1 && !sameKey {
+						t.Fatalf("offset %d ran %d times while %d blocks, want once", o, got, blocked)
+					}
+				}
+				s.checkCoveredDone(t, c.p, n, "while blocked")
+				if m := marked(c.p); m != blocked {
+					t.Fatalf("after the handoff: committable %d, want %d (it still runs)", m, blocked)
+				}
+				release.open()
+				synctest.Wait()
+				s.checkDoneOnce(t, n)
+				if m := marked(c.p); m != n {
+					t.Fatalf("all done: committable %d, want %d", m, n)
+				}
+				r.shutdown(t, c)
+			})
+		})
+	}
+}
+
+// A direct message the watchdog took, which then fails: it was admitted
+// and chained at the handoff, so its failure retries it in place, its
+// key's later message (3) waits for the retry, and the committable offset
+// stays at it throughout. Catches D1 (the committable offset passes 1
+// while it runs) and D2 (3 runs before 1's retry).
+func TestDirectHandoffThenTheMessageFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newScript()
+		s.took[1], s.fails[1] = 3*handoffAfter, 1
+		r := newRig(t, s, nil)
+		r.g.RetryBackoff = constantBackoff(30 * time.Millisecond)
+		c := r.claim("t", 0)
+		c.claim.send(t, "a", "b", "c", "b", "d")
+		r.dispatch(c)
+		time.Sleep(2 * handoffAfter) // handed off, 1 still runs
+		synctest.Wait()
+		if !s.ranInline(1) {
+			t.Fatal("1 should have started direct")
+		}
+		s.checkCoveredDone(t, c.p, 5, "while 1 runs")
+		if m := marked(c.p); m != 1 {
+			t.Fatalf("while 1 runs, handed off: committable %d, want 1", m)
+		}
+		time.Sleep(2 * handoffAfter) // 1 failed, its retry not due
+		synctest.Wait()
+		s.checkCoveredDone(t, c.p, 5, "after 1 failed")
+		if got := s.of(1, 3); !slices.Equal(got, []int64{1}) {
+			t.Fatalf("after 1 failed: key b ran %v, want [1] (3 waits for the retry)", got)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got := s.of(1, 3); !slices.Equal(got, []int64{1, 1, 3}) {
+			t.Errorf("key b ran %v, want [1 1 3]", got)
+		}
+		s.checkDoneOnce(t, 5)
+		if m := marked(c.p); m != 5 {
+			t.Errorf("all done: committable %d, want 5", m)
+		}
+		r.shutdown(t, c)
+	})
+}
+
+// The watchdog fires at the very instant a direct message taking exactly
+// handoffAfter returns: either settles it first. Each read (one second
+// apart, past any cool-down) has such a message mid-run, and fast ones
+// before and after it, of a few keys. Whichever wins, each message is done
+// once, its key in order, and the committable offset never passes a
+// message not done. Run with -race -count=20: the interleaving varies.
+// Catches D4, and D7 in most runs under -race (the watchdog fires after
+// the handler settled and before the next claim: the settled scratch is
+// admitted again, stays in flight for ever, and is refilled while the
+// state holds it: a data race), in a few of 20 without.
+func TestDirectWatchdogRacesTheMessagesReturn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const reads, per = 12, 6
+		s := newScript()
+		for i := range int64(reads) {
+			s.took[i*per+2] = handoffAfter
+		}
+		r := newRig(t, s, nil)
+		c := r.claim("t", 0)
+		keys := keysCycling(reads*per, 4)
+		r.dispatch(c)
+		for i := range reads {
+			c.claim.send(t, keys[i*per:(i+1)*per]...)
+			synctest.Wait()
+			s.checkCoveredDone(t, c.p, reads*per, fmt.Sprintf("read %d, before the watchdog", i))
+			time.Sleep(handoffAfter)
+			synctest.Wait()
+			s.checkCoveredDone(t, c.p, reads*per, fmt.Sprintf("read %d, at the watchdog", i))
+			time.Sleep(1100 * time.Millisecond)
+			synctest.Wait()
+			if got := inFlight(c.p); got != 0 {
+				t.Fatalf("read %d: %d still in flight a second later", i, got)
+			}
+		}
+		s.checkDoneOnce(t, reads*per)
+		for k := range 4 {
+			var group []int64
+			for o := k; o < reads*per; o += 4 {
+				group = append(group, int64(o))
+			}
+			if got := s.of(group...); !slices.Equal(got, group) {
+				t.Errorf("key k%d ran %v, want %v", k, got, group)
+			}
+		}
+		if m := marked(c.p); m != reads*per {
+			t.Errorf("all done: committable %d, want %d", m, reads*per)
+		}
+		r.shutdown(t, c)
+	})
+}
+
+// A claim revoked while a direct message, handed off, still runs: the
+// dispatching ends, and the drain waits for the message. When it succeeds
+// within the wait, drain counts nothing abandoned and the committable
+// offset covers it (not handled twice); when it does not, drain counts it,
+// the offset stays at it, and its late success changes nothing. Catches
+// D1 (the offset passed it while it ran), D2 (5, of its key, ran while it
+// blocked: the committable offset is 6, not 5, after the drain) and D8
+// (drain does not wait: the success is discarded, or the abandoned count
+// is 0).
+func TestDirectDrainWaitsForAHandedOffMessage(t *testing.T) {
+	for _, returns := range []bool{true, false} {
+		t.Run(fmt.Sprintf("returnsInTime=%v", returns), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := newScript()
+				release := newLatch()
+				s.block[2] = release
+				r := newRig(t, s, nil)
+				r.atCleanup(release.open)
+				c := r.claim("t", 0)
+				c.claim.send(t, "a", "b", "c", "d", "e", "c")
+				r.dispatch(c)
+				time.Sleep(handoffAfter)
+				synctest.Wait()
+				if !s.ranInline(2) {
+					t.Fatal("2 should have started direct")
+				}
+				if m := marked(c.p); m != 2 {
+					t.Fatalf("handed off, 2 running: committable %d, want 2", m)
+				}
+				c.revoke()
+				c.waitReturned(t, "the revocation")
+				abandoned := make(chan int)
+				go func() { abandoned <- c.p.drain(time.Second) }()
+				synctest.Wait() // drain waits for 2
+				if returns {
+					release.open()
+				}
+				n := <-abandoned
+				want, wantMarked := 0, int64(5) // 5 (key c) never started: drain stops intake
+				if !returns {
+					want, wantMarked = 1, 2
+				}
+				if n != want {
+					t.Errorf("drain counted %d handlers abandoned, want %d", n, want)
+				}
+				if m := c.p.state.Snapshot().Marked; m != wantMarked {
+					t.Errorf("after drain: committable %d, want %d", m, wantMarked)
+				}
+				release.open()
+				synctest.Wait()
+				if m := c.p.state.Snapshot().Marked; m != wantMarked {
+					t.Errorf("after the late return: committable %d, want %d (discarded)", m, wantMarked)
+				}
+				s.checkCoveredDone(t, c.p, 6, "after drain")
+				r.shutdown(t, c)
+			})
+		})
+	}
+}
+
+// Not the order ConsumeClaim follows (it drains once the dispatching
+// ended), but the order the code provides for ("drain may be counting
+// already"): a drain starts while a direct message runs on the dispatching
+// goroutine, before the watchdog. Drain waits for it (its run slot), and,
+// as it succeeds within the wait, the committable offset covers it and
+// the message before it; the messages after it never start. Catches D8
+// (drain does not wait: the success is discarded, committable 1).
+func TestDirectDrainStartedDuringADirectMessage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newScript()
+		release := newLatch()
+		s.block[1] = release
+		r := newRig(t, s, nil)
+		r.atCleanup(release.open)
+		c := r.claim("t", 0)
+		c.claim.send(t, "a", "b", "c", "d")
+		r.dispatch(c)
+		synctest.Wait()
+		if !s.ranInline(1) {
+			t.Fatal("1 should have started direct")
+		}
+		abandoned := make(chan int)
+		go func() { abandoned <- c.p.drain(time.Second) }()
+		synctest.Wait() // draining, waiting for 1; time stands still: no watchdog
+		release.open()
+		if n := <-abandoned; n != 0 {
+			t.Errorf("drain counted %d abandoned, want 0 (1 returned within the wait)", n)
+		}
+		if m := c.p.state.Snapshot().Marked; m != 2 {
+			t.Errorf("after drain: committable %d, want 2 (0 and 1 done)", m)
+		}
+		if got := s.ran(); !slices.Equal(got, []int64{0, 1}) {
+			t.Errorf("ran %v, want [0 1]: nothing starts once draining", got)
+		}
+		s.checkCoveredDone(t, c.p, 4, "after the drain")
+		r.shutdown(t, c)
+	})
+}
+
+// LATENT (not reachable through ConsumeClaim today, which drains only once
+// the dispatching ended): the same drain, but the direct message fails
+// while draining. runDirect's default case ("failed while draining: left
+// to the next owner") neither admits it nor stops the read: the dispatcher
+// then admits the read's rest (2 and 3), and the commit state counts the
+// offset between what it was told of (0) and the next admitted (2) as done:
+// the committable offset passes 1, which never succeeded. The same holds
+// (by reading the code; the window is too narrow to force) for a message
+// claimed by a run that then finds the partition not running (runDirect's
+// first branch: dropped from the overflow, never admitted).
+// Run with DIRECT_LATENT=1.
+func TestDirectLatentFailureWhileDrainingIsPassed(t *testing.T) {
+	if os.Getenv("DIRECT_LATENT") == "" {
+		t.Skip("latent, reachable only when a drain overlaps the dispatching; set DIRECT_LATENT=1 to run")
+	}
+	synctest.Test(t, func(t *testing.T) {
+		s := newScript()
+		release := newLatch()
+		s.block[1], s.fails[1] = release, 1
+		r := newRig(t, s, nil)
+		r.atCleanup(release.open)
+		c := r.claim("t", 0)
+		c.claim.send(t, "a", "b", "c", "d")
+		r.dispatch(c)
+		synctest.Wait()
+		abandoned := make(chan int)
+		go func() { abandoned <- c.p.drain(time.Second) }()
+		synctest.Wait()
+		release.open()
+		<-abandoned
+		s.checkCoveredDone(t, c.p, 4, "after the drain") // fails: offset 1
+		r.shutdown(t, c)
+	})
+}
+
+// With a budget of 1, 2 or 3 a direct run still runs a read; its failed
+// message takes one place of the budget, and what follows is admitted as
+// the budget allows, behind it for its key. Every message is done once,
+// in key order, and the committable offset never passes the failed one
+// before its retry. Catches D2, D3, D4 and D10.
+func TestDirectFailureWithASmallBudget(t *testing.T) {
+	for _, budget := range []int{1, 2, 3} {
+		t.Run(fmt.Sprint(budget), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const n = 40
+				s := newScript()
+				s.fails[5], s.fails[17] = 2, 1
+				r := newRig(t, s, func(cfg *testConfig) { cfg.MaxInFlight = budget })
+				r.g.RetryBackoff = constantBackoff(20 * time.Millisecond)
+				c := r.claim("t", 0)
+				keys := keysCycling(n, 4)
+				c.claim.send(t, keys...)
+				r.dispatch(c)
+				synctest.Wait()
+				if !s.ranInline(5) {
+					t.Fatal("5 should have run direct")
+				}
+				s.checkCoveredDone(t, c.p, n, "before the retries")
+				if m := marked(c.p); m != 5 {
+					t.Fatalf("5 failed: committable %d, want 5", m)
+				}
+				if got := s.of(9); len(got) != 0 {
+					t.Fatalf("9 (key of 5) ran before 5's retry")
+				}
+				for range 10 {
+					time.Sleep(20 * time.Millisecond)
+					synctest.Wait()
+					s.checkCoveredDone(t, c.p, n, "during the retries")
+				}
+				time.Sleep(time.Second)
+				synctest.Wait()
+				s.checkDoneOnce(t, n)
+				if got := s.of(1, 5, 9, 13, 17, 21, 25, 29, 33, 37); !slices.Equal(got, []int64{1, 5, 5, 5, 9, 13, 17, 17, 21, 25, 29, 33, 37}) {
+					t.Errorf("key k1 ran %v", got)
+				}
+				if m := marked(c.p); m != n {
+					t.Errorf("all done: committable %d, want %d", m, n)
+				}
+				r.shutdown(t, c)
+			})
+		})
+	}
+}
+
+// directChaos is TestDirectChaos's handler: it follows a plan per offset,
+// and checks, as each call starts, that the call is its ordering group's
+// turn within the claim that delivered it (gen): the group's first
+// message delivered to that claim, the one before again after it failed,
+// or the group's next one after the one before succeeded. It counts the
+// handlers running per claim, and the successes returned before their
+// claim's drain returned (ok) apart from those of handlers a drain
+// abandoned (late).
+type directChaos struct {
+	mu      sync.Mutex
+	plans   map[int64]plan
+	order   Ordering
+	keys    [][]byte
+	gen     int
+	calls   []dcall
+	last    map[string]int     // gen/group: its last call, an index in calls
+	sentTo  map[string][]int64 // gen/group: its offsets delivered to claim gen, in order
+	ok      map[int64]int
+	late    map[int64]int
+	running map[int]int // per gen
+	bad     []string
+}
+
+type dcall struct {
+	off      int64
+	done, ok bool
+}
+
+func (c *directChaos) group(o int64) (string, bool) {
+	switch {
+	case c.order == OrderByPartition:
+		return "p", true
+	case c.order == OrderNone || c.keys[o] == nil:
+		return "", false
+	}
+	return "k" + string(c.keys[o]), true
+}
+
+// delivered records that o is sent to claim gen. Called before it is.
+func (c *directChaos) delivered(o int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g, ok := c.group(o); ok {
+		gk := fmt.Sprint(c.gen, "/", g)
+		c.sentTo[gk] = append(c.sentTo[gk], o)
+	}
+}
+
+func (c *directChaos) Handle(_ context.Context, m *handler.Message) error {
+	o := m.Offset
+	c.mu.Lock()
+	gen := c.gen
+	pl := c.plans[o]
+	fail := pl.fails > 0
+	if fail {
+		pl.fails--
+		c.plans[o] = pl
+	}
+	i := len(c.calls)
+	c.calls = append(c.calls, dcall{off: o})
+	if g, ordered := c.group(o); ordered {
+		gk := fmt.Sprint(gen, "/", g)
+		sent := c.sentTo[gk]
+		j, had := c.last[gk]
+		switch {
+		case !had:
+			if len(sent) == 0 || sent[0] != o {
+				c.bad = append(c.bad, fmt.Sprintf("claim %d group %s: first call %d, want the first delivered (%v)", gen, g, o, sent[:min(len(sent), 3)]))
+			}
+		case c.calls[j].off == o:
+			if !c.calls[j].done || c.calls[j].ok {
+				c.bad = append(c.bad, fmt.Sprintf("claim %d group %s: %d ran again, its last call done %v ok %v", gen, g, o, c.calls[j].done, c.calls[j].ok))
+			}
+		default:
+			prev := c.calls[j]
+			if !prev.done || !prev.ok {
+				c.bad = append(c.bad, fmt.Sprintf("claim %d group %s: %d started before %d succeeded (done %v ok %v)", gen, g, o, prev.off, prev.done, prev.ok))
+			}
+			if k := slices.Index(sent, prev.off); k+1 >= len(sent) || sent[k+1] != o {
+				c.bad = append(c.bad, fmt.Sprintf("claim %d group %s: %d ran after %d, not its next delivered", gen, g, o, prev.off))
+			}
+		}
+		c.last[gk] = i
+	}
+	c.running[gen]++
+	c.mu.Unlock()
+	time.Sleep(pl.took)
+	c.mu.Lock()
+	c.running[gen]--
+	c.calls[i].done, c.calls[i].ok = true, !fail
+	if !fail {
+		if c.gen == gen {
+			c.ok[o]++
+		} else {
+			c.late[o]++
+		}
+	}
+	c.mu.Unlock()
+	switch {
+	case fail && pl.panics:
+		panic("on purpose")
+	case fail:
+		return errors.New("failed on purpose")
+	}
+	return nil
+}
+
+// TestDirectChaos runs random mixes of what direct runs must survive, with
+// mostly instant handlers so that reads run direct: failures (errors and
+// panics, some twice), handlers taking handoffAfter (racing the watchdog),
+// a little less or more, or a few microseconds (a slow run: a cool-down in
+// the pool); nil keys; OrderByKey, OrderByPartition and OrderNone;
+// WORKER_CONCURRENCY 1, 2 and 64; MaxInFlight 1, 2, 3, 10 and 1000; chunks
+// of inlineChunk, 4 and 1, reads of up to 300 (several chunks, two takes);
+// retries due at once or later; and up to two revocations mid-run, each
+// drained with a wait that may cut handlers off, the partition claimed
+// again with what the drained state does not count as done.
+//
+// It checks, as each call starts, that the call is its group's turn in its
+// claim (order per key, partition); at quiet moments while sending, that the
+// commit state counts as done only offsets that succeeded (nothing lost);
+// at each drain, that drain counted exactly the handlers still running,
+// and that the state counts as done exactly the offsets that succeeded,
+// with what earlier claims counted (nothing lost, nothing handled twice
+// after a clean stop); at the end that each offset succeeded exactly once
+// outside abandoned handlers and nothing is in flight.
+//
+// All timers of the bubble run at whole microseconds; drain waits end at a
+// fraction of one (500ns, then 250ns), so no handler returns at the instant
+// a drain gives up: which handlers it abandons is exact.
+//
+// Catches (300 seeds) D1 and D3 (the engine crashes), D2, D4, D8, D10 (a
+// stall: the test times out), and D7 in some runs (a crash, or a data race
+// under -race); not D5, D6 or D9 (see above).
+func TestDirectChaos(t *testing.T) {
+	for seed := range uint64(300) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { directChaosRun(t, seed) })
+		})
+	}
+}
+
+func directChaosRun(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 11))
+	n := 20 + rng.IntN(500)
+	nkeys := 1 + rng.IntN(6)
+	order := []Ordering{OrderByKey, OrderByKey, OrderByKey, OrderByPartition, OrderNone}[rng.IntN(5)]
+	keys := make([][]byte, n)
+	plans := map[int64]plan{}
+	slowEvery := []int{60, 300, 1000}[rng.IntN(3)] // slow handlers send the partition to the pool for a while
+	failEvery := []int{12, 50, 400}[rng.IntN(3)]   // and failures the rest of their key
+	for o := range n {
+		if rng.IntN(10) > 0 {
+			keys[o] = fmt.Appendf(nil, "k%d", rng.IntN(nkeys))
+		}
+		var pl plan
+		if rng.IntN(failEvery) == 0 {
+			pl.fails = 1 + rng.IntN(2)
+			pl.panics = rng.IntN(2) == 0
+		}
+		switch x := rng.IntN(slowEvery); {
+		case x < 2:
+			pl.took = handoffAfter + time.Duration(rng.IntN(3)-1)*time.Microsecond
+		case x == 2:
+			pl.took = handoffAfter + time.Duration(rng.IntN(3))*time.Millisecond
+		case x == 3:
+			pl.took = time.Duration(3000+rng.IntN(7000)) * time.Microsecond
+		case x < 6:
+			pl.took = time.Duration(1+rng.IntN(60)) * time.Microsecond
+		case x < 12:
+			pl.took = time.Duration(rng.IntN(3)) * time.Microsecond
+		}
+		plans[int64(o)] = pl
+	}
+	h := &directChaos{plans: plans, order: order, keys: keys, last: map[string]int{}, sentTo: map[string][]int64{},
+		ok: map[int64]int{}, late: map[int64]int{}, running: map[int]int{}}
+	conc := []int{1, 2, 64}[rng.IntN(3)]
+	maxIn := []int{1, 2, 3, 10, 1000, 1000}[rng.IntN(6)]
+	r := newRig(t, h, func(cfg *testConfig) {
+		cfg.Concurrency, cfg.MaxInFlight, cfg.Ordering = conc, maxIn, order
+	})
+	r.g.RetryBackoff = constantBackoff([]time.Duration{0, time.Microsecond, time.Millisecond, 30 * time.Millisecond}[rng.IntN(4)])
+	r.g.chunk = []int{inlineChunk, inlineChunk, 4, 1}[rng.IntN(4)]
+	defer func() {
+		if t.Failed() {
+			t.Logf("seed %d: n %d keys %d order %v conc %d maxIn %d chunk %d slowEvery %d failEvery %d", seed, n, nkeys, order, conc, maxIn, r.g.chunk, slowEvery, failEvery)
+		}
+	}()
+	newClaim := func() *claimed {
+		c := r.claim("t", 0)
+		c.claim.msgs = make(chan *sarama.ConsumerMessage, n)
+		r.dispatch(c)
+		return c
+	}
+	send := func(c *claimed, o int64) {
+		h.delivered(o)
+		c.claim.msgs <- &sarama.ConsumerMessage{Topic: "t", Offset: o, Key: keys[o]}
+	}
+	quietCheck := func(c *claimed, sent int64, when string) {
+		synctest.Wait()
+		cov := coverage(t, c.p, sent)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for o := range sent {
+			if cov[o] && h.ok[o] == 0 {
+				t.Errorf("%s: offset %d counts as done but never succeeded", when, o)
+			}
+		}
+	}
+	counted := make([]bool, n) // done in the state of a claim drained before
+	drainCheck := func(c *claimed, sent int64, wait time.Duration) {
+		c.revoke()
+		c.waitReturned(t, "the revocation")
+		abandoned := c.p.drain(wait)
+		cov := coverage(t, c.p, sent)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if running := h.running[h.gen]; abandoned != running {
+			t.Errorf("claim %d: drain (wait %v) counted %d abandoned, %d handlers still run", h.gen, wait, abandoned, running)
+		}
+		for o := range sent {
+			switch {
+			case cov[o] && h.ok[o] == 0:
+				t.Errorf("claim %d drained: offset %d counts as done but never succeeded", h.gen, o)
+			case h.ok[o] > 0 && !cov[o] && !counted[o]:
+				t.Errorf("claim %d drained: offset %d succeeded before the drain returned, not counted as done: handled twice", h.gen, o)
+			}
+			counted[o] = counted[o] || cov[o]
+		}
+		h.gen++
+	}
+	c := newClaim()
+	revocations := rng.IntN(3)
+	revokeAt := []int{n * (1 + rng.IntN(4)) / 5, n * (1 + rng.IntN(4)) / 5}
+	slices.Sort(revokeAt)
+	fraction := []time.Duration{500 * time.Nanosecond, 250 * time.Nanosecond}
+	for sent := 0; sent < n; {
+		b := min(n-sent, 1+rng.IntN(40))
+		if rng.IntN(4) == 0 {
+			b = min(n-sent, 1+rng.IntN(300))
+		}
+		for o := sent; o < sent+b; o++ {
+			send(c, int64(o))
+		}
+		sent += b
+		revoking := revocations > 0 && sent >= revokeAt[0]
+		if gap := rng.IntN(5); gap > 0 && !(revoking && rng.IntN(2) == 0) {
+			time.Sleep(time.Duration(rng.IntN(3000*gap*gap)) * time.Microsecond)
+		}
+		quietCheck(c, int64(sent), fmt.Sprintf("claim %d, %d sent", h.gen, sent))
+		if revoking {
+			wait := time.Minute
+			if rng.IntN(3) > 0 {
+				wait = time.Duration([]int{0, 1000, 2000, 2999, 5000}[rng.IntN(5)])*time.Microsecond + fraction[0]
+			}
+			fraction = fraction[1:]
+			revocations, revokeAt = revocations-1, revokeAt[1:]
+			drainCheck(c, int64(sent), wait)
+			c = newClaim()
+			c.claim.next.Store(int64(sent))
+			for o := range int64(sent) {
+				if !counted[o] {
+					send(c, o)
+				}
+			}
+		}
+	}
+	time.Sleep(5 * time.Second)
+	quietCheck(c, int64(n), "all sent, 5s later")
+	if got := inFlight(c.p); got != 0 {
+		t.Errorf("%d messages still in flight: a stall", got)
+	}
+	drainCheck(c, int64(n), time.Minute)
+	h.mu.Lock()
+	for _, b := range h.bad[:min(len(h.bad), 10)] {
+		t.Error(b)
+	}
+	for o := range int64(n) {
+		if h.ok[o] != 1 {
+			t.Errorf("offset %d succeeded %d times (and %d abandoned), want once", o, h.ok[o], h.late[o])
+		}
+	}
+	h.mu.Unlock()
+	r.shutdown(t, c)
+}
