@@ -30,8 +30,12 @@ import (
 // The done ones wait in p.directLast, told to the commit state at the end
 // of each run, when a message is admitted, and by flushFinished, which
 // drain calls before the final commit; and at once while the partition is
-// not running. A handler that returns after the partition was fenced is
-// discarded, as in run: the message is handled again by the next owner.
+// not running. A message the run claimed but that is not done once the
+// partition stopped running (not started, or failed while draining) is
+// admitted unfinished, for the next owner (leaveUnfinished): a gap between
+// admitted offsets counts as done. A handler that returns after the
+// partition was fenced is discarded, as in run: the message is handled
+// again by the next owner.
 //
 // Retry tiers (a message may not be due yet), exactly-once and batch
 // handlers never run direct; nor a read holding an offset the previous
@@ -148,7 +152,7 @@ func (p *partition) runDirect(t *task, r *inlineRun) bool {
 	if p.loadState() != partRunning {
 		p.mu.Lock()
 		p.directSettled = t.msg.Offset
-		p.flushDirect()
+		p.leaveUnfinished(t, r)
 		p.mu.Unlock()
 		p.finishRun(slot)
 		return false
@@ -181,7 +185,7 @@ func (p *partition) runDirect(t *task, r *inlineRun) bool {
 		slot.lazyBroke = true
 		p.scheduleRetry(t, err)
 	default:
-		p.flushDirect() // failed while draining: left to the next owner
+		p.leaveUnfinished(t, r) // failed while draining: left to the next owner
 	}
 	p.settle(err != nil, false)
 	p.mu.Unlock()
@@ -203,6 +207,20 @@ func (p *partition) admitDirect(t *task) {
 	p.chain(t)
 	p.unfinished++
 	p.pending.AddConsumed(1)
+}
+
+// leaveUnfinished admits the direct message t, claimed by the run but not
+// done (the partition stopped running), as unfinished: it is the next
+// owner's, and the committable offset must stop at it. Left out, it would
+// be a gap between the offsets admitted around it, which the commit state
+// takes as done. Called with p.mu held, by the run.
+func (p *partition) leaveUnfinished(t *task, r *inlineRun) {
+	if p.loadState() == partFenced {
+		p.flushDirect()
+		return // nothing is committed any more
+	}
+	p.admitDirect(t)
+	r.scratch = nil // the task is the commit state's now
 }
 
 // flushDirect admits the direct messages done since the last flush.
