@@ -27,16 +27,18 @@ import (
 //	D6  flushFinished does not flushDirect
 //	D7  handoffDirect admits the running message even when it settled (directSettled check dropped)
 //	D8  partition.runDirect does not publish its run slot (drain cannot see a direct handler)
-//	D9  runDirect's not-running branch does not flushDirect
+//	D9  runDirect's not-running branch does not admit the claimed message (leaveUnfinished skipped)
 //	D10 directAllowed runs a read direct while something is unfinished
+//	D11 runDirect's failed-while-draining case does not admit the message (leaveUnfinished skipped)
 //
-// D6 and D9 survive every test here: in the order ConsumeClaim follows, no
+// D6 and D9 survive every test here. In the order ConsumeClaim follows no
 // one flushes while a direct run has done messages pending (the run's end,
-// admitDirect and handoffDirect flush them first), so these flushes are
-// redundant; D6 is caught by direct_test.go's tests, which flush from
-// outside the run. D5 only delays the admission (the next flush or any
-// later admission covers it) and is caught by the one test that looks
-// before any other flush.
+// admitDirect and handoffDirect flush them first); D6 is caught by
+// direct_test.go's tests, which flush from outside the run. D9's window (a
+// message claimed, then the partition found not running) is too narrow to
+// force. D5 only delays the admission (the next flush or any later
+// admission covers it) and is caught by the one test that looks before any
+// other flush.
 
 // coverage reports which of the offsets [0, n) the commit state counts as
 // done now, flushing nothing: those below the committable offset, and
@@ -469,75 +471,60 @@ func TestDirectDrainWaitsForAHandedOffMessage(t *testing.T) {
 
 // Not the order ConsumeClaim follows (it drains once the dispatching
 // ended), but the order the code provides for ("drain may be counting
-// already"): a drain starts while a direct message runs on the dispatching
-// goroutine, before the watchdog. Drain waits for it (its run slot), and,
-// as it succeeds within the wait, the committable offset covers it and
-// the message before it; the messages after it never start. Catches D8
-// (drain does not wait: the success is discarded, committable 1).
+// already"): a drain starts while a direct message (1) runs on the
+// dispatching goroutine, before the watchdog. Drain waits for it (its run
+// slot); the messages after it never start.
+//   - It succeeds within the wait: the committable offset covers it and the
+//     message before it. Catches D8 (drain does not wait: the success is
+//     discarded, committable 1).
+//   - It fails (found by this review; catches D11): it must be admitted
+//     unfinished (leaveUnfinished). Left out, the dispatcher would admit
+//     the read's rest (2 and 3) and the commit state would count the gap at
+//     1 as done: the committable offset would pass 1, which never
+//     succeeded. The same holds for a message claimed by a run that then
+//     finds the partition not running (runDirect's first branch, D9; the
+//     window is too narrow to force here).
 func TestDirectDrainStartedDuringADirectMessage(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := newScript()
-		release := newLatch()
-		s.block[1] = release
-		r := newRig(t, s, nil)
-		r.atCleanup(release.open)
-		c := r.claim("t", 0)
-		c.claim.send(t, "a", "b", "c", "d")
-		r.dispatch(c)
-		synctest.Wait()
-		if !s.ranInline(1) {
-			t.Fatal("1 should have started direct")
-		}
-		abandoned := make(chan int)
-		go func() { abandoned <- c.p.drain(time.Second) }()
-		synctest.Wait() // draining, waiting for 1; time stands still: no watchdog
-		release.open()
-		if n := <-abandoned; n != 0 {
-			t.Errorf("drain counted %d abandoned, want 0 (1 returned within the wait)", n)
-		}
-		if m := c.p.state.Snapshot().Marked; m != 2 {
-			t.Errorf("after drain: committable %d, want 2 (0 and 1 done)", m)
-		}
-		if got := s.ran(); !slices.Equal(got, []int64{0, 1}) {
-			t.Errorf("ran %v, want [0 1]: nothing starts once draining", got)
-		}
-		s.checkCoveredDone(t, c.p, 4, "after the drain")
-		r.shutdown(t, c)
-	})
-}
-
-// The same drain, but the direct message fails while draining (found by
-// this review; reachable only when a drain overlaps the dispatching, which
-// ConsumeClaim, draining once the dispatching ended, does not do today).
-// The failed message must be admitted as unfinished (leaveUnfinished):
-// left out, the dispatcher would admit the read's rest (2 and 3) and the
-// commit state would count the gap at 1 between what it was told of as
-// done, so the committable offset would pass 1, which never succeeded. The
-// same holds for a message claimed by a run that then finds the partition
-// not running (runDirect's first branch; the window is too narrow to force
-// here).
-func TestDirectFailureWhileDrainingStaysUnfinished(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := newScript()
-		release := newLatch()
-		s.block[1], s.fails[1] = release, 1
-		r := newRig(t, s, nil)
-		r.atCleanup(release.open)
-		c := r.claim("t", 0)
-		c.claim.send(t, "a", "b", "c", "d")
-		r.dispatch(c)
-		synctest.Wait()
-		abandoned := make(chan int)
-		go func() { abandoned <- c.p.drain(time.Second) }()
-		synctest.Wait()
-		release.open()
-		<-abandoned
-		s.checkCoveredDone(t, c.p, 4, "after the drain")
-		if m := c.p.state.Snapshot().Marked; m != 1 {
-			t.Errorf("after the drain: committable %d, want 1 (0 done, 1 failed)", m)
-		}
-		r.shutdown(t, c)
-	})
+	for _, tc := range []struct {
+		name       string
+		fails      int
+		wantMarked int64
+	}{
+		{name: "it succeeds", wantMarked: 2},
+		{name: "it fails", fails: 1, wantMarked: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := newScript()
+				release := newLatch()
+				s.block[1], s.fails[1] = release, tc.fails
+				r := newRig(t, s, nil)
+				r.atCleanup(release.open)
+				c := r.claim("t", 0)
+				c.claim.send(t, "a", "b", "c", "d")
+				r.dispatch(c)
+				synctest.Wait()
+				if !s.ranInline(1) {
+					t.Fatal("1 should have started direct")
+				}
+				abandoned := make(chan int)
+				go func() { abandoned <- c.p.drain(time.Second) }()
+				synctest.Wait() // draining, waiting for 1; time stands still: no watchdog
+				release.open()
+				if n := <-abandoned; n != 0 {
+					t.Errorf("drain counted %d abandoned, want 0 (1 returned within the wait)", n)
+				}
+				if m := c.p.state.Snapshot().Marked; m != tc.wantMarked {
+					t.Errorf("after drain: committable %d, want %d", m, tc.wantMarked)
+				}
+				if got := s.ran(); !slices.Equal(got, []int64{0, 1}) {
+					t.Errorf("ran %v, want [0 1]: nothing starts once draining", got)
+				}
+				s.checkCoveredDone(t, c.p, 4, "after the drain")
+				r.shutdown(t, c)
+			})
+		})
+	}
 }
 
 // With a budget of 1, 2 or 3 a direct run still runs a read; its failed
