@@ -37,9 +37,15 @@
 // together never exceed WORKER_CONCURRENCY. A slow stretch sends the
 // partition back to the pool for a cool-down; a handler that holds the
 // dispatcher past handoffAfter loses it to a new dispatching goroutine.
-// While nothing else of the partition is unfinished, messages admitted to
-// run inline skip the key FIFOs until a failure, the budget or the
-// watchdog breaks their run in offset order (lazy.go).
+// While nothing of the partition is unfinished, the dispatcher runs what
+// it read before admitting it, on one reused task, and tells the commit
+// state of the done ones afterwards (commit.State.AdmitDone): no task,
+// offset reservation or key lookup per message; a failure or the watchdog
+// admits the running message, and chains it in its key's FIFO, before
+// anything later is admitted (direct.go). A read holding offsets the
+// previous owner handled is admitted lazy instead: it skips the key FIFOs
+// until a failure, the budget or the watchdog breaks its run in offset
+// order (lazy.go).
 //
 // With a batch handler (Params.Batch, batch.go) the ready messages are
 // gathered and cut into lots instead of being pushed one by one:
@@ -69,7 +75,8 @@
 // metadata lookups.
 //
 // Under partition.mu the code calls into commit.State (FinishAll, Snapshot,
-// Oldest, EachUnfinished), adds its pending deliveries to its
+// Oldest, EachUnfinished; and Capacity, Admit, AdmitDone for a direct
+// run's messages), adds its pending deliveries to its
 // telemetry.Stats, and takes only leaf locks besides: Clock.mu (when the
 // coarse clock wakes up), telemetry's metric vectors, the logger's. It
 // never takes Pool.mu, the Committer's lock or another partition's mu;
