@@ -105,6 +105,11 @@ func (r *inlineRun) runDirect(limit int) (n int, ok bool) {
 	p.flushStats()
 	p.mu.Unlock()
 	r.direct = nil
+	if t := r.scratch; t != nil {
+		// Let go of the last record, and so of the fetch buffer it is cut
+		// from, while the partition idles (as flushFinished does for tasks).
+		t.msg.Key, t.msg.Value, t.msg.Headers = nil, nil, nil
+	}
 	if ran > 0 {
 		d.judge(time.Since(clockAnchor)-began > time.Duration(ran)*inlineMaxAvg)
 	}
