@@ -96,8 +96,8 @@ func (r *inlineRun) runDirect(limit int) (n int, ok bool) {
 	if v&stretchOver != 0 {
 		return 0, false // handoff moved d.head
 	}
-	// Taken: every message claimed, done or admitted (a failure), or, once
-	// the partition stopped running, not run at all (it never runs again).
+	// Taken: every message claimed, done or admitted (a failure, or, once
+	// the partition stopped running, left unfinished: leaveUnfinished).
 	n = int(v & stretchIdx)
 	d.head += n
 	p.mu.Lock()
